@@ -1,0 +1,228 @@
+"""The shared LightningDataModule of every long-tailed dataset.
+
+A subclass builds its splits (:class:`Splits`); this base turns them into the batch contract of
+DESIGN.md:
+
+* pre-training batches ``(views, target, index)``: the loaders yield raw uint8 images of one size,
+  and the views are made batch-wise, each image with its own random parameters, in
+  ``on_after_batch_transfer`` (on the GPU when training runs there, on the CPU otherwise: same
+  code, same semantics);
+* evaluation batches ``(image, target, index)`` with the deterministic eval transform.
+
+It exposes ``num_classes``, ``class_counts`` (of the pre-training set), ``class_groups`` and
+``group_rule``, the balanced probe set(s) (``probe_sets``, ``probe_dataloader(name)``), the test set
+and an eval-transform pass over the pre-training set (``pretrain_eval_dataloader``, used for
+clustering and density weights).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.cards import DatasetCard
+from datamodules.groups import class_groups, group_rule_name
+from datamodules.views import RECIPES, EvalTransform, MultiViewTransform
+
+
+@dataclass
+class Splits:
+    """What a dataset provides. ``pretrain_eval`` is ``pretrain`` under the eval transform."""
+
+    pretrain: Dataset  # (uint8 C×H×W, target, index)
+    pretrain_eval: Dataset  # (float C×S×S, target, index), same order as pretrain
+    pretrain_targets: np.ndarray  # int64, -1 where unknown
+    probe: dict[str, Dataset] = field(default_factory=dict)  # name -> eval dataset, "full" first
+    test: Dataset | None = None
+    num_classes: int | None = None
+
+
+class LongTailDataModule(pl.LightningDataModule):
+    """Base of all datamodules; subclasses implement :meth:`build_splits` and set ``card``."""
+
+    card: ClassVar[DatasetCard]
+
+    def __init__(
+        self,
+        image_size: int | None = None,
+        recipe: str = "simclr",
+        num_large_views: int = 2,
+        num_small_views: int = 0,
+        small_size: int | None = None,
+        clean_view: bool = False,
+        batch_size: int = 256,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+        group_rule: str | None = None,
+        view_seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            image_size: side of the large views and of eval images; default the dataset's native
+                size (the card's ``image_size``).
+            recipe: augmentation recipe of the views (``simclr``, ``mocov2``, ``byol``, ...).
+            num_large_views: number of large (global) crops per image; 2 for two-view methods.
+            num_small_views: number of small crops (SwAV multi-crop, Caron et al. 2020 §3.2).
+            small_size: side of the small crops; default ``image_size * 96 // 224``, as SwAV.
+            clean_view: append the un-augmented normalised view (MTTV's n(.)).
+            batch_size: pre-training batch size per process.
+            eval_batch_size: batch size of the evaluation loaders.
+            num_workers: DataLoader workers (0 keeps in-memory data in the main process).
+            group_rule: ``thirds`` or ``thresholds``; default the card's rule.
+            view_seed: seed of the augmentation stream (per-batch seeds derive from it).
+        """
+        super().__init__()
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; valid recipes: {', '.join(RECIPES)}")
+        if num_large_views < 1:
+            raise ValueError(f"num_large_views={num_large_views} must be >= 1")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
+        self.image_size = image_size or self.card.image_size
+        self.recipe = recipe
+        self.num_large_views = num_large_views
+        self.num_small_views = num_small_views
+        self.small_size = small_size or max(8, self.image_size * 96 // 224)
+        self.clean_view = clean_view
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self._group_rule = group_rule or self.card.group_rule
+        group_rule_name(self._group_rule)  # validates
+        self.view_seed = view_seed
+        self._batches_made = 0
+        self._splits: Splits | None = None
+        self.view_transform = MultiViewTransform(
+            image_size=self.image_size,
+            mean=self.card.mean,
+            std=self.card.std,
+            recipe=recipe,
+            num_large=num_large_views,
+            num_small=num_small_views,
+            small_size=self.small_size,
+            clean_view=clean_view,
+        )
+        self.eval_transform = EvalTransform(self.image_size, self.card.mean, self.card.std)
+
+    # -- what a subclass provides -------------------------------------------------------------
+    def build_splits(self) -> Splits:
+        raise NotImplementedError(f"{type(self).__name__} must implement build_splits()")
+
+    # -- set-up -------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is None:
+            self._splits = self.build_splits()
+
+    @property
+    def splits(self) -> Splits:
+        self.setup()
+        assert self._splits is not None
+        return self._splits
+
+    # -- the facts every evaluation needs ------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.splits.num_classes or self.card.num_classes
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        """Per-class counts of the pre-training set (unknown targets are not counted)."""
+        t = self.splits.pretrain_targets
+        return np.bincount(t[t >= 0], minlength=self.num_classes).astype(np.int64)
+
+    @property
+    def group_rule(self) -> str:
+        return group_rule_name(self._group_rule)
+
+    @property
+    def class_groups(self) -> dict[str, np.ndarray]:
+        return class_groups(self.class_counts, self._group_rule)
+
+    @property
+    def probe_sets(self) -> list[str]:
+        return list(self.splits.probe)
+
+    # -- loaders ------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.view_seed) if shuffle else None
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        n = len(self.splits.pretrain)
+        return self._loader(self.splits.pretrain, self.batch_size, True, drop_last=n > self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        """The test set, so that online probes report test accuracy during pre-training."""
+        return self.test_dataloader()
+
+    def test_dataloader(self) -> DataLoader:
+        if self.splits.test is None:
+            raise ValueError(f"{type(self).__name__} has no test set")
+        return self._loader(self.splits.test, self.eval_batch_size, False, False)
+
+    def probe_dataloader(self, name: str = "full") -> DataLoader:
+        if name not in self.splits.probe:
+            raise ValueError(f"unknown probe set {name!r}; this datamodule has {self.probe_sets}")
+        return self._loader(self.splits.probe[name], self.eval_batch_size, False, False)
+
+    def pretrain_eval_dataloader(self) -> DataLoader:
+        """The pre-training set under the eval transform, in index order."""
+        return self._loader(self.splits.pretrain_eval, self.eval_batch_size, False, False)
+
+    # -- views --------------------------------------------------------------------------------
+    def make_views(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Views of a uint8 batch; each call draws fresh per-image parameters from a seed that is
+        a function of (view_seed, rank, batch counter), so a resumed run makes the same views."""
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        seed = zlib.crc32(f"{self.view_seed}:{rank}:{self._batches_made}".encode())
+        self._batches_made += 1
+        return self.view_transform(images, seed=seed)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, target, index = batch
+        if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
+            trainer = self._trainer
+            if trainer is None or trainer.training:
+                return self.make_views(images), target, index
+            return self.eval_transform(images), target, index
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches_made": self._batches_made}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._batches_made = int(state_dict.get("batches_made", 0))
+
+    # -- statistics ---------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Everything ``lssl data stats`` prints."""
+        counts = self.class_counts
+        groups = self.class_groups
+        nonzero = counts[counts > 0]
+        return {
+            "name": self.card.name,
+            "num_classes": self.num_classes,
+            "pretrain_size": int(len(self.splits.pretrain)),
+            "unlabeled": int((self.splits.pretrain_targets < 0).sum()),
+            "class_counts": counts,
+            "imbalance_ratio": float(nonzero.min() / nonzero.max()) if nonzero.size else float("nan"),
+            "group_rule": self.group_rule,
+            "groups": {g: {"classes": int(len(c)), "images": int(counts[c].sum())} for g, c in groups.items()},
+            "probe_sizes": {k: len(v) for k, v in self.splits.probe.items()},
+            "test_size": len(self.splits.test) if self.splits.test is not None else 0,
+        }

@@ -1,0 +1,156 @@
+"""Long-tail profiles: pure functions from labels to the indices of a long-tailed subset.
+
+No torch needed. The conventions are those of LDAM-DRW (Cao et al., NeurIPS 2019,
+``imbalance_cifar.py``), which the long-tailed SSL literature (MTTV, GH, rwSAM-style work) reuses:
+
+* ``imbalance_ratio`` is ``n_min / n_max`` (LDAM's ``imb_factor``; 0.01 means rho = 100);
+* ``img_max`` defaults to the size of the smallest class of the source (5000 for CIFAR-10, i.e.
+  ``len(data) / num_classes`` as in LDAM when the source is balanced);
+* selection: one ``RandomState(seed)`` stream; for each class in class-index order its indices are
+  shuffled and the first ``n_c`` kept; the result is the class blocks stacked in class order.
+
+With ``profile="exp"``, ``imbalance_ratio=0.01``, ``seed=0`` and ``head_order="natural"`` this
+selects exactly LDAM's CIFAR-10/100-LT indices (checked against the md5 prefixes in
+``shared/data/README.md`` by the tests).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+PROFILES = ("exp", "step", "pareto", "balanced")
+HEAD_ORDERS = ("natural", "permuted")
+
+
+def profile_counts(
+    num_classes: int,
+    img_max: float,
+    profile: str = "exp",
+    imbalance_ratio: float = 0.01,
+    num_frequent: int | None = None,
+) -> np.ndarray:
+    """Per-rank class sizes of a profile, rank 0 = head (most frequent class).
+
+    * ``exp`` (LDAM, Cao et al. 2019 §4.1): ``n_r = int(img_max * ratio ** (r / (C - 1)))``.
+    * ``step`` (LDAM; Buda et al. 2018): the first ``num_frequent`` ranks (default ``C // 2``) get
+      ``int(img_max)``, the others ``int(img_max * ratio)``.
+    * ``pareto``: a rank-size (Zipf, i.e. discrete Pareto) law with the same end points,
+      ``n_r = int(img_max * ratio ** (ln(r + 1) / ln C))``: straight on log-log axes, with the steep
+      head drop of ImageNet-LT (Liu et al. 2019, Pareto alpha=6) and ImageNet-100-LT
+      (1280, 679, 511, ...). Our choice: OLTR published the list, not a formula.
+    * ``balanced``: ``int(img_max)`` for every class.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    if not 0.0 < imbalance_ratio <= 1.0:
+        raise ValueError(
+            f"imbalance_ratio={imbalance_ratio} is outside (0, 1]: it is n_min / n_max "
+            f"(0.01 means a 100:1 imbalance; LDAM's imb_factor)"
+        )
+    if num_classes < 2:
+        raise ValueError(f"num_classes={num_classes}: a long-tail profile needs at least 2 classes")
+    ranks = np.arange(num_classes, dtype=np.float64)
+    if profile == "exp":
+        counts = [int(img_max * imbalance_ratio ** (r / (num_classes - 1.0))) for r in ranks]
+    elif profile == "step":
+        frequent = num_classes // 2 if num_frequent is None else num_frequent
+        if not 0 < frequent < num_classes:
+            raise ValueError(f"num_frequent={frequent} must be in [1, {num_classes - 1}]")
+        counts = [int(img_max) if r < frequent else int(img_max * imbalance_ratio) for r in ranks]
+    elif profile == "pareto":
+        log_c = math.log(num_classes)
+        counts = [int(img_max * imbalance_ratio ** (math.log(r + 1.0) / log_c)) for r in ranks]
+    else:
+        counts = [int(img_max)] * num_classes
+    return np.asarray(counts, dtype=np.int64)
+
+
+def head_to_tail_order(num_classes: int, head_order: str = "natural", seed: int = 0) -> np.ndarray:
+    """Class id at each frequency rank: identity (LDAM, class 0 = head) or a seeded permutation
+    (SDCLR's random class order per split)."""
+    if head_order not in HEAD_ORDERS:
+        raise ValueError(f"unknown head_order {head_order!r}; valid: {', '.join(HEAD_ORDERS)}")
+    if head_order == "natural":
+        return np.arange(num_classes, dtype=np.int64)
+    # A separate stream from the selection's, so that permuting the order does not change which
+    # images the natural order would pick for a class of the same size.
+    return np.random.default_rng([seed, 0xC1A55]).permutation(num_classes).astype(np.int64)
+
+
+def long_tail_indices(
+    labels: Sequence[int] | np.ndarray,
+    profile: str = "exp",
+    imbalance_ratio: float = 0.01,
+    seed: int = 0,
+    head_order: str = "natural",
+    img_max: float | None = None,
+    subsample: float = 1.0,
+    balanced_twin: bool = False,
+    num_classes: int | None = None,
+    num_frequent: int | None = None,
+) -> np.ndarray:
+    """Indices into ``labels`` of a long-tailed subset (LDAM conventions, see the module docstring).
+
+    Args:
+        labels: class id of every example of the source set (ints in ``[0, num_classes)``).
+        profile: ``exp`` | ``step`` | ``pareto`` | ``balanced`` (see :func:`profile_counts`).
+        imbalance_ratio: ``n_min / n_max`` in (0, 1]; 0.01 is the standard rho = 100.
+        seed: seed of the selection stream (LDAM's ``rand_number``, default 0) and of the class order.
+        head_order: ``natural`` (class 0 is the head, as LDAM) or ``permuted`` by ``seed`` (as SDCLR).
+        img_max: size of the head class; default the smallest class size of the source.
+        subsample: keep ``int(n_c * subsample)`` of each class (rwSAM's sampling ratio, Liu et al.
+            ICLR 2022 §3: 0.75, 0.5, 0.25, 0.125).
+        balanced_twin: return instead a balanced set of the same total size, ``N // C`` per class
+            (rwSAM's control at equal n; SDCLR's ``D_b`` has exactly these sizes).
+        num_classes: default ``max(labels) + 1``.
+        num_frequent: number of frequent classes of the ``step`` profile (default ``C // 2``).
+
+    Returns:
+        int64 indices, class blocks in class-id order, each block in shuffled order.
+
+    Raises:
+        ValueError: unknown profile/order, ratio outside (0, 1], a class that would be left empty, or
+            a class with fewer examples than the profile asks for.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.ndim != 1 or labels.size == 0:
+        raise ValueError(f"labels must be a non-empty 1-d array, got shape {labels.shape}")
+    if labels.min() < 0:
+        raise ValueError(f"labels must be >= 0 (found {labels.min()}); unlabeled data has no profile")
+    num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
+    available = np.bincount(labels, minlength=num_classes)
+    if img_max is None:
+        img_max = float(available.min())
+    if not 0.0 < subsample <= 1.0:
+        raise ValueError(f"subsample={subsample} is outside (0, 1]")
+    per_rank = profile_counts(num_classes, img_max, profile, imbalance_ratio, num_frequent)
+    order = head_to_tail_order(num_classes, head_order, seed)
+    counts = np.zeros(num_classes, dtype=np.int64)
+    counts[order] = (per_rank * subsample).astype(np.int64)
+    if balanced_twin:
+        counts[:] = int(counts.sum()) // num_classes
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        raise ValueError(
+            f"profile {profile!r} with imbalance_ratio={imbalance_ratio}, img_max={img_max} and "
+            f"subsample={subsample} leaves class(es) {empty.tolist()} empty "
+            f"(smallest class size {per_rank.min() * subsample:.2f}); raise the ratio, img_max or "
+            f"subsample"
+        )
+    short = np.flatnonzero(counts > available)
+    if short.size:
+        c = int(short[0])
+        raise ValueError(
+            f"class {c} has {available[c]} examples but the profile asks for {counts[c]}; "
+            f"lower img_max (now {img_max})"
+        )
+    rng = np.random.RandomState(seed)
+    blocks = []
+    for c in range(num_classes):
+        idx = np.where(labels == c)[0]
+        rng.shuffle(idx)
+        blocks.append(idx[: counts[c]])
+    return np.concatenate(blocks).astype(np.int64)

@@ -1,0 +1,1 @@
+"""The lssl command line."""

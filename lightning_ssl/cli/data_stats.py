@@ -1,0 +1,100 @@
+"""``lssl data stats NAME`` and ``lssl data card NAME``: what a long-tailed dataset looks like."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from jsonargparse import ArgumentParser
+from rich.console import Console
+from rich.table import Table
+
+import datamodules
+
+
+def build_datamodule(name: str, argv: list[str]) -> Any:
+    """Instantiate the datamodule ``name`` from ``--key value`` options of its ``__init__``."""
+    cls = datamodules.resolve(name)
+    parser = ArgumentParser(prog=f"lssl data stats {name}", description=(cls.__doc__ or "").split("\n")[0])
+    parser.add_class_arguments(cls, "data", fail_untyped=False)
+    parser.add_argument("--plot", type=str | None, default=None, help="write a class-count histogram PNG")
+    cfg = parser.parse_args(argv)
+    init = parser.instantiate_classes(cfg)
+    return init.data, cfg.plot
+
+
+def stats_table(stats: dict[str, Any], groups: dict[str, np.ndarray]) -> Table:
+    counts = stats["class_counts"]
+    group_of = {int(c): g for g, cs in groups.items() for c in cs}
+    table = Table(title=f"{stats['name']}: per-class counts, head to tail")
+    for col in ("rank", "class", "images", "group"):
+        table.add_column(col, justify="right" if col != "group" else "left")
+    order = np.lexsort((np.arange(counts.size), -counts))
+    for rank, c in enumerate(order):
+        table.add_row(str(rank), str(int(c)), str(int(counts[c])), group_of.get(int(c), "-"))
+    return table
+
+
+def summary_lines(stats: dict[str, Any]) -> list[str]:
+    lines = [
+        f"pre-training set: {stats['pretrain_size']} images, {stats['num_classes']} classes"
+        + (f" ({stats['unlabeled']} unlabeled)" if stats["unlabeled"] else ""),
+        f"imbalance ratio n_min/n_max: {stats['imbalance_ratio']:.4g}"
+        + (f" (rho = {1 / stats['imbalance_ratio']:.4g})" if stats["imbalance_ratio"] > 0 else ""),
+        f"groups ({stats['group_rule']}): "
+        + ", ".join(f"{g} {v['classes']} classes / {v['images']} images" for g, v in stats["groups"].items()),
+        "probe sets: " + (", ".join(f"{k} {v}" for k, v in stats["probe_sizes"].items()) or "none"),
+        f"test set: {stats['test_size']} images",
+    ]
+    return lines
+
+
+def plot_counts(stats: dict[str, Any], groups: dict[str, np.ndarray], path: str) -> None:
+    """Bar chart of class counts, head to tail, coloured by group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = stats["class_counts"]
+    order = np.lexsort((np.arange(counts.size), -counts))
+    colours = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
+    group_of = {int(c): g for g, cs in groups.items() for c in cs}
+    fig, ax = plt.subplots(figsize=(max(6, counts.size * 0.05 + 4), 3.5))
+    ax.bar(range(counts.size), counts[order], color=[colours.get(group_of.get(int(c), ""), "grey") for c in order])
+    for g, col in colours.items():
+        ax.bar([], [], color=col, label=f"{g} ({len(groups.get(g, []))})")
+    ax.set_xlabel("class rank (head to tail)")
+    ax.set_ylabel("images")
+    if counts.max() / max(counts[counts > 0].min(), 1) > 20:
+        ax.set_yscale("log")
+    ax.set_title(f"{stats['name']} — groups by {stats['group_rule']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] not in ("stats", "card") or argv[1].startswith("-"):
+        print("usage: lssl data stats NAME [--data.OPTION VALUE ...] [--plot FILE.png]\n"
+              "       lssl data card NAME\n"
+              f"datasets: {', '.join(datamodules.REGISTRY)}")
+        return 2
+    command, name, rest = argv[0], argv[1], argv[2:]
+    console = Console()
+    if command == "card":
+        card = datamodules.resolve(name).card
+        for key, value in card.as_dict().items():
+            console.print(f"[bold]{key}[/bold]: {value}")
+        return 0
+    dm, plot = build_datamodule(name, rest)
+    stats = dm.stats()
+    groups = dm.class_groups
+    console.print(stats_table(stats, groups))
+    for line in summary_lines(stats):
+        console.print(line)
+    if plot:
+        plot_counts(stats, groups, plot)
+        console.print(f"histogram written to {plot}")
+    return 0

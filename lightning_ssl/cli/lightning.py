@@ -1,0 +1,79 @@
+"""``lssl fit | validate | test``: LightningCLI over every method and datamodule.
+
+``--model`` and ``--data`` take a bare class name (``SimCLR``, ``DigitsLT``) or a full class path
+(``my_module.MyMethod``): a method in the user's own package runs with no change to the suite.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pytorch_lightning.cli import LightningCLI
+
+import datamodules
+import lightning_ssl.methods  # noqa: F401  (registers the built-in methods as subclasses)
+from datamodules.base import LongTailDataModule
+from lightning_ssl.methods.base import SSLMethod
+
+
+def _import_all_datamodules() -> None:
+    for target in datamodules.REGISTRY.values():
+        importlib.import_module(target.split(":")[0])
+
+
+def default_callbacks() -> list[dict[str, Any]]:
+    return [
+        {"class_path": "lightning_ssl.eval.callbacks.OnlineLinearProbe"},
+        {"class_path": "lightning_ssl.eval.callbacks.KNNMonitor"},
+        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}},
+        {"class_path": "pytorch_lightning.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
+    ]
+
+
+class SSLCLI(LightningCLI):
+    """LightningCLI whose model input size follows the datamodule unless given explicitly."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument("--wandb", type=str | None, default=None,
+                            help="log to Weights & Biases under this project (offline without credentials)")
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        data_args = cfg.data.init_args if "init_args" in cfg.data else cfg.data
+        model_args = cfg.model.init_args if "init_args" in cfg.model else cfg.model
+        data_cls = _class_of(cfg.data.class_path)
+        data_size = data_args.get("image_size") or data_cls.card.image_size
+        if "image_size" in model_args and model_args.get("image_size") is None and data_size:
+            model_args["image_size"] = int(data_size)
+        if cfg.get("wandb"):
+            from lightning_ssl.loggers import wandb_logger_config
+
+            loggers = cfg.trainer.get("logger")
+            extra = wandb_logger_config(cfg.wandb)
+            cfg.trainer.logger = ([*loggers] if isinstance(loggers, list) else [loggers] if loggers not in (None, True, False) else []) + [extra]
+
+
+def _class_of(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_lightning_cli(args: list[str]) -> SSLCLI:
+    _import_all_datamodules()
+    return SSLCLI(
+        SSLMethod,
+        LongTailDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        trainer_defaults={
+            "callbacks": default_callbacks(),
+            "logger": [
+                {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+                {"class_path": "pytorch_lightning.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs"}},
+            ],
+        },
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"default_env": False},
+    )

@@ -1,0 +1,163 @@
+"""The small base shared by every method.
+
+It owns the backbone, the optimiser and its per-step schedule, the online-probe/eval contract and
+the reduction of losses. A method implements one thing, :meth:`SSLMethod.compute_losses`,
+returning **per-sample** (``B``) or **per-view** (``V×B``) losses; the base reduces them, applying
+the weights of any registered :class:`LossWeighter` (UOTA's view weights, for instance), so that
+re-weighting composes with every method without the method knowing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from lightning_ssl.backbones import build_backbone
+from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.optim.factory import OPTIMIZERS, build_optimizer
+from lightning_ssl.optim.param_groups import split_decay_groups
+from lightning_ssl.schedules import cosine_schedule
+
+Batch = tuple[list[Tensor], Tensor, Tensor]
+
+
+@dataclass
+class LossOutput:
+    """What a method's :meth:`SSLMethod.compute_losses` returns.
+
+    Attributes:
+        losses: ``B`` per-sample or ``V×B`` per-view losses (unreduced).
+        features: detached backbone features of the first view (for the online probe).
+        embeddings: per-view embeddings ``V×B×D`` used by view weighters (UOTA), if any.
+        logs: extra scalars to log (tensors; no host sync).
+    """
+
+    losses: Tensor
+    features: Tensor
+    embeddings: Tensor | None = None
+    logs: dict[str, Tensor] = field(default_factory=dict)
+
+
+class LossWeighter(Protocol):
+    """Returns weights broadcastable to ``out.losses`` (``B``, ``V×1`` or ``V×B``) or ``None``."""
+
+    def __call__(self, module: SSLMethod, batch: Batch, out: LossOutput) -> Tensor | None: ...
+
+
+def weighted_mean(losses: Tensor, weights: Tensor | None = None) -> Tensor:
+    """``mean(w * l)``: with weights of mean 1 this is the re-weighted empirical risk
+    (rwSAM's L_w, Liu et al. 2022 §4; UOTA Eq. M.12)."""
+    if weights is None:
+        return losses.mean()
+    if weights.ndim == 1 and losses.ndim == 2:
+        weights = weights.unsqueeze(0)
+    return (losses * weights).mean()
+
+
+class SSLMethod(pl.LightningModule):
+    """Base LightningModule of all methods (not used directly)."""
+
+    card: ClassVar[MethodCard]
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = "resnet18",
+        image_size: int | None = None,
+        in_chans: int = 3,
+        optimizer: str = "sgd",
+        lr: float = 0.3,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.9,
+        warmup_epochs: float = 10.0,
+        final_lr: float = 0.0,
+    ) -> None:
+        """
+        Args:
+            backbone: timm / ``torchvision.<name>`` / ``resnet_tiny`` name, or an ``nn.Module``.
+            image_size: input side; ``<= 64`` selects the small-image ResNet stem. ``None``: the
+                CLI sets it from the datamodule; 224 when built directly.
+            in_chans: input channels.
+            optimizer: ``sgd``, ``lars`` or ``adamw`` (no weight decay on norms and biases).
+            lr: peak learning rate after warm-up (the papers' ``base_lr * batch / 256``).
+            weight_decay: weight decay of conv/linear weights.
+            momentum: SGD/LARS momentum.
+            warmup_epochs: linear warm-up length (SimCLR App. B.1: 10 epochs).
+            final_lr: learning rate at the end of the cosine decay.
+        """
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if lr <= 0:
+            raise ValueError(f"lr={lr} must be > 0")
+        self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
+        self.backbone, self.feature_dim = build_backbone(backbone, image_size or 224, in_chans)
+        self.loss_weighters: list[LossWeighter] = []
+        self.lr_schedule: np.ndarray | None = None
+
+    # -- the one thing a method implements ------------------------------------------------------
+    def compute_losses(self, batch: Batch) -> LossOutput:
+        raise NotImplementedError(f"{type(self).__name__} must implement compute_losses(batch)")
+
+    # -- shared machinery -----------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        """Backbone features ``B×D`` (what probes and kNN evaluate)."""
+        return self.backbone(x).flatten(1)
+
+    def loss_weights(self, batch: Batch, out: LossOutput) -> Tensor | None:
+        """Product of the registered weighters' weights (``None`` when there are none)."""
+        weights = None
+        for weighter in self.loss_weighters:
+            w = weighter(self, batch, out)
+            if w is None:
+                continue
+            if w.ndim == 1 and out.losses.ndim == 2:
+                w = w.unsqueeze(0)
+            weights = w if weights is None else weights * w
+        return weights
+
+    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        out = self.compute_losses(batch)
+        loss = weighted_mean(out.losses, self.loss_weights(batch, out))
+        self.log("train/loss", loss, prog_bar=True)
+        for name, value in out.logs.items():
+            self.log(f"train/{name}", value)
+        return {"loss": loss, "features": out.features}
+
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        images, target, _ = batch
+        return {"features": self(images), "target": target}
+
+    def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self.validation_step(batch, batch_idx)
+
+    # -- optimisation -----------------------------------------------------------------------------
+    def total_steps(self) -> int:
+        steps = self.trainer.estimated_stepping_batches
+        if not np.isfinite(steps):
+            raise ValueError("set trainer.max_epochs or trainer.max_steps: the schedule needs a length")
+        return int(steps)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        groups = split_decay_groups([self], hp.weight_decay)
+        opt = build_optimizer(hp.optimizer, groups, lr=hp.lr, momentum=hp.momentum)
+        total = self.total_steps()
+        epochs = max(self.trainer.max_epochs or 1, 1)
+        warmup = min(int(round(hp.warmup_epochs * total / epochs)), total)
+        self.lr_schedule = cosine_schedule(hp.lr, hp.final_lr, total, warmup)
+        schedule = self.lr_schedule
+
+        def factor(step: int) -> float:
+            return float(schedule[min(step, len(schedule) - 1)] / hp.lr)
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def schedule_value(self, schedule: np.ndarray) -> float:
+        """The value of a per-step schedule at the current optimiser step."""
+        return float(schedule[min(self.trainer.global_step, len(schedule) - 1)])
