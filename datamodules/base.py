@@ -188,7 +188,7 @@ class LongTailDataModule(pl.LightningDataModule):
     def make_views(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Views of a uint8 batch; each call draws fresh per-image parameters from a seed that is
         a function of (view_seed, rank, batch counter), so a resumed run makes the same views."""
-        rank = self.trainer.global_rank if self._trainer is not None else 0
+        rank = self.trainer.global_rank if self.trainer is not None else 0
         seed = zlib.crc32(f"{self.view_seed}:{rank}:{self._batches_made}".encode())
         self._batches_made += 1
         return self.view_transform(images, seed=seed)
@@ -196,7 +196,7 @@ class LongTailDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, target, index = batch
         if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
-            trainer = self._trainer
+            trainer = self.trainer
             if trainer is None or trainer.training:
                 return self.make_views(images), target, index
             return self.eval_transform(images), target, index
