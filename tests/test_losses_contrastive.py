@@ -158,3 +158,24 @@ def test_info_nce_in_batch_matches_loop_reference() -> None:
 def test_bad_input_raises(call, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_per_view_rows_average_to_per_sample() -> None:
+    """The per-anchor rows used for view weights average to the per-sample losses."""
+    from lightning_ssl.losses import nt_xent, nt_xent_multi
+
+    g = torch.Generator().manual_seed(7)
+    z = [torch.randn(5, 4, generator=g, dtype=torch.float64) for _ in range(3)]
+    rows = nt_xent(z[0], z[1], 0.5, per_view=True)
+    assert rows.shape == (2, 5)
+    torch.testing.assert_close(rows.mean(0), nt_xent(z[0], z[1], 0.5))
+    # row 0 is view 0 as the anchor: a direct softmax over its 2N-1 candidates
+    zn = [torch.nn.functional.normalize(v, dim=1) for v in z[:2]]
+    cand = torch.cat(zn)
+    logits = zn[0] @ cand.T / 0.5
+    logits[torch.arange(5), torch.arange(5)] = float("-inf")
+    expected = -(logits.log_softmax(1)[torch.arange(5), torch.arange(5) + 5])
+    torch.testing.assert_close(rows[0], expected)
+    multi = nt_xent_multi(z, 0.5, per_view=True)
+    assert multi.shape == (3, 5)
+    torch.testing.assert_close(multi.mean(0), nt_xent_multi(z, 0.5))

@@ -47,7 +47,9 @@ def _check_views(views: Sequence[torch.Tensor], temperature: float) -> None:
     check_positive("temperature", temperature)
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+def nt_xent(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, per_view: bool = False
+) -> torch.Tensor:
     """NT-Xent of SimCLR (Chen et al. 2020, Eq. 1), one value per local sample.
 
     Cosine similarity over the ``2N`` embeddings of the *global* batch (all ranks, gathered with
@@ -61,9 +63,11 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
         temperature: tau in Eq. 1. 0.5 is SimCLR's CIFAR-10 value (Appendix B.9); its ImageNet
             runs at batch 4096 use 0.1 (Table 5 compares tau). A lower tau weights hard negatives
             more and suits large batches and many classes; small batches favour 0.2-0.5.
+        per_view: return the ``2 x B`` per-anchor losses (row ``v``: view ``v`` as the anchor),
+            for view weights (UOTA); their mean over rows is the default output.
 
     Returns:
-        ``B`` per-sample losses (float32 or float64).
+        ``B`` per-sample losses (float32 or float64), or ``2 x B`` with ``per_view``.
     """
     check_embeddings(z1=z1, z2=z2)
     check_positive("temperature", temperature)
@@ -71,10 +75,13 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
         logits, instance, n_global = _multi_view_logits([z1, z2], temperature)
         positive = torch.cat([instance + n_global, instance])
         per_anchor = F.cross_entropy(logits, positive, reduction="none")
-    return per_anchor.view(2, -1).mean(0)
+    per_anchor = per_anchor.view(2, -1)
+    return per_anchor if per_view else per_anchor.mean(0)
 
 
-def nt_xent_multi(views: Sequence[torch.Tensor], temperature: float = 0.5) -> torch.Tensor:
+def nt_xent_multi(
+    views: Sequence[torch.Tensor], temperature: float = 0.5, per_view: bool = False
+) -> torch.Tensor:
     """Multi-positive NT-Xent for ``V >= 2`` views per image, one value per local sample.
 
     Every embedding of the global batch is an anchor; its positives are the ``V - 1`` other views
@@ -87,6 +94,7 @@ def nt_xent_multi(views: Sequence[torch.Tensor], temperature: float = 0.5) -> to
     Args:
         views: ``V`` tensors of shape ``B x D`` (L2-normalised here), same ``B`` on every rank.
         temperature: tau, as for :func:`nt_xent`.
+        per_view: return the ``V x B`` per-anchor losses instead of their mean over views.
     """
     _check_views(views, temperature)
     n_views = len(views)
@@ -97,4 +105,5 @@ def nt_xent_multi(views: Sequence[torch.Tensor], temperature: float = 0.5) -> to
         )
         positive = (others[:, None, :] * n_global + instance[None, :, None]).flatten(0, 1)
         log_prob = logits.log_softmax(dim=1).gather(1, positive)
-    return -log_prob.mean(1).view(n_views, -1).mean(0)
+    per_anchor = -log_prob.mean(1).view(n_views, -1)
+    return per_anchor if per_view else per_anchor.mean(0)

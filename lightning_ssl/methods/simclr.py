@@ -58,5 +58,6 @@ class SimCLR(SSLMethod):
         feats = self(torch.cat(views))
         z = self.projector(feats).chunk(len(views))
         T = self.hparams.temperature
-        losses = nt_xent(z[0], z[1], T) if len(z) == 2 else nt_xent_multi(z, T)
+        # per-view (V×B) losses, so that view weights (UOTA) apply without this method knowing
+        losses = nt_xent(z[0], z[1], T, per_view=True) if len(z) == 2 else nt_xent_multi(z, T, per_view=True)
         return LossOutput(losses, feats.chunk(len(views))[0].detach(), embeddings=torch.stack(z))
