@@ -21,6 +21,7 @@ from lightning_ssl.backbones import build_backbone
 from lightning_ssl.methods.card import MethodCard
 from lightning_ssl.optim.factory import OPTIMIZERS, build_optimizer
 from lightning_ssl.optim.param_groups import split_decay_groups
+from lightning_ssl.optim.sam import SAMConfig, sam_perturb, sam_restore
 from lightning_ssl.schedules import cosine_schedule
 
 Batch = tuple[list[Tensor], Tensor, Tensor]
@@ -75,6 +76,7 @@ class SSLMethod(pl.LightningModule):
         momentum: float = 0.9,
         warmup_epochs: float = 10.0,
         final_lr: float = 0.0,
+        sam: SAMConfig | None = None,
     ) -> None:
         """
         Args:
@@ -88,6 +90,8 @@ class SSLMethod(pl.LightningModule):
             momentum: SGD/LARS momentum.
             warmup_epochs: linear warm-up length (SimCLR App. B.1: 10 epochs).
             final_lr: learning rate at the end of the cosine decay.
+            sam: SAM / ASAM step with optional rwSAM sample weights (Liu et al. ICLR 2022),
+                available on every method: ``--model.sam.rho 0.05 --model.sam.weights kde``.
         """
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -98,6 +102,12 @@ class SSLMethod(pl.LightningModule):
         self.backbone, self.feature_dim = build_backbone(backbone, image_size or 224, in_chans)
         self.loss_weighters: list[LossWeighter] = []
         self.lr_schedule: np.ndarray | None = None
+        self.sam_weighter = None
+        if sam is not None:
+            from lightning_ssl.weights.sample_weights import SampleWeighter
+
+            self.automatic_optimization = False  # two forward/backward passes per step
+            self.sam_weighter = SampleWeighter(sam)
 
     # -- the one thing a method implements ------------------------------------------------------
     def compute_losses(self, batch: Batch) -> LossOutput:
@@ -121,12 +131,52 @@ class SSLMethod(pl.LightningModule):
         return weights
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        if self.sam_weighter is not None:
+            return self._sam_training_step(batch)
         out = self.compute_losses(batch)
         loss = weighted_mean(out.losses, self.loss_weights(batch, out))
+        self._log_step(loss, out)
+        return {"loss": loss, "features": out.features}
+
+    def _log_step(self, loss: Tensor, out: LossOutput) -> None:
         self.log("train/loss", loss, prog_bar=True)
         for name, value in out.logs.items():
             self.log(f"train/{name}", value)
-        return {"loss": loss, "features": out.features}
+
+    def _sam_training_step(self, batch: Batch) -> dict[str, Tensor]:
+        """rwSAM (Liu et al. 2022 §4; METHODS.md §1.2): the perturbation from the sample-weighted
+        loss, the update from the unweighted loss at the perturbed point, then restore and step."""
+        cfg = self.hparams.sam
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        out = self.compute_losses(batch)
+        view_w = self.loss_weights(batch, out)
+        sample_w = self.sam_weighter(batch[1], batch[2])
+        first_w = sample_w if view_w is None else (view_w if sample_w is None else view_w * sample_w)
+        opt.zero_grad()
+        self.manual_backward(weighted_mean(out.losses, first_w))
+        params = [p for group in opt.param_groups for p in group["params"]]
+        perturbation = sam_perturb(params, cfg.rho, cfg.adaptive)
+        opt.zero_grad()
+        out2 = self.compute_losses(batch)
+        loss = weighted_mean(out2.losses, self.loss_weights(batch, out2))
+        self.manual_backward(loss)
+        sam_restore(params, perturbation)
+        opt.step()
+        sched.step()
+        self._log_step(loss.detach(), out2)
+        return {"loss": loss.detach(), "features": out.features}
+
+    def on_train_epoch_start(self) -> None:
+        if self.sam_weighter is not None:
+            self.sam_weighter.maybe_refresh(self, self.trainer)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.sam_weighter is not None:
+            checkpoint["sam_weighter"] = self.sam_weighter.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.sam_weighter is not None and "sam_weighter" in checkpoint:
+            self.sam_weighter.load_state_dict(checkpoint["sam_weighter"])
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         images, target, _ = batch

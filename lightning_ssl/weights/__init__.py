@@ -1,0 +1,1 @@
+"""Sample and view weights (KDE density, UOTA)."""
