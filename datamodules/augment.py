@@ -1,0 +1,530 @@
+"""Batched, per-sample image augmentation in pure torch (CPU and GPU, same code).
+
+Every op takes a whole batch ``B×C×H×W`` (``C`` = 1 or 3, float in [0, 1]) and gives each image its
+own random parameters, drawn from a ``torch.Generator`` on the images' device. Nothing here reads a
+value back to the host (no ``.item()``, no data-dependent shapes), so a whole view family runs on
+the GPU without synchronisation. The semantics follow torchvision's per-image transforms
+(``RandomResizedCrop``, ``RandomHorizontalFlip``, ``ColorJitter``, ``RandomGrayscale``,
+``GaussianBlur``, ``RandomSolarize``), which the SSL recipes (SimCLR, MoCo v2, BYOL, SwAV) were
+written with; ``tests/test_augment.py`` checks them against torchvision.
+
+Order of the ops in :func:`augment` is BYOL's (Grill et al. 2020, App. B / Table 6): crop, flip,
+colour jitter, grayscale, blur, solarise. SimCLR and MoCo v2 place the flip elsewhere; the flip
+commutes with every other op here (pointwise colour ops, symmetric blur with reflect padding), so
+the distribution of views is the same.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import torchvision.ops  # noqa: F401  (registers torch.ops.torchvision.roi_align)
+from torch import Tensor
+
+__all__ = [
+    "ViewSpec",
+    "augment",
+    "to_float",
+    "sample_crop_boxes",
+    "resized_crop",
+    "random_resized_crop",
+    "random_horizontal_flip",
+    "rgb_to_grayscale",
+    "random_grayscale",
+    "rgb_to_hsv",
+    "hsv_to_rgb",
+    "adjust_hue",
+    "ColorJitterParams",
+    "sample_color_jitter_params",
+    "color_jitter",
+    "random_color_jitter",
+    "blur_kernel_size",
+    "gaussian_kernels",
+    "gaussian_blur",
+    "random_gaussian_blur",
+    "solarize",
+    "random_solarize",
+]
+
+# ITU-R 601-2 luma weights, as torchvision's rgb_to_grayscale (and PIL's "L" mode).
+_LUMA = (0.2989, 0.587, 0.114)
+
+
+# --------------------------------------------------------------------------- spec
+
+
+def _pair(value: object, name: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}") from None
+    return lo, hi
+
+
+def _check_prob(value: float, name: str) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} is a probability and must be in [0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """Every parameter of one view family; the defaults are the MoCo v2 recipe at 224 px.
+
+    Args:
+        size: output side (square crops), pixels.
+        scale: range of the crop area as a fraction of the image area (torchvision semantics).
+        ratio: range of the crop aspect ratio w/h, sampled log-uniformly.
+        flip_p: probability of a horizontal flip.
+        jitter_p: probability that colour jitter is applied to an image.
+        brightness, contrast, saturation: jitter strength ``x``; the factor is drawn uniformly
+            from ``[max(0, 1 - x), 1 + x]`` (torchvision ``ColorJitter``).
+        hue: jitter strength in [0, 0.5]; the hue shift is drawn uniformly from ``[-hue, hue]``.
+        grayscale_p: probability of converting an image to grayscale (kept 3-channel).
+        blur_p: probability of a Gaussian blur.
+        blur_sigma: range of the blur's standard deviation, pixels, sampled uniformly per image.
+        blur_kernel: odd kernel side; ``None`` = about 10% of ``size`` (:func:`blur_kernel_size`).
+        solarize_p: probability of solarisation (values >= 0.5 become ``1 - x``).
+    """
+
+    size: int
+    scale: tuple[float, float] = (0.2, 1.0)
+    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel: int | None = None
+    solarize_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"size must be a positive int, got {self.size!r}")
+        for name in ("scale", "ratio", "blur_sigma"):
+            object.__setattr__(self, name, _pair(getattr(self, name), name))
+        lo, hi = self.scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"scale must satisfy 0 < low <= high <= 1, got {self.scale}")
+        lo, hi = self.ratio
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"ratio must satisfy 0 < low <= high, got {self.ratio}")
+        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+            _check_prob(float(getattr(self, name)), name)
+        for name in ("brightness", "contrast", "saturation"):
+            if float(getattr(self, name)) < 0.0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {self.hue}")
+        lo, hi = self.blur_sigma
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"blur_sigma must satisfy 0 < low <= high, got {self.blur_sigma}")
+        if self.blur_kernel is not None and (
+            isinstance(self.blur_kernel, bool)
+            or not isinstance(self.blur_kernel, int)
+            or self.blur_kernel < 1
+            or self.blur_kernel % 2 == 0
+        ):
+            raise ValueError(f"blur_kernel must be None or a positive odd int, got {self.blur_kernel!r}")
+        if self.blur_p > 0 and self.kernel_size // 2 >= self.size:
+            raise ValueError(
+                f"blur kernel {self.kernel_size} is too large for size {self.size} "
+                f"(reflect padding needs kernel // 2 < size)"
+            )
+
+    @property
+    def kernel_size(self) -> int:
+        """The blur kernel side actually used."""
+        return self.blur_kernel if self.blur_kernel is not None else blur_kernel_size(self.size)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def to_float(images: Tensor) -> Tensor:
+    """``B×C×H×W`` uint8 (0-255) or float (0-1) images -> float32 in [0, 1]; C must be 1 or 3."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be B×C×H×W with C in (1, 3), got shape {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    if not images.is_floating_point():
+        raise ValueError(f"images must be uint8 or floating point, got {images.dtype}")
+    return images.float()
+
+
+def _bernoulli(batch: int, p: float, generator: torch.Generator, device: torch.device) -> Tensor:
+    """``batch`` independent coin flips with P(True) = p."""
+    return torch.rand(batch, generator=generator, device=device) < p
+
+
+def _uniform(
+    shape: tuple[int, ...], lo: float, hi: float, generator: torch.Generator, device: torch.device
+) -> Tensor:
+    return lo + (hi - lo) * torch.rand(shape, generator=generator, device=device)
+
+
+def _check_generator(images: Tensor, generator: torch.Generator) -> None:
+    if generator.device.type != images.device.type:
+        raise ValueError(
+            f"generator is on {generator.device} but images are on {images.device}; "
+            f"create it with torch.Generator(device=images.device)"
+        )
+
+
+# --------------------------------------------------------------------------- crop and flip
+
+
+def sample_crop_boxes(
+    batch: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+    trials: int = 10,
+) -> Tensor:
+    """Per-image crop boxes ``(top, left, height, width)`` as ``B×4`` int64.
+
+    Vectorised ``torchvision.transforms.RandomResizedCrop.get_params``: for each image, up to
+    ``trials`` (area fraction ~ U(scale), log aspect ratio ~ U(log ratio)) draws; the first that
+    fits the image wins and its position is uniform; if none fits, the central fallback crop
+    (whole image clipped to the ratio range) is used. All trials are drawn at once.
+    """
+    area = height * width
+    draws = torch.rand(batch, trials, 2, generator=generator, device=device)
+    target_area = area * (scale[0] + (scale[1] - scale[0]) * draws[..., 0])
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * draws[..., 1])
+    w = torch.round(torch.sqrt(target_area * aspect)).long()
+    h = torch.round(torch.sqrt(target_area / aspect)).long()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # first fitting trial (0 if none)
+    found = fits.any(dim=1)
+    w = w.gather(1, first).squeeze(1)
+    h = h.gather(1, first).squeeze(1)
+
+    # torchvision's fallback: the central crop with the aspect ratio clipped to the range.
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        fh, fw = height, int(round(height * max(ratio)))
+    else:
+        fw, fh = width, height
+    w = torch.where(found, w, fw)
+    h = torch.where(found, h, fh)
+
+    pos = torch.rand(batch, 2, generator=generator, device=device)
+    top = torch.minimum((pos[:, 0] * (height - h + 1)).long(), height - h)
+    left = torch.minimum((pos[:, 1] * (width - w + 1)).long(), width - w)
+    top = torch.where(found, top, (height - fh) // 2)
+    left = torch.where(found, left, (width - fw) // 2)
+    return torch.stack([top, left, h, w], dim=1)
+
+
+def resized_crop(images: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """Crop ``boxes`` (``B×4`` top, left, height, width) and resize each to ``size×size``.
+
+    One ``roi_align`` call (torchvision) for the whole batch, ``aligned=True``: each output pixel
+    is a bilinear sample of the image at the point that
+    ``F.interpolate(..., mode="bilinear", align_corners=False)`` of the box would sample; when the
+    box is larger than the output, each output pixel averages ``ceil(h/size)·ceil(w/size)`` such
+    samples (anti-aliasing, in the spirit of torchvision's ``antialias=True``). At the box border
+    the samples may read the pixels just outside the box (the image is treated as continuous),
+    where cropping first would clamp to the box edge.
+    """
+    b = images.shape[0]
+    boxes = boxes.to(images.dtype)
+    top, left, h, w = boxes.unbind(1)
+    index = torch.arange(b, device=images.device, dtype=images.dtype)
+    rois = torch.stack([index, left, top, left + w, top + h], dim=1)
+    # The registered kernel is called directly: its forward is deterministic, whereas
+    # ``torchvision.ops.roi_align`` switches, under ``torch.use_deterministic_algorithms(True)``
+    # on GPU, to a Python fallback that with adaptive sampling materialises a B×C×S×S×H×W tensor.
+    return torch.ops.torchvision.roi_align(images, rois, 1.0, size, size, -1, True)
+
+
+def random_resized_crop(
+    images: Tensor,
+    size: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator,
+) -> Tensor:
+    """Per-image ``RandomResizedCrop(size, scale, ratio)`` of float images."""
+    b, _, h, w = images.shape
+    boxes = sample_crop_boxes(b, h, w, scale, ratio, generator, images.device)
+    return resized_crop(images, boxes, size)
+
+
+def random_horizontal_flip(images: Tensor, p: float, generator: torch.Generator) -> Tensor:
+    """Flip each image left-right with probability ``p``."""
+    flip = _bernoulli(images.shape[0], p, generator, images.device)
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+# --------------------------------------------------------------------------- colour
+
+
+def rgb_to_grayscale(images: Tensor) -> Tensor:
+    """Luma ``B×1×H×W`` of RGB images (torchvision weights); 1-channel images are returned as is."""
+    if images.shape[1] == 1:
+        return images
+    r, g, b = images.unbind(1)
+    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)
+
+
+def random_grayscale(images: Tensor, p: float, generator: torch.Generator) -> Tensor:
+    """Replace each RGB image by its luma in all 3 channels with probability ``p``."""
+    gray_mask = _bernoulli(images.shape[0], p, generator, images.device)
+    if images.shape[1] == 1:
+        return images
+    gray = rgb_to_grayscale(images).expand_as(images)
+    return torch.where(gray_mask[:, None, None, None], gray, images)
+
+
+def rgb_to_hsv(images: Tensor) -> Tensor:
+    """RGB -> HSV, all channels in [0, 1] (hue as a fraction of a turn); ``B×3×H×W``."""
+    r, g, b = images.unbind(1)
+    maxc = images.amax(dim=1)
+    minc = images.amin(dim=1)
+    delta = maxc - minc
+    gray = delta == 0
+    s = delta / torch.where(maxc == 0, torch.ones_like(maxc), maxc)
+    d = torch.where(gray, torch.ones_like(delta), delta)
+    h = torch.where(
+        maxc == r,
+        (g - b) / d,
+        torch.where(maxc == g, 2.0 + (b - r) / d, 4.0 + (r - g) / d),
+    )
+    h = torch.where(gray, torch.zeros_like(h), torch.remainder(h / 6.0, 1.0))
+    return torch.stack([h, s, maxc], dim=1)
+
+
+def hsv_to_rgb(images: Tensor) -> Tensor:
+    """HSV -> RGB, the inverse of :func:`rgb_to_hsv`.
+
+    Channel ``n`` in (5, 3, 1) for (R, G, B) is ``v - v·s·clamp(min(k, 4 - k), 0, 1)`` with
+    ``k = (n + 6h) mod 6`` (the closed form of the hexcone model).
+    """
+    h, s, v = images.unbind(1)
+    # n = (5, 3, 1), made on the device (no host-to-device copy).
+    n = (5.0 - 2.0 * torch.arange(3, device=images.device, dtype=images.dtype)).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6.0 * h.unsqueeze(1), 6.0)
+    ramp = torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
+    v, s = v.unsqueeze(1), s.unsqueeze(1)
+    return v - v * s * ramp
+
+
+def adjust_hue(images: Tensor, hue_factor: Tensor) -> Tensor:
+    """Rotate each image's hue by ``hue_factor[b]`` turns (torchvision ``adjust_hue``).
+
+    1-channel images are returned unchanged, as torchvision and PIL do.
+    """
+    if images.shape[1] == 1:
+        return images
+    hsv = rgb_to_hsv(images)
+    hue = torch.remainder(hsv[:, :1] + hue_factor.view(-1, 1, 1, 1), 1.0)
+    return hsv_to_rgb(torch.cat([hue, hsv[:, 1:]], dim=1))
+
+
+@dataclass(frozen=True)
+class ColorJitterParams:
+    """Per-image colour-jitter parameters (all tensors have leading dimension B).
+
+    ``factors``: ``B×3`` brightness, contrast and saturation factors; ``hue``: ``B`` hue shifts;
+    ``order``: ``B×4`` a permutation of (0 brightness, 1 contrast, 2 saturation, 3 hue) per image,
+    the order the ops are applied in (torchvision draws a random order per call); ``apply``: ``B``
+    bool, whether the jitter is applied at all.
+    """
+
+    factors: Tensor
+    hue: Tensor
+    order: Tensor
+    apply: Tensor
+
+
+def sample_color_jitter_params(
+    batch: int,
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    hue: float,
+    p: float,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+) -> ColorJitterParams:
+    """Draw ``ColorJitter(brightness, contrast, saturation, hue)`` applied with probability p.
+
+    Factor ranges are torchvision's: ``[max(0, 1 - x), 1 + x]`` for brightness, contrast and
+    saturation, ``[-hue, hue]`` for the hue shift, and a uniformly random order of the four ops.
+    """
+    apply = _bernoulli(batch, p, generator, device)
+    order = torch.rand(batch, 4, generator=generator, device=device).argsort(dim=1)
+    u = torch.rand(batch, 4, generator=generator, device=device)
+    strengths = (brightness, contrast, saturation)
+    # Python-scalar bounds: building a device tensor from a list would copy (and sync) on the GPU.
+    factors = torch.stack(
+        [max(0.0, 1.0 - x) + (1.0 + x - max(0.0, 1.0 - x)) * u[:, i] for i, x in enumerate(strengths)],
+        dim=1,
+    )
+    hue_shift = hue * (2.0 * u[:, 3] - 1.0)
+    return ColorJitterParams(factors=factors, hue=hue_shift, order=order, apply=apply)
+
+
+_IDENTITY = 3  # op code of "do nothing" in a blend step (3 is hue, which blends never do)
+
+
+def _blend_step(images: Tensor, op: Tensor, factors: Tensor) -> Tensor:
+    """Apply per image the blend op ``op[b]`` (0 brightness, 1 contrast, 2 saturation, 3 none).
+
+    All three are torchvision's ``_blend(img, ref, f) = clamp(f·img + (1 - f)·ref, 0, 1)`` with
+    ref = 0 (brightness), the mean luma of the image (contrast) or the per-pixel luma
+    (saturation); "none" uses f = 1, which returns the image exactly.
+    """
+    gray = rgb_to_grayscale(images)
+    mean = gray.mean(dim=(1, 2, 3), keepdim=True)
+    op4 = op.view(-1, 1, 1, 1)
+    ref = torch.where(op4 == 2, gray, torch.where(op4 == 1, mean, torch.zeros_like(mean)))
+    f = factors.gather(1, op.clamp(max=2).unsqueeze(1)).squeeze(1)
+    f = torch.where(op == _IDENTITY, torch.ones_like(f), f).view(-1, 1, 1, 1)
+    return (f * images + (1.0 - f) * ref).clamp_(0.0, 1.0)
+
+
+def color_jitter(images: Tensor, params: ColorJitterParams, with_hue: bool = True) -> Tensor:
+    """Apply drawn colour-jitter ``params`` to float images (torchvision ``ColorJitter`` per image).
+
+    Each image's order is split at its hue op: up to three blend ops before it, hue once for
+    the batch, up to three after; a blend step with nothing to do for an image is the identity.
+    This costs six cheap blends and one HSV round trip whatever the orders. For 1-channel
+    images saturation and hue are no-ops (as in torchvision and PIL). ``with_hue=False`` skips
+    the HSV round trip (for hue strength 0, where it would only add rounding).
+    """
+    factors = params.factors
+    if images.shape[1] == 1:
+        factors = torch.cat([factors[:, :2], torch.ones_like(factors[:, 2:])], dim=1)
+    order = params.order
+    hue_pos = (order == 3).to(torch.uint8).argmax(dim=1)
+    out = images
+    for k in range(3):  # ops before hue
+        op = torch.where(hue_pos > k, order[:, k], _IDENTITY)
+        out = _blend_step(out, op, factors)
+    if with_hue:
+        out = adjust_hue(out, params.hue)
+    for k in range(3):  # ops after hue
+        idx = hue_pos + 1 + k
+        op = order.gather(1, idx.clamp(max=3).unsqueeze(1)).squeeze(1)
+        out = _blend_step(out, torch.where(idx <= 3, op, _IDENTITY), factors)
+    return torch.where(params.apply.view(-1, 1, 1, 1), out, images)
+
+
+def random_color_jitter(
+    images: Tensor,
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    hue: float,
+    p: float,
+    generator: torch.Generator,
+) -> Tensor:
+    """Per-image ``RandomApply([ColorJitter(brightness, contrast, saturation, hue)], p)``."""
+    params = sample_color_jitter_params(
+        images.shape[0], brightness, contrast, saturation, hue, p, generator, images.device
+    )
+    return color_jitter(images, params, with_hue=hue > 0)
+
+
+# --------------------------------------------------------------------------- blur, solarise
+
+
+def blur_kernel_size(size: int) -> int:
+    """Odd blur kernel side of about 10% of the image side.
+
+    SimCLR's rule (Chen et al. 2020, App. A; its TF code ``2 * (size // 10 // 2) + 1``):
+    23 at 224 px (BYOL's 23×23, Grill et al. 2020 Table 6), 9 at 96 px, 3 at 32 px.
+    """
+    return max(1, 2 * (size // 10 // 2) + 1)
+
+
+def gaussian_kernels(sigma: Tensor, kernel_size: int) -> Tensor:
+    """Normalised 1-D Gaussian kernels, ``B×kernel_size``, one per sigma (torchvision's sampling)."""
+    half = (kernel_size - 1) * 0.5
+    x = torch.linspace(-half, half, kernel_size, device=sigma.device, dtype=sigma.dtype)
+    pdf = torch.exp(-0.5 * (x.unsqueeze(0) / sigma.unsqueeze(1)) ** 2)
+    return pdf / pdf.sum(dim=1, keepdim=True)
+
+
+def gaussian_blur(images: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+    """Blur each image with its own ``sigma[b]`` (torchvision ``gaussian_blur``: reflect padding).
+
+    Separable: one horizontal and one vertical grouped convolution over the ``B·C`` planes, with
+    the per-image kernels as the groups' weights.
+    """
+    b, c, h, w = images.shape
+    pad = kernel_size // 2
+    kernels = gaussian_kernels(sigma.to(images.dtype), kernel_size).repeat_interleave(c, dim=0)
+    x = F.pad(images, (pad, pad, pad, pad), mode="reflect").reshape(1, b * c, h + 2 * pad, w + 2 * pad)
+    x = F.conv2d(x, kernels.view(b * c, 1, 1, kernel_size), groups=b * c)
+    x = F.conv2d(x, kernels.view(b * c, 1, kernel_size, 1), groups=b * c)
+    return x.reshape(b, c, h, w)
+
+
+def random_gaussian_blur(
+    images: Tensor,
+    p: float,
+    sigma: tuple[float, float],
+    kernel_size: int,
+    generator: torch.Generator,
+) -> Tensor:
+    """Blur each image with probability ``p``, sigma ~ U(sigma) per image."""
+    b = images.shape[0]
+    apply = _bernoulli(b, p, generator, images.device)
+    sigmas = _uniform((b,), sigma[0], sigma[1], generator, images.device)
+    blurred = gaussian_blur(images, sigmas, kernel_size)
+    return torch.where(apply.view(-1, 1, 1, 1), blurred, images)
+
+
+def solarize(images: Tensor, threshold: float = 0.5) -> Tensor:
+    """Invert the pixels at or above ``threshold`` (torchvision ``solarize``; BYOL, Table 6)."""
+    return torch.where(images >= threshold, 1.0 - images, images)
+
+
+def random_solarize(images: Tensor, p: float, generator: torch.Generator) -> Tensor:
+    """Solarise each image with probability ``p`` at threshold 0.5 (half the [0, 1] range)."""
+    apply = _bernoulli(images.shape[0], p, generator, images.device)
+    return torch.where(apply.view(-1, 1, 1, 1) & (images >= 0.5), 1.0 - images, images)
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def augment(images: Tensor, spec: ViewSpec, generator: torch.Generator) -> Tensor:
+    """One view per image of the family ``spec``: ``B×C×size×size`` float32 in [0, 1].
+
+    ``images``: uint8 (0-255) or float (0-1) ``B×C×H×W`` with C in (1, 3). ``generator`` must be
+    on the images' device; the same generator state gives the same views. Ops whose probability
+    is 0 are skipped without drawing.
+    """
+    _check_generator(images, generator)
+    x = to_float(images)
+    x = random_resized_crop(x, spec.size, spec.scale, spec.ratio, generator)
+    if spec.flip_p > 0:
+        x = random_horizontal_flip(x, spec.flip_p, generator)
+    if spec.jitter_p > 0 and (spec.brightness or spec.contrast or spec.saturation or spec.hue):
+        x = random_color_jitter(
+            x, spec.brightness, spec.contrast, spec.saturation, spec.hue, spec.jitter_p, generator
+        )
+    if spec.grayscale_p > 0:
+        x = random_grayscale(x, spec.grayscale_p, generator)
+    if spec.blur_p > 0:
+        x = random_gaussian_blur(x, spec.blur_p, spec.blur_sigma, spec.kernel_size, generator)
+    if spec.solarize_p > 0:
+        x = random_solarize(x, spec.solarize_p, generator)
+    return x
