@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from datamodules.cards import DatasetCard
 from datamodules.groups import class_groups, group_rule_name
@@ -98,6 +98,7 @@ class LongTailDataModule(pl.LightningDataModule):
         self.view_seed = view_seed
         self._batches_made = 0
         self._splits: Splits | None = None
+        self._pretrain_subset: np.ndarray | None = None
         self.view_transform = MultiViewTransform(
             image_size=self.image_size,
             mean=self.card.mean,
@@ -162,9 +163,28 @@ class LongTailDataModule(pl.LightningDataModule):
             generator=generator,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def set_pretrain_subset(self, indices: np.ndarray | list[int] | None) -> None:
+        """Pre-train on these positions of the pre-training set only (DnC's per-cluster experts).
+
+        Batches keep the original ``index`` (position in the full pre-training set), so anything
+        looked up by index (cluster ids, sample weights) stays valid. ``None`` restores the full set.
+        """
+        if indices is None:
+            self._pretrain_subset = None
+            return
+        idx = np.asarray(indices, dtype=np.int64)
         n = len(self.splits.pretrain)
-        return self._loader(self.splits.pretrain, self.batch_size, True, drop_last=n > self.batch_size)
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= n:
+            raise ValueError(f"pretrain subset must be non-empty positions in [0, {n}), got {idx.size} "
+                             f"indices in [{idx.min() if idx.size else '-'}, {idx.max() if idx.size else '-'}]")
+        self._pretrain_subset = idx
+
+    def train_dataloader(self) -> DataLoader:
+        dataset: Dataset = self.splits.pretrain
+        if self._pretrain_subset is not None:
+            dataset = Subset(dataset, self._pretrain_subset.tolist())
+        n = len(dataset)
+        return self._loader(dataset, self.batch_size, True, drop_last=n > self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         """The test set, so that online probes report test accuracy during pre-training."""

@@ -68,3 +68,13 @@ def test_few_shot_probe_sets() -> None:
     loader = dm.probe_dataloader("5shot")
     labels = torch.cat([b[1] for b in loader]).numpy()
     assert np.bincount(labels).tolist() == [5] * 10
+
+
+def test_pretrain_subset_keeps_original_index() -> None:
+    dm = DigitsLT(batch_size=1000)
+    dm.set_pretrain_subset([3, 10, 400])
+    images, target, index = next(iter(dm.train_dataloader()))
+    assert sorted(index.tolist()) == [3, 10, 400]
+    assert torch.equal(dm.splits.pretrain.targets[index], target)
+    with pytest.raises(ValueError, match=r"positions in \[0, 494\)"):
+        dm.set_pretrain_subset([494])
