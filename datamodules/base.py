@@ -78,6 +78,7 @@ class LongTailDataModule(pl.LightningDataModule):
             view_seed: seed of the augmentation stream (per-batch seeds derive from it).
         """
         super().__init__()
+        self.save_hyperparameters()  # stored in checkpoints: `lssl probe` rebuilds the same data
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r}; valid recipes: {', '.join(RECIPES)}")
         if num_large_views < 1:

@@ -31,12 +31,20 @@ def default_callbacks() -> list[dict[str, Any]]:
     ]
 
 
+def default_loggers() -> list[dict[str, Any]]:
+    return [
+        {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "csv"}},
+        {"class_path": "pytorch_lightning.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs", "name": "tb"}},
+    ]
+
+
 class SSLCLI(LightningCLI):
     """LightningCLI whose model input size follows the datamodule unless given explicitly."""
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument("--wandb", type=str | None, default=None,
                             help="log to Weights & Biases under this project (offline without credentials)")
+        parser.set_defaults({"trainer.callbacks": default_callbacks(), "trainer.logger": default_loggers()})
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -51,7 +59,10 @@ class SSLCLI(LightningCLI):
 
             loggers = cfg.trainer.get("logger")
             extra = wandb_logger_config(cfg.wandb)
-            cfg.trainer.logger = ([*loggers] if isinstance(loggers, list) else [loggers] if loggers not in (None, True, False) else []) + [extra]
+            kept = [*loggers] if isinstance(loggers, list) else [loggers] if loggers not in (None, True, False) else []
+            cfg.trainer.logger = kept + [extra]
+            callbacks = cfg.trainer.get("callbacks") or []
+            cfg.trainer.callbacks = [*callbacks, {"class_path": "lightning_ssl.loggers.WandbPerClassCharts"}]
 
 
 def _class_of(class_path: str) -> type:
@@ -67,13 +78,6 @@ def run_lightning_cli(args: list[str]) -> SSLCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=args,
-        trainer_defaults={
-            "callbacks": default_callbacks(),
-            "logger": [
-                {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
-                {"class_path": "pytorch_lightning.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs"}},
-            ],
-        },
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"default_env": False},
     )

@@ -171,6 +171,11 @@ class SSLMethod(pl.LightningModule):
             self.sam_weighter.maybe_refresh(self, self.trainer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # what `lssl probe CHECKPOINT` needs to rebuild the model and its data without a config
+        checkpoint["method_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is not None:
+            checkpoint["datamodule_class"] = f"{type(dm).__module__}.{type(dm).__qualname__}"
         if self.sam_weighter is not None:
             checkpoint["sam_weighter"] = self.sam_weighter.state_dict()
 

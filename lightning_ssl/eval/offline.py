@@ -1,0 +1,97 @@
+"""The offline protocol of the long-tailed SSL papers: frozen backbone, features extracted once.
+
+For each probe set the datamodule defines (``full`` = the balanced training set; few-shot sets
+such as SDCLR's ``1pct`` or BCL's ``100shot``) a linear classifier is trained on the features and
+tested on the test set; a weighted kNN uses the ``full`` probe set as its bank (PROTOCOLS.md §0).
+Every result carries overall, per-class, many/medium/few accuracy and their population std,
+named by probe and group rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lightning_ssl.eval.features import extract_features
+from lightning_ssl.eval.knn import knn_predict
+from lightning_ssl.eval.linear import predict, train_linear_probe
+from lightning_ssl.eval.metrics import group_report, per_class_accuracy
+
+
+def evaluate_frozen(
+    model: nn.Module,
+    datamodule: Any,
+    probe_sets: list[str] | None = None,
+    linear_epochs: int = 100,
+    linear_optimizer: str = "adamw",
+    linear_lr: float | None = None,
+    knn_k: int = 200,
+    knn_temperature: float = 0.1,
+    seed: int = 0,
+    progress: bool = False,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """Linear probes and kNN on frozen features of ``model`` (a method's ``forward``).
+
+    Args:
+        model: maps images to backbone features.
+        datamodule: provides ``probe_dataloader(name)``, ``probe_sets``, ``test_dataloader()``,
+            ``num_classes``, ``class_groups``, ``group_rule`` (any datamodule of the suite: the
+            one pre-trained on, or another one for out-of-domain transfer).
+        probe_sets: names of the probe sets to train linear heads on (default: all).
+        linear_epochs, linear_optimizer, linear_lr: the probe recipe (MTTV's AdamW 100 epochs by
+            default; ``sgd`` with lr 30 is SDCLR/rwSAM's).
+        knn_k, knn_temperature: kNN vote (k=200, T=0.1: InstDisc / MTTV).
+        seed: seed of the probe's mini-batch order.
+
+    Returns:
+        ``{"metrics": {name: value}, "per_class": {probe: [acc per class]}, "group_rule": ...}``.
+    """
+    datamodule.setup("fit")
+    num_classes = int(datamodule.num_classes)
+    groups = {k: np.asarray(v).tolist() for k, v in datamodule.class_groups.items()}
+    rule = datamodule.group_rule
+    if device is None:
+        device = next(model.parameters()).device
+    model = model.to(device)
+    test_x, test_y, _ = extract_features(model, datamodule.test_dataloader(), device=device, progress=progress)
+    names = list(probe_sets or datamodule.probe_sets)
+    unknown = sorted(set(names) - set(datamodule.probe_sets))
+    if unknown:
+        raise ValueError(f"unknown probe set(s) {unknown}; this datamodule has {datamodule.probe_sets}")
+    metrics: dict[str, float] = {}
+    per_class: dict[str, list[float]] = {}
+    bank = None
+    for name in names:
+        x, y, _ = extract_features(model, datamodule.probe_dataloader(name), device=device, progress=progress)
+        if name == "full":
+            bank = (x, y)
+        layer = train_linear_probe(x, y, num_classes, epochs=linear_epochs, optimizer=linear_optimizer,
+                                   lr=linear_lr, seed=seed, device=device)
+        pred = predict(layer, test_x)
+        prefix = f"linear_{name}"
+        metrics.update(group_report(pred, test_y, num_classes, groups, rule, prefix))
+        per_class[prefix] = per_class_accuracy(pred, test_y, num_classes).tolist()
+    if bank is None and "full" in datamodule.probe_sets:
+        x, y, _ = extract_features(model, datamodule.probe_dataloader("full"), device=device, progress=progress)
+        bank = (x, y)
+    if bank is not None:
+        k = min(knn_k, bank[0].shape[0])
+        pred = knn_predict(test_x, bank[0], bank[1], num_classes, k=k, temperature=knn_temperature)
+        prefix = f"knn_k{k}_t{knn_temperature:g}"
+        metrics.update(group_report(pred, test_y, num_classes, groups, rule, prefix))
+        per_class[prefix] = per_class_accuracy(pred, test_y, num_classes).tolist()
+    return {
+        "metrics": metrics,
+        "per_class": per_class,
+        "group_rule": rule,
+        "groups": groups,
+        "class_counts": np.asarray(datamodule.class_counts).tolist(),
+        "num_classes": num_classes,
+        "probe_sets": names,
+        "linear": {"epochs": linear_epochs, "optimizer": linear_optimizer, "lr": linear_lr},
+        "knn": {"k": knn_k, "temperature": knn_temperature},
+    }
