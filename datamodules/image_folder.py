@@ -1,0 +1,247 @@
+"""Bring your own data: a class-folder tree made long-tailed by a profile, or a flat folder of
+unlabeled images.
+
+* :class:`ImageFolderLT`: ``root/<class_name>/*.jpg|png|...`` (class ids = sorted folder names, as
+  ``torchvision.datasets.ImageFolder``), made long-tailed by the profiles of
+  :mod:`datamodules.profiles` (``profile="none"`` keeps the folder as it is, e.g. data that is
+  already long-tailed). Probe ``full`` = the whole folder; an optional ``test_root`` with the same
+  class folders is the test set.
+* :class:`UnlabeledFolder`: every image below ``root``, targets ``-1``, for pre-training on
+  uncurated data (DnC's setting, Tian et al. ICCV 2021). It has no labels, hence no probe or test
+  set of its own: they come from another (labeled) datamodule given as ``eval_datamodule`` (e.g. a
+  CIFAR10LT for an uncurated CIFAR-sized folder), or there are none.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datamodules.base import LongTailDataModule, Splits
+from datamodules.cards import DatasetCard
+from datamodules.file_datasets import IMAGE_EXTENSIONS, ImageFiles, scan_images
+from datamodules.in_memory import few_shot_indices
+from datamodules.list_files import IMAGENET_MEAN, IMAGENET_STD
+from datamodules.profiles import PROFILES, long_tail_indices
+
+FOLDER_PROFILES = (*PROFILES, "none")
+
+
+def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
+    """``(classes, paths, targets)`` of a class-folder tree; ``classes`` (sorted folder names by
+    default) fixes the id of each folder name.
+
+    Raises:
+        FileNotFoundError: ``root`` is missing or has no image.
+        ValueError: a folder that is not one of ``classes`` (when given).
+    """
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} not found (expected {root}/<class_name>/<image>)")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if classes is None:
+        classes = found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise ValueError(f"{root} has class folders {unknown} that the training folder does not have")
+    paths, targets = [], []
+    for c, name in enumerate(classes):
+        if not (root / name).is_dir():
+            continue
+        files = scan_images(root / name)
+        paths += [str(p) for p in files]
+        targets += [c] * len(files)
+    if not paths:
+        raise FileNotFoundError(f"no image ({', '.join(IMAGE_EXTENSIONS)}) found in the class folders of {root}")
+    return classes, paths, np.asarray(targets, dtype=np.int64)
+
+
+class ImageFolderLT(LongTailDataModule):
+    """A class-folder tree plus a long-tail profile (the profile options of InMemoryLTDataModule)."""
+
+    card = DatasetCard(
+        name="image_folder_lt",
+        num_classes=0,  # found in the folder
+        image_size=224,
+        channels=3,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        group_rule="thirds",
+        protocol="LDAM-style profile (exp/step/pareto/balanced, or none) over root/<class>/<image>",
+        source="your own images: root/<class_name>/*.jpg|png",
+        reference="profiles: Cao et al. NeurIPS 2019 (LDAM); sub-sampling / balanced twin: Liu et al. ICLR 2022",
+    )
+
+    def __init__(
+        self,
+        root: str,
+        test_root: str | None = None,
+        profile: str = "exp",
+        imbalance_ratio: float = 0.01,
+        seed: int = 0,
+        head_order: str = "natural",
+        img_max: float | None = None,
+        subsample: float = 1.0,
+        balanced_twin: bool = False,
+        few_shot: list[int] | None = None,
+        load_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            root: ``root/<class_name>/<image>``; class ids are the sorted folder names.
+            test_root: the same class folders holding the test images; none by default.
+            profile: ``exp`` | ``step`` | ``pareto`` | ``balanced`` (LDAM conventions) or ``none``
+                (keep every image: the folder is already long-tailed).
+            imbalance_ratio: n_min / n_max in (0, 1]; 0.01 is the standard rho = 100.
+            seed: seed of the selection (0 = LDAM's), of the class order and of few-shot sets.
+            head_order: ``natural`` (class 0 = head) or ``permuted`` by ``seed``.
+            img_max: size of the head class; default the smallest class of the folder.
+            subsample: per-class sampling ratio in (0, 1] (rwSAM's sample-size axis).
+            balanced_twin: pre-train on the balanced set of the same size instead (rwSAM's control).
+            few_shot: shots per class of extra probe sets drawn from the folder, e.g. ``[100, 50]``.
+            load_size: side of the decoded training images; default ``image_size * 8 // 7``.
+            **kwargs: view and loader options of :class:`LongTailDataModule` (``image_size``, ...).
+        """
+        super().__init__(**kwargs)
+        if profile not in FOLDER_PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(FOLDER_PROFILES)}")
+        if profile == "none" and balanced_twin:
+            raise ValueError("balanced_twin=True needs a profile other than 'none'")
+        self.root = Path(root)
+        self.test_root = Path(test_root) if test_root is not None else None
+        self.profile = profile
+        self.imbalance_ratio = imbalance_ratio
+        self.seed = seed
+        self.head_order = head_order
+        self.img_max = img_max
+        self.subsample = subsample
+        self.balanced_twin = balanced_twin
+        self.few_shot = list(few_shot or [])
+        self.load_size = load_size or self.image_size * 8 // 7
+        if self.load_size < self.image_size:
+            raise ValueError(f"load_size={self.load_size} is smaller than image_size={self.image_size}")
+
+    def build_splits(self) -> Splits:
+        classes, paths, labels = scan_class_folders(self.root)
+        self.classes = classes
+        num_classes = len(classes)
+        if self.profile == "none":
+            keep = np.arange(labels.size)
+        else:
+            keep = long_tail_indices(
+                labels,
+                profile=self.profile,
+                imbalance_ratio=self.imbalance_ratio,
+                seed=self.seed,
+                head_order=self.head_order,
+                img_max=self.img_max,
+                subsample=self.subsample,
+                balanced_twin=self.balanced_twin,
+                num_classes=num_classes,
+            )
+        self.source_indices = keep
+
+        def eval_files(p: list[str], t: np.ndarray) -> ImageFiles:
+            return ImageFiles(p, t, self.image_size, self.eval_transform)
+
+        kept = [paths[i] for i in keep]
+        probe = {"full": eval_files(paths, labels)}
+        for shots in self.few_shot:
+            idx = few_shot_indices(labels, shots, self.seed)
+            probe[f"{shots}shot"] = eval_files([paths[i] for i in idx], labels[idx])
+        test = None
+        if self.test_root is not None:
+            _, test_paths, test_labels = scan_class_folders(self.test_root, classes)
+            test = eval_files(test_paths, test_labels)
+        return Splits(
+            pretrain=ImageFiles(kept, labels[keep], self.load_size),
+            pretrain_eval=eval_files(kept, labels[keep]),
+            pretrain_targets=labels[keep],
+            probe=probe,
+            test=test,
+            num_classes=num_classes,
+        )
+
+
+class UnlabeledFolder(LongTailDataModule):
+    """Every image below ``root`` (recursively), target ``-1``: uncurated pre-training data.
+
+    Probe and test sets (and ``num_classes``, ``class_groups``) are those of ``eval_datamodule``;
+    without one, the datamodule has no probe or test set. Note that with an ``eval_datamodule``
+    the many / medium / few groups are the eval datamodule's (its own pre-training counts): the
+    unlabeled data has no class counts.
+    """
+
+    card = DatasetCard(
+        name="unlabeled_folder",
+        num_classes=0,
+        image_size=224,
+        channels=3,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        group_rule="thirds",
+        protocol="all images below root, unlabeled (uncurated pre-training); evaluation on eval_datamodule",
+        source="your own images: root/**/*.jpg|png",
+        reference="uncurated pre-training: Tian et al. ICCV 2021 (DnC)",
+    )
+
+    def __init__(
+        self,
+        root: str,
+        eval_datamodule: LongTailDataModule | None = None,
+        load_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            root: folder of images (searched recursively; folder names are not labels).
+            eval_datamodule: a labeled datamodule whose probe and test sets evaluate the
+                representation; it must use the same ``image_size``.
+            load_size: side of the decoded training images; default ``image_size * 8 // 7``.
+            **kwargs: view and loader options of :class:`LongTailDataModule`.
+        """
+        super().__init__(**kwargs)
+        self.root = Path(root)
+        self.eval_datamodule = eval_datamodule
+        self.load_size = load_size or self.image_size * 8 // 7
+        if self.load_size < self.image_size:
+            raise ValueError(f"load_size={self.load_size} is smaller than image_size={self.image_size}")
+        if eval_datamodule is not None and eval_datamodule.image_size != self.image_size:
+            raise ValueError(
+                f"eval_datamodule has image_size={eval_datamodule.image_size} but this datamodule "
+                f"{self.image_size}; build both with the same image_size"
+            )
+
+    def build_splits(self) -> Splits:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {self.root} not found")
+        paths = [str(p) for p in scan_images(self.root)]
+        if not paths:
+            raise FileNotFoundError(f"no image ({', '.join(IMAGE_EXTENSIONS)}) found below {self.root}")
+        targets = np.full(len(paths), -1, dtype=np.int64)
+        probe, test, num_classes = {}, None, None
+        if self.eval_datamodule is not None:
+            other = self.eval_datamodule.splits
+            probe, test, num_classes = dict(other.probe), other.test, self.eval_datamodule.num_classes
+        return Splits(
+            pretrain=ImageFiles(paths, targets, self.load_size),
+            pretrain_eval=ImageFiles(paths, targets, self.image_size, self.eval_transform),
+            pretrain_targets=targets,
+            probe=probe,
+            test=test,
+            num_classes=num_classes,
+        )
+
+    @property
+    def group_rule(self) -> str:
+        if self.eval_datamodule is not None:
+            return self.eval_datamodule.group_rule
+        return super().group_rule
+
+    @property
+    def class_groups(self) -> dict[str, np.ndarray]:
+        if self.eval_datamodule is not None:
+            return self.eval_datamodule.class_groups
+        return super().class_groups
