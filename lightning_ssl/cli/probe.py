@@ -46,7 +46,9 @@ def datamodule_from_checkpoint(ckpt: dict[str, Any]) -> LongTailDataModule:
     if "datamodule_class" not in ckpt:
         raise ValueError("the checkpoint does not name its datamodule: pass --data CLASS")
     cls = _import(ckpt["datamodule_class"])
-    return cls(**ckpt.get("datamodule_hyper_parameters", {}))
+    # LightningCLI adds private keys (``_class_path``, ``_instantiator``) to saved hyper-parameters
+    args = {k: v for k, v in ckpt.get("datamodule_hyper_parameters", {}).items() if not k.startswith("_")}
+    return cls(**args)
 
 
 def build_parser() -> ArgumentParser:
@@ -88,7 +90,7 @@ def probe(cfg: Any) -> dict[str, Any]:
         "checkpoint": str(Path(cfg.checkpoint).resolve()),
         "method": ckpt["method_class"],
         "datamodule": f"{type(dm).__module__}.{type(dm).__qualname__}",
-        "datamodule_args": dict(getattr(dm, "hparams", {})),
+        "datamodule_args": {k: v for k, v in getattr(dm, "hparams", {}).items() if not k.startswith("_")},
         "transfer": cfg.get("data") is not None,
         "wall_time_s": time.time() - start,
     })

@@ -1,0 +1,91 @@
+"""`lssl fit` / `lssl probe` end to end on the embedded default, and a user's own method."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lightning_ssl.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model.backbone", "resnet_tiny", "--data", "DigitsLT", "--data.batch_size", "64",
+        "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false"]
+
+
+def last_values(metrics_csv: Path) -> dict[str, float]:
+    """The last logged value of every column of a CSVLogger file."""
+    last: dict[str, float] = {}
+    with open(metrics_csv) as f:
+        for row in csv.DictReader(f):
+            last.update({k: float(v) for k, v in row.items() if v not in ("", None)})
+    return last
+
+
+def fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> Path:
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *args, *TINY])
+    (version,) = sorted((tmp_path / "runs" / "csv").iterdir())
+    return version
+
+
+@pytest.mark.slow
+def test_fit_simclr_logs_probe_metrics_and_probe_reproduces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = fit(tmp_path, monkeypatch, "--model", "SimCLR", "--model.proj_hidden_dim", "64",
+              "--model.proj_output_dim", "32", "--model.lr", "0.3")
+    metrics = last_values(run / "metrics.csv")
+    online = metrics["online_linear/acc_top1"]
+    knn = metrics["knn_k200_t0.1/acc_top1"]
+    for column in ("online_linear/thirds/acc_many", "knn_k200_t0.1/thirds/acc_few", "knn_k200_t0.1/thirds/std"):
+        assert column in metrics
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    out = tmp_path / "probe.json"
+    assert main(["probe", str(ckpt), "--out", str(out), "--linear_epochs", "30", "--device", "cpu"]) == 0
+    result = json.loads(out.read_text())
+    assert result["group_rule"] == "thirds" and len(result["per_class"]["linear_full"]) == 10
+    probe_knn = result["metrics"]["knn_k200_t0.1/acc_top1"]
+    # the offline kNN over the same bank and test set is the online kNN's number
+    assert probe_knn == pytest.approx(knn, abs=1e-6)
+    linear = result["metrics"]["linear_full/acc_top1"]
+    assert 0.1 < linear <= 1.0 and 0.0 < online <= 1.0  # above chance (10 classes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", [["--model", "MoCoV2", "--model.queue_size", "128", "--model.proj_hidden_dim", "64"],
+                                   ["--model", "Supervised"]])
+def test_fit_other_core_methods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: list[str]) -> None:
+    run = fit(tmp_path, monkeypatch, *model)
+    metrics = last_values(run / "metrics.csv")
+    assert "knn_k200_t0.1/acc_top1" in metrics and "online_linear/acc_top1" in metrics
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def readme_method_source() -> str:
+    """The README's "Add your own method" code block: the test runs exactly that."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Add your own method", 1)[1]
+    return section.split("```python", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow
+def test_user_method_from_readme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = readme_method_source()
+    assert source.strip() == (ROOT / "examples" / "my_method.py").read_text().strip()
+    (tmp_path / "my_module.py").write_text(source)
+    run = fit(tmp_path, monkeypatch, "--model", "my_module.MyMethod", "--model.proj_dim", "32")
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    shutil.rmtree(tmp_path / "runs")
+
+
+def test_unknown_model_option_fails_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["fit", "--model", "SimCLR", "--model.temprature", "0.2", *TINY])
+    assert "temprature" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
