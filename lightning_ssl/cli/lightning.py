@@ -70,8 +70,24 @@ def _class_of(class_path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+def _finish_wandb() -> None:
+    """Flush and close a W&B run started by the logger (also needed in-process, e.g. in sweeps)."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
 def run_lightning_cli(args: list[str]) -> SSLCLI:
     _import_all_datamodules()
+    try:
+        return _build_cli(args)
+    finally:
+        _finish_wandb()
+
+
+def _build_cli(args: list[str]) -> SSLCLI:
     return SSLCLI(
         SSLMethod,
         LongTailDataModule,
