@@ -11,6 +11,9 @@ USAGE = """usage: lssl COMMAND ...
   probe CHECKPOINT        offline evaluation of a checkpoint (linear probes, kNN)
   data stats NAME         per-class counts, imbalance ratio, groups, probe/test sizes
   data card NAME          the dataset's card (protocol, source, mean/std, group rule)
+  dnc                     the Divide-and-Contrast pipeline (resumable, stage by stage)
+  sweep SPEC              expand and launch a benchmark sweep (local, slurm, wandb; --dry-run)
+  report SPEC|DIR         tables and plots from a sweep's results
   bench                   the default benchmark on the embedded dataset
 """
 
@@ -37,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_ssl.cli.probe import run
 
         return run(rest)
+    if command in ("dnc", "sweep", "report"):
+        import importlib
+
+        return importlib.import_module(f"lightning_ssl.cli.{command}").run(rest)
     if command == "bench":
         from lightning_ssl.cli.bench import run
 

@@ -1,8 +1,19 @@
-"""One LightningModule per SSL method; each is selectable by bare name from the CLI."""
+"""One LightningModule per SSL method; each is selectable by bare name from the CLI.
+
+rwSAM is not a class: it is the ``sam`` option of every method (``--model.sam.rho 0.05
+--model.sam.weights kde``), see :class:`lightning_ssl.optim.sam.SAMConfig`.
+"""
 
 from lightning_ssl.methods.base import LossOutput, SSLMethod, weighted_mean
+from lightning_ssl.methods.dnc import DnC
+from lightning_ssl.methods.moclr import MoCLR
 from lightning_ssl.methods.mocov2 import MoCoV2
+from lightning_ssl.methods.mttv import MTTV
 from lightning_ssl.methods.simclr import SimCLR
+from lightning_ssl.methods.simsiam import SimSiam
 from lightning_ssl.methods.supervised import Supervised
+from lightning_ssl.methods.swav import SwAV
+from lightning_ssl.methods.uota import UOTA
 
-__all__ = ["LossOutput", "MoCoV2", "SSLMethod", "SimCLR", "Supervised", "weighted_mean"]
+__all__ = ["MTTV", "UOTA", "DnC", "LossOutput", "MoCLR", "MoCoV2", "SSLMethod", "SimCLR", "SimSiam",
+           "Supervised", "SwAV", "weighted_mean"]
