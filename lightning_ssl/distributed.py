@@ -57,6 +57,19 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def all_gather_same_size(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from all ranks when every rank holds the same shape.
+
+    Unlike :func:`all_gather` it exchanges no sizes, so it never synchronises with the host
+    (for per-step use: MoCo keys, queue updates)."""
+    if not is_distributed():
+        return tensor
+    chunks = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(chunks, tensor.contiguous())
+    return torch.cat(chunks, dim=0)
+
+
+@torch.no_grad()
 def all_gather(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate ``tensor`` from all ranks along dim 0 without gradients.
 

@@ -77,6 +77,8 @@ class SSLMethod(pl.LightningModule):
         warmup_epochs: float = 10.0,
         final_lr: float = 0.0,
         sam: SAMConfig | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         """
         Args:
@@ -92,6 +94,10 @@ class SSLMethod(pl.LightningModule):
             final_lr: learning rate at the end of the cosine decay.
             sam: SAM / ASAM step with optional rwSAM sample weights (Liu et al. ICLR 2022),
                 available on every method: ``--model.sam.rho 0.05 --model.sam.weights kde``.
+            channels_last: NHWC memory format for the backbone and its inputs (faster convolutions
+                on tensor-core GPUs, especially under bf16).
+            compile: run the backbone through ``torch.compile`` (the module and its checkpoint
+                keys stay unchanged; only the call is compiled).
         """
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -116,7 +122,17 @@ class SSLMethod(pl.LightningModule):
     # -- shared machinery -----------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         """Backbone features ``B×D`` (what probes and kNN evaluate)."""
-        return self.backbone(x).flatten(1)
+        if self.hparams.get("channels_last"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        backbone = self.__dict__.get("_compiled_backbone") or self.backbone
+        return backbone(x).flatten(1)
+
+    def on_fit_start(self) -> None:
+        if self.hparams.get("channels_last"):
+            self.backbone.to(memory_format=torch.channels_last)
+        if self.hparams.get("compile") and "_compiled_backbone" not in self.__dict__:
+            # stored outside the module registry so state_dict keys do not gain "_orig_mod."
+            self.__dict__["_compiled_backbone"] = torch.compile(self.backbone)
 
     def loss_weights(self, batch: Batch, out: LossOutput) -> Tensor | None:
         """Product of the registered weighters' weights (``None`` when there are none)."""

@@ -139,6 +139,7 @@ class DnC(SSLMethod):
         )
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         self.load_teachers()
 
     def set_teachers(self, base: nn.Module, experts: Sequence[nn.Module], assignments: Tensor) -> None:

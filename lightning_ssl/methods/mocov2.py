@@ -63,6 +63,7 @@ class MoCoV2(SSLMethod):
         self.momentum_values = None
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         hp = self.hparams
         self.momentum_values = momentum_schedule(hp.base_momentum, hp.final_momentum, self.total_steps())
 
@@ -76,11 +77,11 @@ class MoCoV2(SSLMethod):
         size = self.queue.shape[0]
         if size == 0:
             return
-        keys = distributed.all_gather(keys)[:size]
-        ptr = int(self.queue_ptr)
-        idx = (torch.arange(keys.shape[0], device=keys.device) + ptr) % size
+        keys = distributed.all_gather_same_size(keys)[:size]
+        # pointer arithmetic on the device: no host synchronisation in the training step
+        idx = (torch.arange(keys.shape[0], device=keys.device) + self.queue_ptr) % size
         self.queue[idx] = keys
-        self.queue_ptr.fill_((ptr + keys.shape[0]) % size)
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
 
     def compute_losses(self, batch: Batch) -> LossOutput:
         v1, v2 = batch[0][0], batch[0][1]
