@@ -13,7 +13,7 @@ from lightning_ssl.methods.simclr import SimCLR
 from lightning_ssl.methods.simsiam import SimSiam
 from lightning_ssl.methods.supervised import Supervised
 from lightning_ssl.methods.swav import SwAV
-from lightning_ssl.methods.uota import UOTA
+from lightning_ssl.methods.uota import UOTA, UOTAMoCoV2, UOTASimCLR, UOTASwAV
 
 __all__ = ["MTTV", "UOTA", "DnC", "LossOutput", "MoCLR", "MoCoV2", "SSLMethod", "SimCLR", "SimSiam",
-           "Supervised", "SwAV", "weighted_mean"]
+           "Supervised", "SwAV", "UOTAMoCoV2", "UOTASimCLR", "UOTASwAV", "weighted_mean"]

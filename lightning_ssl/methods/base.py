@@ -213,13 +213,19 @@ class SSLMethod(pl.LightningModule):
             raise ValueError("set trainer.max_epochs or trainer.max_steps: the schedule needs a length")
         return int(steps)
 
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps per epoch (also right when only ``max_steps`` is set)."""
+        batches = self.trainer.num_training_batches
+        if np.isfinite(batches) and batches > 0:
+            return max(1, int(batches) // max(1, self.trainer.accumulate_grad_batches))
+        return max(1, self.total_steps() // max(1, self.trainer.max_epochs or 1))
+
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         groups = split_decay_groups([self], hp.weight_decay)
         opt = build_optimizer(hp.optimizer, groups, lr=hp.lr, momentum=hp.momentum)
         total = self.total_steps()
-        epochs = max(self.trainer.max_epochs or 1, 1)
-        warmup = min(int(round(hp.warmup_epochs * total / epochs)), total)
+        warmup = min(int(round(hp.warmup_epochs * self.steps_per_epoch())), total)
         self.lr_schedule = cosine_schedule(hp.lr, hp.final_lr, total, warmup)
         schedule = self.lr_schedule
 
