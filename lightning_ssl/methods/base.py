@@ -109,6 +109,9 @@ class SSLMethod(pl.LightningModule):
         self.loss_weighters: list[LossWeighter] = []
         self.lr_schedule: np.ndarray | None = None
         self.sam_weighter = None
+        if isinstance(sam, dict):  # from a checkpoint's or LightningCLI's saved hyper-parameters
+            sam = SAMConfig(**sam)
+        self.sam_config = sam
         if sam is not None:
             from lightning_ssl.weights.sample_weights import SampleWeighter
 
@@ -162,7 +165,7 @@ class SSLMethod(pl.LightningModule):
     def _sam_training_step(self, batch: Batch) -> dict[str, Tensor]:
         """rwSAM (Liu et al. 2022 §4; METHODS.md §1.2): the perturbation from the sample-weighted
         loss, the update from the unweighted loss at the perturbed point, then restore and step."""
-        cfg = self.hparams.sam
+        cfg = self.sam_config
         opt, sched = self.optimizers(), self.lr_schedulers()
         out = self.compute_losses(batch)
         view_w = self.loss_weights(batch, out)

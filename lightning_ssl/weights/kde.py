@@ -24,7 +24,7 @@ def median_bandwidth(features: Tensor, max_points: int = 4096, seed: int = 0) ->
         z = z[torch.randperm(z.shape[0], generator=g)[:max_points].to(z.device)]
     d = torch.cdist(z, z)
     iu = torch.triu_indices(z.shape[0], z.shape[0], offset=1, device=z.device)
-    return float(d[iu[0], iu[1]].median().clamp_min(1e-6))
+    return float(torch.quantile(d[iu[0], iu[1]], 0.5).clamp_min(1e-6))
 
 
 def log_kde_density(features: Tensor, bandwidth: float | None = None, chunk_size: int = 2048) -> Tensor:
