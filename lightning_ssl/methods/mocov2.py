@@ -35,6 +35,7 @@ class MoCoV2(SSLMethod):
         base_momentum: float = 0.999,
         final_momentum: float = 0.999,
         symmetric: bool = False,
+        num_views: int = 2,
         **kwargs: Any,
     ) -> None:
         """
@@ -48,9 +49,14 @@ class MoCoV2(SSLMethod):
             final_momentum: momentum at the end (a BYOL-style cosine ramp when > base).
             symmetric: also swap the roles of the two views (a symmetrised loss, He et al.
                 2020 §4.1 "symmetric loss"; doubles the compute).
+            num_views: large views per image; > 2 makes every view a query whose positives are
+                the keys of all the other views (the "more than two views" option; our
+                generalisation, implies ``symmetric``); all keys are enqueued.
             **kwargs: backbone and optimisation options of :class:`SSLMethod`.
         """
         super().__init__(**kwargs)
+        if num_views < 2:
+            raise ValueError(f"num_views={num_views}: MoCo needs at least 2 views")
         if queue_size < 0:
             raise ValueError(f"queue_size={queue_size} must be >= 0")
         if not 0.0 <= base_momentum <= final_momentum <= 1.0:
@@ -84,22 +90,29 @@ class MoCoV2(SSLMethod):
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
 
     def compute_losses(self, batch: Batch) -> LossOutput:
-        v1, v2 = batch[0][0], batch[0][1]
-        T = self.hparams.temperature
+        hp = self.hparams
+        n = hp.num_views
+        views = batch[0][:n]
+        if len(views) < n:
+            raise ValueError(f"MoCoV2(num_views={n}) got {len(views)} views: set --data.num_large_views {n}")
+        T = hp.temperature
         queue = self.queue.clone().detach() if self.queue.shape[0] else None
-        feats = self(v1 if not self.hparams.symmetric else torch.cat([v1, v2]))
-        q = F.normalize(self.projector(feats), dim=1)
-        if self.hparams.symmetric:
-            q1, q2 = q.chunk(2)
-            k2, k1 = self._keys(v2), self._keys(v1)
-            losses = torch.stack([info_nce_with_queue(q1, k2, queue, T), info_nce_with_queue(q2, k1, queue, T)])
-            keys, emb = torch.cat([k2, k1]), torch.stack([q1, q2])
-        else:
-            k2 = self._keys(v2)
-            losses = info_nce_with_queue(q, k2, queue, T)
-            keys, emb = k2, q.unsqueeze(0)
-        self._pending_keys = keys
-        return LossOutput(losses, feats[: v1.shape[0]].detach(), embeddings=emb)
+        if n == 2 and not hp.symmetric:
+            feats = self(views[0])
+            q = F.normalize(self.projector(feats), dim=1)
+            k = self._keys(views[1])
+            self._pending_keys = k
+            return LossOutput(info_nce_with_queue(q, k, queue, T), feats.detach(), embeddings=q.unsqueeze(0))
+        # every view is a query; its positives are the keys of the other views (row v: view v)
+        feats = self(torch.cat(views))
+        q = F.normalize(self.projector(feats), dim=1).chunk(n)
+        k = [self._keys(v) for v in views]
+        losses = torch.stack([
+            torch.stack([info_nce_with_queue(q[v], k[u], queue, T) for u in range(n) if u != v]).mean(0)
+            for v in range(n)
+        ])
+        self._pending_keys = torch.cat(k[::-1] if n == 2 else k)
+        return LossOutput(losses, feats[: views[0].shape[0]].detach(), embeddings=torch.stack(q))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """After the optimiser step: EMA-update the key encoder, then enqueue this step's keys."""
