@@ -31,4 +31,4 @@ def test_queue_is_fifo_and_wraps() -> None:
     model._enqueue(a)
     model._enqueue(b)
     assert int(model.queue_ptr) == 1
-    assert model.queue[:, 0].tolist() == [2.0, 1.0, 1.0, 1.0, 2.0]  # slots 3, 4, 0 hold b
+    assert model.queue[:, 0].tolist() == [2.0, 1.0, 1.0, 2.0, 2.0]  # a filled 0-2; b filled 3, 4, 0
