@@ -25,6 +25,7 @@ from lightning_ssl.optim.sam import SAMConfig, sam_perturb, sam_restore
 from lightning_ssl.schedules import cosine_schedule
 
 Batch = tuple[list[Tensor], Tensor, Tensor]
+NONFINITE = ("raise", "skip", "ignore")
 
 
 @dataclass
@@ -79,6 +80,7 @@ class SSLMethod(pl.LightningModule):
         sam: SAMConfig | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        nonfinite: str = "raise",
     ) -> None:
         """
         Args:
@@ -98,8 +100,14 @@ class SSLMethod(pl.LightningModule):
                 on tensor-core GPUs, especially under bf16).
             compile: run the backbone through ``torch.compile`` (the module and its checkpoint
                 keys stay unchanged; only the call is compiled).
+            nonfinite: what a NaN/Inf loss does: ``raise`` (save the last good weights, then stop
+                with an error naming the step, the method, the loss terms and the samples),
+                ``skip`` (drop the step, count it in ``train/skipped_steps``) or ``ignore`` (no
+                check: saves one host synchronisation per step, for throughput runs).
         """
         super().__init__()
+        if nonfinite not in NONFINITE:
+            raise ValueError(f"unknown nonfinite={nonfinite!r}; valid: {', '.join(NONFINITE)}")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if lr <= 0:
@@ -107,6 +115,7 @@ class SSLMethod(pl.LightningModule):
         self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
         self.backbone, self.feature_dim = build_backbone(backbone, image_size or 224, in_chans)
         self.loss_weighters: list[LossWeighter] = []
+        self.skipped_steps = 0
         self.lr_schedule: np.ndarray | None = None
         self.sam_weighter = None
         if isinstance(sam, dict):  # from a checkpoint's or LightningCLI's saved hyper-parameters
@@ -154,8 +163,33 @@ class SSLMethod(pl.LightningModule):
             return self._sam_training_step(batch)
         out = self.compute_losses(batch)
         loss = weighted_mean(out.losses, self.loss_weights(batch, out))
+        if self.hparams.get("nonfinite", "raise") != "ignore" and not torch.isfinite(loss):
+            return self._nonfinite(loss, out, batch)
         self._log_step(loss, out)
         return {"loss": loss, "features": out.features}
+
+    def _nonfinite(self, loss: Tensor, out: LossOutput, batch: Batch) -> None:
+        """A NaN/Inf loss: skip the step (counted), or save the last good weights and stop."""
+        if self.hparams.get("nonfinite") == "skip":
+            self.skipped_steps += 1
+            self.log("train/skipped_steps", float(self.skipped_steps))
+            return None  # Lightning skips the optimiser step
+        per_sample = out.losses.detach().reshape(-1, out.losses.shape[-1])
+        bad = (~torch.isfinite(per_sample)).any(0)
+        samples = batch[2][bad].tolist()[:10]
+        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.logs.items()) or "none logged"
+        saved = "no trainer to save with"
+        if self._trainer is not None:
+            from pathlib import Path
+
+            path = Path(self.trainer.default_root_dir) / "checkpoints" / "last-good.ckpt"
+            self.trainer.save_checkpoint(path)
+            saved = f"the last good weights (before this step) are in {path}"
+        raise FloatingPointError(
+            f"{type(self).__name__}: non-finite loss {float(loss)} at step {self.trainer.global_step if self._trainer else '?'}; "
+            f"loss terms: {terms}; {int(bad.sum())} of {bad.numel()} samples non-finite (dataset indices {samples}); "
+            f"{saved}. Lower the learning rate, check the data, or pass --model.nonfinite skip"
+        )
 
     def _log_step(self, loss: Tensor, out: LossOutput) -> None:
         self.log("train/loss", loss, prog_bar=True)
@@ -171,8 +205,11 @@ class SSLMethod(pl.LightningModule):
         view_w = self.loss_weights(batch, out)
         sample_w = self.sam_weighter(batch[1], batch[2])
         first_w = sample_w if view_w is None else (view_w if sample_w is None else view_w * sample_w)
+        first = weighted_mean(out.losses, first_w)
+        if self.hparams.get("nonfinite", "raise") != "ignore" and not torch.isfinite(first):
+            return self._nonfinite(first, out, batch)
         opt.zero_grad()
-        self.manual_backward(weighted_mean(out.losses, first_w))
+        self.manual_backward(first)
         params = [p for group in opt.param_groups for p in group["params"]]
         perturbation = sam_perturb(params, cfg.rho, cfg.adaptive)
         opt.zero_grad()
@@ -199,6 +236,16 @@ class SSLMethod(pl.LightningModule):
             checkpoint["sam_weighter"] = self.sam_weighter.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("method_class")
+        mine = f"{type(self).__module__}.{type(self).__qualname__}"
+        if saved is not None and saved.rsplit(".", 1)[-1] != mine.rsplit(".", 1)[-1]:
+            raise ValueError(f"checkpoint is from method {saved}, not {mine}: resume it with --model "
+                             f"{saved.rsplit('.', 1)[-1]} or start a new run")
+        old_backbone = checkpoint.get("hyper_parameters", {}).get("backbone")
+        new_backbone = self.hparams.get("backbone")
+        if isinstance(old_backbone, str) and isinstance(new_backbone, str) and old_backbone != new_backbone:
+            raise ValueError(f"checkpoint backbone is {old_backbone!r} but this model's is {new_backbone!r}: "
+                             f"pass --model.backbone {old_backbone} to resume it")
         if self.sam_weighter is not None and "sam_weighter" in checkpoint:
             self.sam_weighter.load_state_dict(checkpoint["sam_weighter"])
 
