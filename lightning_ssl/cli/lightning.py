@@ -26,7 +26,7 @@ def default_callbacks() -> list[dict[str, Any]]:
     return [
         {"class_path": "lightning_ssl.eval.callbacks.OnlineLinearProbe"},
         {"class_path": "lightning_ssl.eval.callbacks.KNNMonitor"},
-        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}},
+        {"class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint"},
         {"class_path": "pytorch_lightning.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
     ]
 
@@ -54,6 +54,10 @@ class SSLCLI(LightningCLI):
         data_size = data_args.get("image_size") or data_cls.card.image_size
         if "image_size" in model_args and model_args.get("image_size") is None and data_size:
             model_args["image_size"] = int(data_size)
+        # options both sides declare (e.g. SwAV's view counts) follow the datamodule when unset
+        for key in ("num_large_views", "num_small_views"):
+            if key in model_args and model_args.get(key) is None and data_args.get(key) is not None:
+                model_args[key] = data_args[key]
         if cfg.get("wandb"):
             from lightning_ssl.loggers import wandb_logger_config
 

@@ -1,0 +1,129 @@
+"""``lssl sweep SPEC``: expand a sweep specification and run it (locally, on SLURM, or as a W&B sweep).
+
+Every run is validated before the first one starts. Results go to ``<results>/<sweep>/<run_id>.json``;
+a finished run is skipped, an interrupted one resumes from its ``last.ckpt``, and several runners
+on the same spec share the work through per-run lock files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from lightning_ssl.sweep import launchers
+from lightning_ssl.sweep.runner import SweepPaths, run_status
+from lightning_ssl.sweep.spec import Run, expand, load_spec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lssl sweep", description=__doc__.split("\n")[0])
+    p.add_argument("spec", help="sweep specification (YAML), e.g. benchmarks/default.yaml")
+    p.add_argument("--launcher", choices=("local", "slurm", "wandb"), default="local")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their status; run nothing")
+    p.add_argument("--results", default="results", help="results root; JSONs go to <results>/<sweep>/ (default: results)")
+    p.add_argument("--work", default="runs/sweeps", help="run folders (logs, checkpoints) root (default: runs/sweeps)")
+    p.add_argument("--max-runs", type=int, default=None, help="execute at most N runs in this call")
+    p.add_argument("--run-id", "--run_id", dest="run_ids", action="append", default=None,
+                   help="run only this run id (repeatable); W&B agents pass it")
+    p.add_argument("--gpus", type=int, default=1, help="local: N > 1 runs N workers, one per GPU")
+    p.add_argument("--accelerator", default=None, help="override trainer.accelerator (cpu, gpu, auto)")
+    p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log every run to this W&B project")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failing run")
+    slurm = p.add_argument_group("slurm (submitit)")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--time-min", type=int, default=None, help="time limit per job (minutes)")
+    slurm.add_argument("--gpus-per-job", type=int, default=None, help="GPUs per node of each job")
+    slurm.add_argument("--nodes", type=int, default=None, help="nodes per job (multi-node DDP)")
+    slurm.add_argument("--cpus-per-task", type=int, default=None)
+    slurm.add_argument("--array-parallelism", type=int, default=None)
+    slurm.add_argument("--slurm-cluster", default=None, help="submitit cluster: slurm (default auto), local, debug")
+    wb = p.add_argument_group("wandb sweep")
+    wb.add_argument("--project", default=None, help="W&B project of the sweep (default: the sweep's name)")
+    wb.add_argument("--entity", default=None)
+    return p
+
+
+def describe(run: Run) -> str:
+    extra = ", ".join(f"{k}={v}" for k, v in run.axes.items() if k not in ("method", "dataset"))
+    return f"{run.method:<14} {run.dataset:<16} {extra}"
+
+
+def print_dry_run(runs: list[Run], paths: SweepPaths) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for run in runs:
+        status = run_status(paths, run.run_id)
+        counts[status] = counts.get(status, 0) + 1
+        print(f"{run.run_id}  {status:<11} {describe(run)}")
+    print(f"{len(runs)} runs in {paths.results}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return counts
+
+
+def slurm_options(spec_defaults: dict, args: argparse.Namespace) -> launchers.SlurmOptions:
+    values = dict(spec_defaults)
+    for key, arg in (("partition", "partition"), ("time_min", "time_min"), ("gpus_per_node", "gpus_per_job"),
+                     ("nodes", "nodes"), ("cpus_per_task", "cpus_per_task"),
+                     ("array_parallelism", "array_parallelism"), ("cluster", "slurm_cluster")):
+        if getattr(args, arg) is not None:
+            values[key] = getattr(args, arg)
+    unknown = sorted(set(values) - set(launchers.SlurmOptions.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown launcher.slurm key(s) {unknown}; valid: "
+                         f"{', '.join(launchers.SlurmOptions.__dataclass_fields__)}")
+    return launchers.SlurmOptions(**values)
+
+
+def run(argv: list[str]) -> int:
+    """Entry point of ``lssl sweep``; returns the exit code (1 when a run failed)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        spec = load_spec(args.spec)
+        runs = expand(spec)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"lssl sweep: {err}", file=sys.stderr)
+        return 2
+    if args.run_ids:
+        known = {r.run_id for r in runs}
+        missing = sorted(set(args.run_ids) - known)
+        if missing:
+            print(f"lssl sweep: run id(s) {missing} are not in sweep {spec.name!r}", file=sys.stderr)
+            return 2
+        runs = [r for r in runs if r.run_id in set(args.run_ids)]
+    paths = SweepPaths.of(spec, args.results, args.work)
+    if args.dry_run:
+        print_dry_run(runs, paths)
+        return 0
+    pending = [r for r in runs if run_status(paths, r.run_id) != "finished"]
+    overrides = {"accelerator": args.accelerator} if args.accelerator else {}
+    if args.launcher == "wandb":
+        path, commands = launchers.write_wandb_sweep(args.spec, spec, [r.run_id for r in pending], args.results,
+                                                     args.work, args.project, args.entity)
+        print(f"W&B sweep config written to {path} ({len(pending)} runs). Start it with:\n{commands}")
+        return 0
+    if args.launcher == "slurm":
+        try:
+            options = slurm_options(spec.launcher.get("slurm") or {}, args)
+        except ValueError as err:
+            print(f"lssl sweep: {err}", file=sys.stderr)
+            return 2
+        ids = [r.run_id for r in pending][: args.max_runs]
+        jobs = launchers.submit_slurm(args.spec, spec, ids, args.results, args.work, options)
+        print(f"submitted {len(jobs)} job(s) for sweep {spec.name!r}: " + ", ".join(str(j.job_id) for j in jobs[:5])
+              + (" ..." if len(jobs) > 5 else ""))
+        return 0
+    if args.gpus > 1:
+        extra = ["--max-runs", str(args.max_runs)] if args.max_runs else []
+        extra += ["--wandb", args.wandb] if args.wandb else []
+        return launchers.run_local_gpus(args.spec, args.results, args.work, args.gpus, extra)
+    try:
+        outcome = launchers.run_local(spec, pending, paths, args.max_runs, overrides, args.wandb, args.fail_fast)
+    except KeyboardInterrupt:
+        print("lssl sweep: interrupted; finished results are kept, re-run to resume", file=sys.stderr)
+        return 130
+    print(f"sweep {spec.name!r}: " + ", ".join(f"{len(v)} {k}" for k, v in outcome.items()) + f" ({paths.results})")
+    return 1 if outcome["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

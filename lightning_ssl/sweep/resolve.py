@@ -1,0 +1,123 @@
+"""A run's config through the ``lssl fit`` parser: resolved (defaults filled in) or instantiated.
+
+The same ``SSLCLI`` that ``lssl fit`` uses parses each config, so a sweep accepts exactly what
+``lssl fit`` accepts (DESIGN.md: "typed ``__init__`` is the config"; no second schema).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import re
+import warnings
+from typing import Any
+
+from jsonargparse import ArgumentParser
+
+from lightning_ssl.cli.lightning import SSLCLI, _import_all_datamodules
+
+DROPPED = ("config", "wandb")  # parser bookkeeping, and a logging choice that is set per launch
+
+
+class _ParseOnly(SSLCLI):
+    """``SSLCLI`` that parses and fills in defaults but builds nothing."""
+
+    def instantiate_classes(self) -> None:
+        return None
+
+    def _set_seed(self) -> None:
+        return None
+
+
+def _cli(cls: type[SSLCLI], config: dict[str, Any]) -> SSLCLI:
+    from datamodules.base import LongTailDataModule
+    from lightning_ssl.methods.base import SSLMethod
+    from lightning_ssl.sweep.spec import method_classes
+
+    _import_all_datamodules()
+    method_classes()  # imports every built-in method so that bare class names resolve
+    with warnings.catch_warnings():  # the config is given as a dict on purpose, not from sys.argv
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        return cls(SSLMethod, LongTailDataModule, subclass_mode_model=True, subclass_mode_data=True, args=config,
+                   run=False, save_config_callback=None,
+                   parser_kwargs={"default_env": False, "exit_on_error": False})
+
+
+def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The fully resolved config (class paths expanded, every default present) of an ``lssl fit``
+    config given as a dict; ``ValueError`` with the parser's message (the bad key and the
+    accepted ones) when it does not parse."""
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            cli = _cli(_ParseOnly, config)
+    except (argparse.ArgumentError, SystemExit) as err:
+        message = str(err) if isinstance(err, argparse.ArgumentError) else stderr.getvalue().strip()
+        raise ValueError(f"invalid run config: {_with_choices(message, config)}") from None
+    resolved = cli.config.as_dict()
+    for key in DROPPED:
+        resolved.pop(key, None)
+    return resolved
+
+
+def accepted_options(class_path: str) -> list[str]:
+    """The ``__init__`` options jsonargparse accepts for a class (``**kwargs`` followed to parents)."""
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "x")
+    return sorted(parser.get_defaults().as_dict()["x"])
+
+
+def _with_choices(message: str, config: dict[str, Any]) -> str:
+    """Append the accepted options of the class whose option was refused."""
+    match = re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", message)
+    if not match:
+        return message
+    class_path, option = match.groups()
+    return (f"{class_path} has no option {option!r}; valid options: {', '.join(accepted_options(class_path))}\n"
+            f"(parser message: {message})")
+
+
+def instantiate(config: dict[str, Any]) -> SSLCLI:
+    """``SSLCLI(..., run=False)`` of a resolved config: ``.model``, ``.datamodule``, ``.trainer`` built."""
+    return _cli(SSLCLI, config)
+
+
+def _data_parser() -> ArgumentParser:
+    from datamodules.base import LongTailDataModule
+
+    _import_all_datamodules()
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LongTailDataModule, "data")
+    return parser
+
+
+def _data_config(config: dict[str, Any]) -> dict[str, Any]:
+    from lightning_ssl.sweep.spec import dataset_classes
+
+    config = dict(config)
+    classes = dataset_classes()
+    name = str(config.get("class_path", ""))
+    if name in classes:
+        config["class_path"] = classes[name]
+    elif "." not in name:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(classes))}")
+    return config
+
+
+def validate_data(config: dict[str, Any]) -> None:
+    """Parse a datamodule config ``{class_path, init_args}`` (e.g. a transfer set) without building it."""
+    try:
+        _data_parser().parse_object({"data": _data_config(config)})
+    except argparse.ArgumentError as err:
+        raise ValueError(f"invalid data config {config}: {_with_choices(str(err), config)}") from None
+
+
+def instantiate_data(config: dict[str, Any]) -> Any:
+    """The datamodule of a config ``{class_path, init_args}`` (a bare registered class name works)."""
+    parser = _data_parser()
+    cfg = parser.parse_object({"data": _data_config(config)})
+    return parser.instantiate_classes(cfg).data

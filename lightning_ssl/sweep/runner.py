@@ -1,0 +1,255 @@
+"""Execute one run of a sweep: pre-train, evaluate offline (and on transfer sets), store one JSON.
+
+Layout: ``<results>/<sweep>/<run_id>.json`` (the result, written atomically, last), ``<run_id>.lock``
+(while a runner holds it), ``<run_id>.failed.json`` (the traceback of a run that raised; it is
+retried next time); ``<work>/<sweep>/<run_id>/`` holds the run's logs and checkpoints, and
+``checkpoints/last.ckpt`` (saved every epoch) is where an interrupted run resumes. A run whose
+result exists is never run again. DnC runs the multi-stage pipeline of
+:mod:`lightning_ssl.dnc_pipeline` in ``<run dir>/dnc`` (it resumes stage by stage).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_ssl.io import atomic_write_json
+from lightning_ssl.sweep import environment
+from lightning_ssl.sweep.lock import RunLock, is_stale
+from lightning_ssl.sweep.spec import Run, SweepSpec
+
+SCHEMA = 1
+DNC_TRAINER_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision", "log_every_n_steps",
+                    "limit_train_batches", "enable_progress_bar")
+
+
+@dataclass
+class SweepPaths:
+    """Where a sweep's results and run folders live."""
+
+    results: Path  # <results>/<sweep>
+    work: Path  # <work>/<sweep>
+
+    @classmethod
+    def of(cls, spec: SweepSpec, results_root: str | Path = "results", work_root: str | Path = "runs/sweeps") -> SweepPaths:
+        return cls(Path(results_root) / spec.name, Path(work_root) / spec.name)
+
+    def result(self, run_id: str) -> Path:
+        return self.results / f"{run_id}.json"
+
+    def lock(self, run_id: str) -> Path:
+        return self.results / f"{run_id}.lock"
+
+    def failed(self, run_id: str) -> Path:
+        return self.results / f"{run_id}.failed.json"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.work / run_id
+
+    def last_checkpoint(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "checkpoints" / "last.ckpt"
+
+
+def run_status(paths: SweepPaths, run_id: str) -> str:
+    """``finished`` | ``running`` (a live lock) | ``failed`` | ``interrupted`` (a checkpoint, no
+    result) | ``pending``."""
+    if paths.result(run_id).is_file():
+        return "finished"
+    lock = paths.lock(run_id)
+    if lock.exists() and not is_stale(lock):
+        return "running"
+    if paths.failed(run_id).is_file():
+        return "failed"
+    if paths.last_checkpoint(run_id).is_file() or (paths.run_dir(run_id) / "dnc").is_dir():
+        return "interrupted"
+    return "pending"
+
+
+class Throughput(pl.Callback):
+    """Training images and seconds of this session (a resumed run counts only what it trains)."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.seconds = 0.0
+        self.epochs = 0
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.images += int(batch[1].shape[0]) * trainer.world_size
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.seconds += time.perf_counter() - self._start
+        self.epochs += 1
+
+
+def _session_config(run: Run, paths: SweepPaths, trainer_overrides: dict[str, Any], wandb: str | None) -> dict[str, Any]:
+    """The run's config plus where it writes: logs and ``last.ckpt`` in its run folder."""
+    config = copy.deepcopy(run.config)
+    run_dir = paths.run_dir(run.run_id)
+    trainer = config.setdefault("trainer", {})
+    trainer.update(trainer_overrides)
+    trainer["default_root_dir"] = str(run_dir)
+    trainer["logger"] = [{"class_path": "pytorch_lightning.loggers.CSVLogger",
+                          "init_args": {"save_dir": str(run_dir), "name": "logs", "version": 0}}]
+    callbacks = [c for c in trainer.get("callbacks") or [] if not str(c.get("class_path", "")).endswith("ModelCheckpoint")]
+    callbacks.append({"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                      "init_args": {"dirpath": str(run_dir / "checkpoints"), "save_last": True}})
+    trainer["callbacks"] = callbacks
+    if wandb:
+        config["wandb"] = wandb
+    return config
+
+
+def _device(trainer: pl.Trainer) -> str:
+    return "cuda" if torch.cuda.is_available() and trainer.accelerator.__class__.__name__ == "CUDAAccelerator" else "cpu"
+
+
+def _fit(run: Run, paths: SweepPaths, config: dict[str, Any]) -> tuple[Any, Any, pl.Trainer, dict[str, Any]]:
+    from lightning_ssl.sweep.resolve import instantiate
+
+    cli = instantiate(config)
+    meter = Throughput()
+    cli.trainer.callbacks.append(meter)
+    last = paths.last_checkpoint(run.run_id)
+    resumed = last.is_file()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if resumed else None)
+    train = {"epochs": int(cli.trainer.current_epoch), "global_step": int(cli.trainer.global_step),
+             "session_epochs": meter.epochs, "train_images": meter.images, "train_seconds": meter.seconds,
+             "images_per_s": meter.images / meter.seconds if meter.seconds else None,
+             "time_per_epoch_s": meter.seconds / meter.epochs if meter.epochs else None,
+             "resumed_from": str(last) if resumed else None,
+             "global_batch": int(cli.datamodule.batch_size) * cli.trainer.world_size,
+             "devices": cli.trainer.world_size}
+    return cli.model, cli.datamodule, cli.trainer, train
+
+
+def _fit_dnc(run: Run, paths: SweepPaths, config: dict[str, Any]) -> tuple[Any, Any, pl.Trainer, dict[str, Any]]:
+    """DnC: the pipeline with the run's data, the base config's model as teacher (MoCLR), and the
+    spec's ``dnc`` section; the distilled student is what gets evaluated."""
+    from lightning_ssl.dnc_pipeline import DnCPipeline
+    from lightning_ssl.methods.dnc import DnC
+    from lightning_ssl.sweep.resolve import instantiate
+
+    cli = instantiate(config)
+    options = dict(run.dnc or {})
+    teacher_kwargs = dict(config["model"].get("init_args") or {})
+    trainer_cfg = config.get("trainer", {})
+    trainer_kwargs = {k: trainer_cfg[k] for k in DNC_TRAINER_KEYS if trainer_cfg.get(k) is not None}
+    trainer_kwargs["enable_model_summary"] = False
+    meter = Throughput()
+    trainer_kwargs["callbacks"] = [meter]
+    pipeline = DnCPipeline(
+        datamodule=cli.datamodule, work_dir=paths.run_dir(run.run_id) / "dnc", teacher_class=config["model"]["class_path"],
+        teacher_kwargs=teacher_kwargs, student_kwargs=dict(options.pop("distill", None) or {}),
+        trainer_kwargs=trainer_kwargs, seed=int(config.get("seed_everything") or 0), **options)
+    started = time.perf_counter()
+    stages = pipeline.run()
+    seconds = time.perf_counter() - started
+    model = DnC.load_from_checkpoint(str(stages["distill"] / "model.ckpt"), map_location="cpu")
+    train = {"epochs": None, "session_epochs": meter.epochs, "train_images": meter.images, "train_seconds": seconds,
+             "images_per_s": meter.images / meter.seconds if meter.seconds else None,
+             "time_per_epoch_s": meter.seconds / meter.epochs if meter.epochs else None,
+             "global_batch": int(cli.datamodule.batch_size), "devices": 1, "dnc_stages": {k: str(v) for k, v in stages.items()}}
+    return model, cli.datamodule, cli.trainer, train
+
+
+def _transfer(model: Any, entry: dict[str, Any], evaluation: dict[str, Any], seed: int, device: str) -> dict[str, Any]:
+    from lightning_ssl.eval.finetune import finetune_and_predict
+    from lightning_ssl.eval.metrics import group_report, per_class_accuracy
+    from lightning_ssl.eval.offline import evaluate_frozen
+    from lightning_ssl.sweep.resolve import instantiate_data
+
+    dm = instantiate_data(entry["data"])
+    if entry.get("mode", "linear") == "linear":
+        options = {k: v for k, v in evaluation.items() if k != "probe_sets"}
+        return evaluate_frozen(model, dm, probe_sets=entry.get("probe_sets"), seed=seed, device=device, **options)
+    dm.setup("fit")
+    tuned = copy.deepcopy(model)
+    pred, target = finetune_and_predict(tuned, tuned.feature_dim, dm, epochs=int(entry.get("epochs", 20)),
+                                        lr=float(entry.get("lr", 0.1)), accelerator="gpu" if device == "cuda" else "cpu",
+                                        seed=seed)
+    groups = {k: list(map(int, v)) for k, v in dm.class_groups.items()}
+    return {"metrics": group_report(pred, target, dm.num_classes, groups, dm.group_rule, "finetune"),
+            "per_class": {"finetune": per_class_accuracy(pred, target, dm.num_classes).tolist()},
+            "group_rule": dm.group_rule, "groups": groups, "class_counts": list(map(int, dm.class_counts))}
+
+
+def execute(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dict[str, Any] | None = None,
+            wandb: str | None = None) -> dict[str, Any]:
+    """Pre-train (or resume), evaluate and return the result record (not written)."""
+    from lightning_ssl.eval.offline import evaluate_frozen
+
+    started = time.time()
+    environment.reset_peak_memory()
+    config = _session_config(run, paths, dict(trainer_overrides or {}), wandb)
+    fit = _fit_dnc if run.is_dnc else _fit
+    model, datamodule, trainer, train = fit(run, paths, config)
+    online = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    device = _device(trainer)
+    model.eval()
+    offline = evaluate_frozen(model, datamodule, seed=run.seed, device=device, **run.evaluation)
+    transfer = {entry["name"]: _transfer(model, entry, run.evaluation, run.seed, device) for entry in run.transfer}
+    return {
+        "schema": SCHEMA, "sweep": spec.name, "run_id": run.run_id, "method": run.method, "dataset": run.dataset,
+        "axes": run.axes, "seed": run.seed, "config": run.config, "evaluation_protocol": run.evaluation,
+        "transfer_protocol": run.transfer, "dnc": run.dnc,
+        "metrics": offline.pop("metrics"), "per_class": offline.pop("per_class"), "online": online,
+        "evaluation": offline, "transfer": transfer,
+        "num_pretrain": int(sum(offline["class_counts"])),
+        "train": train, "wall_time_s": time.time() - started, "peak_memory": environment.peak_memory(),
+        "hardware": environment.hardware(), "versions": environment.versions(),
+        "git_commit": environment.git_commit(), "started": started, "finished": time.time(),
+        "trainer_overrides": dict(trainer_overrides or {}),
+    }
+
+
+def run_one(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dict[str, Any] | None = None,
+            wandb: str | None = None) -> str:
+    """Run ``run`` unless it is finished or held by another runner. Returns ``finished`` (already
+    there), ``locked``, or ``done``; an exception inside the run is recorded in
+    ``<run_id>.failed.json`` and re-raised. The result JSON is written atomically, last."""
+    if paths.result(run.run_id).is_file():
+        return "finished"
+    with RunLock(paths.lock(run.run_id)) as held:
+        if not held:
+            return "locked"
+        if paths.result(run.run_id).is_file():  # finished while we waited for the lock
+            return "finished"
+        try:
+            record = execute(run, spec, paths, trainer_overrides, wandb)
+        except Exception:
+            atomic_write_json(paths.failed(run.run_id), {"run_id": run.run_id, "axes": run.axes,
+                                                         "error": traceback.format_exc(), "time": time.time()})
+            raise
+        atomic_write_json(paths.result(run.run_id), record)
+        paths.failed(run.run_id).unlink(missing_ok=True)
+    return "done"
+
+
+def load_results(folder: str | Path) -> list[dict[str, Any]]:
+    """Every finished result under ``folder`` (``*.json`` with a ``run_id``; lock, failure and
+    temporary files are skipped)."""
+    out = []
+    for path in sorted(Path(folder).rglob("*.json")):
+        if path.name.endswith(".failed.json") or path.name.startswith("."):
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON ({err}); results are written atomically, so this file "
+                             "was not written by lssl sweep") from None
+        if isinstance(record, dict) and "run_id" in record and "metrics" in record:
+            out.append(record)
+    return out
