@@ -21,6 +21,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from lightning_ssl.checkpoints import latest_valid_checkpoint
 from lightning_ssl.io import atomic_write_json
 from lightning_ssl.sweep import environment
 from lightning_ssl.sweep.lock import RunLock, is_stale
@@ -104,8 +105,8 @@ def _session_config(run: Run, paths: SweepPaths, trainer_overrides: dict[str, An
     trainer["logger"] = [{"class_path": "pytorch_lightning.loggers.CSVLogger",
                           "init_args": {"save_dir": str(run_dir), "name": "logs", "version": 0}}]
     callbacks = [c for c in trainer.get("callbacks") or [] if not str(c.get("class_path", "")).endswith("ModelCheckpoint")]
-    callbacks.append({"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
-                      "init_args": {"dirpath": str(run_dir / "checkpoints"), "save_last": True}})
+    callbacks.append({"class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint",
+                      "init_args": {"dirpath": str(run_dir / "checkpoints")}})
     trainer["callbacks"] = callbacks
     if wandb:
         config["wandb"] = wandb
@@ -122,8 +123,10 @@ def _fit(run: Run, paths: SweepPaths, config: dict[str, Any]) -> tuple[Any, Any,
     cli = instantiate(config)
     meter = Throughput()
     cli.trainer.callbacks.append(meter)
-    last = paths.last_checkpoint(run.run_id)
-    resumed = last.is_file()
+    folder = paths.last_checkpoint(run.run_id).parent
+    # the newest readable checkpoint: a truncated last.ckpt falls back to the previous one (warned)
+    last = latest_valid_checkpoint(folder.glob("*.ckpt")) if folder.is_dir() else None
+    resumed = last is not None
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if resumed else None)
     train = {"epochs": int(cli.trainer.current_epoch), "global_step": int(cli.trainer.global_step),
              "session_epochs": meter.epochs, "train_images": meter.images, "train_seconds": meter.seconds,
