@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from datamodules.cards import DatasetCard
 from datamodules.groups import class_groups, group_rule_name
+from datamodules.samplers import ResumableSampler
 from datamodules.views import RECIPES, EvalTransform, MultiViewTransform
 
 
@@ -152,17 +153,32 @@ class LongTailDataModule(pl.LightningDataModule):
 
     # -- loaders ------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.view_seed) if shuffle else None
+        sampler = None
+        if shuffle:
+            trainer = self.trainer
+            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+            sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, seed=self.view_seed, drop_last=drop_last)
+            sampler.skip_next(self._batches_done_this_epoch() * batch_size)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
-            generator=generator,
         )
+
+    def _batches_done_this_epoch(self) -> int:
+        """Batches of the current epoch already trained on when a run resumes mid-epoch (the
+        fit loop's state is restored before the train loader is built); 0 otherwise."""
+        trainer = self.trainer
+        if trainer is None or trainer.global_step == 0:
+            return 0
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed or 0)
+        dataset = self.splits.pretrain if self._pretrain_subset is None else self._pretrain_subset
+        per_epoch = len(dataset) // (self.batch_size * trainer.world_size)
+        return done if done < per_epoch else 0  # an end-of-epoch checkpoint starts a new epoch
 
     def set_pretrain_subset(self, indices: np.ndarray | list[int] | None) -> None:
         """Pre-train on these positions of the pre-training set only (DnC's per-cluster experts).

@@ -191,6 +191,17 @@ class SSLMethod(pl.LightningModule):
             f"{saved}. Lower the learning rate, check the data, or pass --model.nonfinite skip"
         )
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.after_optimizer_step()
+
+    def after_optimizer_step(self) -> None:
+        """Per-step state updates that follow the weight update (EMA encoders, queues).
+
+        Runs inside the step, before any callback's ``on_train_batch_end``, so a checkpoint taken
+        there holds the complete state of the step and a resumed run is exact.
+        """
+
     def _log_step(self, loss: Tensor, out: LossOutput) -> None:
         self.log("train/loss", loss, prog_bar=True)
         for name, value in out.logs.items():
@@ -219,6 +230,7 @@ class SSLMethod(pl.LightningModule):
         sam_restore(params, perturbation)
         opt.step()
         sched.step()
+        self.after_optimizer_step()
         self._log_step(loss.detach(), out2)
         return {"loss": loss.detach(), "features": out.features}
 
@@ -257,18 +269,34 @@ class SSLMethod(pl.LightningModule):
         return self.validation_step(batch, batch_idx)
 
     # -- optimisation -----------------------------------------------------------------------------
-    def total_steps(self) -> int:
-        steps = self.trainer.estimated_stepping_batches
-        if not np.isfinite(steps):
-            raise ValueError("set trainer.max_epochs or trainer.max_steps: the schedule needs a length")
-        return int(steps)
-
     def steps_per_epoch(self) -> int:
-        """Optimiser steps per epoch (also right when only ``max_steps`` is set)."""
-        batches = self.trainer.num_training_batches
-        if np.isfinite(batches) and batches > 0:
-            return max(1, int(batches) // max(1, self.trainer.accumulate_grad_batches))
-        return max(1, self.total_steps() // max(1, self.trainer.max_epochs or 1))
+        """Optimiser steps per epoch, from the length of the training loader.
+
+        When the trainer has not built its loader yet, a throwaway one is measured instead of
+        calling ``trainer.estimated_stepping_batches``: that would build the trainer's loader
+        before a checkpoint's loop state is restored, and a run resumed mid-epoch would replay the
+        epoch from its start instead of continuing with the exact next batch.
+        """
+        trainer = self.trainer
+        batches = trainer.num_training_batches
+        if not (np.isfinite(batches) and batches > 0):
+            dm = trainer.datamodule
+            if dm is None:
+                return max(1, int(trainer.estimated_stepping_batches) // max(1, trainer.max_epochs or 1))
+            batches = len(dm.train_dataloader())
+            limit = trainer.limit_train_batches
+            batches = int(batches * limit) if isinstance(limit, float) else min(batches, int(limit))
+        return max(1, int(batches) // max(1, trainer.accumulate_grad_batches))
+
+    def total_steps(self) -> int:
+        """Optimiser steps of the whole run (``max_epochs`` x steps per epoch, capped by ``max_steps``)."""
+        trainer = self.trainer
+        epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else None
+        cap = trainer.max_steps if trainer.max_steps not in (None, -1) else None
+        if epochs is None and cap is None:
+            raise ValueError("set trainer.max_epochs or trainer.max_steps: the schedule needs a length")
+        total = self.steps_per_epoch() * epochs if epochs is not None else cap
+        return int(min(total, cap) if cap is not None else total)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams

@@ -115,7 +115,7 @@ class MoCLR(SSLMethod):
         embeddings = F.normalize(torch.stack([q1, q2]).detach(), dim=-1)
         return LossOutput(losses, feats[: v1.shape[0]].detach(), embeddings=embeddings)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def after_optimizer_step(self) -> None:
         """After the optimiser step: EMA-update the momentum encoder (BYOL's schedule)."""
         values = self.momentum_values
         m = self.schedule_value(values) if values is not None else self.hparams.base_momentum

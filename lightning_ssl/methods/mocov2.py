@@ -114,7 +114,7 @@ class MoCoV2(SSLMethod):
         self._pending_keys = torch.cat(k[::-1] if n == 2 else k)
         return LossOutput(losses, feats[: views[0].shape[0]].detach(), embeddings=torch.stack(q))
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def after_optimizer_step(self) -> None:
         """After the optimiser step: EMA-update the key encoder, then enqueue this step's keys."""
         m = self.schedule_value(self.momentum_values) if self.momentum_values is not None else self.hparams.base_momentum
         ema_update(self.key_backbone, self.backbone, m)

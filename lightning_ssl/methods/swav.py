@@ -168,7 +168,7 @@ class SwAV(SSLMethod):
                 p.grad = None
 
     @torch.no_grad()
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def after_optimizer_step(self) -> None:
         """Push this step's large-crop embeddings at the front of the queue (newest first)."""
         hp, pending, self._pending = self.hparams, self._pending, None
         if pending is None or hp.queue_length == 0 or self.current_epoch < hp.queue_start_epoch:
