@@ -30,6 +30,7 @@ def evaluate_frozen(
     linear_lr: float | None = None,
     knn_k: int = 200,
     knn_temperature: float = 0.1,
+    knn_bank: str = "full",
     seed: int = 0,
     progress: bool = False,
     device: torch.device | str | None = None,
@@ -45,6 +46,7 @@ def evaluate_frozen(
         linear_epochs, linear_optimizer, linear_lr: the probe recipe (MTTV's AdamW 100 epochs by
             default; ``sgd`` with lr 30 is SDCLR/rwSAM's).
         knn_k, knn_temperature: kNN vote (k=200, T=0.1: InstDisc / MTTV).
+        knn_bank: the probe set used as the kNN memory bank (the full balanced set by default).
         seed: seed of the probe's mini-batch order.
 
     Returns:
@@ -67,7 +69,7 @@ def evaluate_frozen(
     bank = None
     for name in names:
         x, y, _ = extract_features(model, datamodule.probe_dataloader(name), device=device, progress=progress)
-        if name == "full":
+        if name == knn_bank:
             bank = (x, y)
         layer = train_linear_probe(x, y, num_classes, epochs=linear_epochs, optimizer=linear_optimizer,
                                    lr=linear_lr, seed=seed, device=device)
@@ -75,8 +77,8 @@ def evaluate_frozen(
         prefix = f"linear_{name}"
         metrics.update(group_report(pred, test_y, num_classes, groups, rule, prefix))
         per_class[prefix] = per_class_accuracy(pred, test_y, num_classes).tolist()
-    if bank is None and "full" in datamodule.probe_sets:
-        x, y, _ = extract_features(model, datamodule.probe_dataloader("full"), device=device, progress=progress)
+    if bank is None and knn_bank in datamodule.probe_sets:
+        x, y, _ = extract_features(model, datamodule.probe_dataloader(knn_bank), device=device, progress=progress)
         bank = (x, y)
     if bank is not None:
         k = min(knn_k, bank[0].shape[0])
@@ -93,5 +95,5 @@ def evaluate_frozen(
         "num_classes": num_classes,
         "probe_sets": names,
         "linear": {"epochs": linear_epochs, "optimizer": linear_optimizer, "lr": linear_lr},
-        "knn": {"k": knn_k, "temperature": knn_temperature},
+        "knn": {"k": knn_k, "temperature": knn_temperature, "bank": knn_bank},
     }
