@@ -93,7 +93,7 @@ def run(argv: list[str]) -> int:
     groups = dm.class_groups
     console.print(stats_table(stats, groups))
     for line in summary_lines(stats):
-        console.print(line)
+        console.print(line, soft_wrap=True)
     if plot:
         plot_counts(stats, groups, plot)
         console.print(f"histogram written to {plot}")
