@@ -7,9 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lightning_ssl.cli.main import main
+from tests.fixtures import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model.backbone", "resnet_tiny", "--data", "DigitsLT", "--data.batch_size", "64",
@@ -53,6 +55,20 @@ def test_fit_simclr_logs_probe_metrics_and_probe_reproduces(tmp_path: Path, monk
     assert probe_knn == pytest.approx(knn, abs=1e-6)
     linear = result["metrics"]["linear_full/acc_top1"]
     assert 0.1 < linear <= 1.0 and 0.0 < online <= 1.0  # above chance (10 classes)
+
+    # out-of-domain: the same backbone probed and fine-tuned on another datamodule (a CIFAR fixture)
+    rng = np.random.default_rng(0)
+    write_cifar10(tmp_path / "cifar", np.repeat(np.arange(10), 30), np.repeat(np.arange(10), 5),
+                  rng.integers(0, 256, (300, 3, 32, 32), dtype=np.uint8), rng.integers(0, 256, (50, 3, 32, 32), dtype=np.uint8))
+    out = tmp_path / "transfer.json"
+    assert main(["probe", str(ckpt), "--out", str(out), "--data", "CIFAR10LT", "--data.root", str(tmp_path / "cifar"),
+                 "--data.image_size", "16", "--data.profile", "balanced", "--linear_epochs", "5", "--knn_k", "20",
+                 "--finetune", "true", "--finetune_epochs", "1", "--device", "cpu"]) == 0
+    transfer = json.loads(out.read_text())
+    assert transfer["transfer"] and transfer["datamodule"].endswith("CIFAR10LT")
+    assert transfer["class_counts"] == [30] * 10
+    for key in ("linear_full/acc_top1", "knn_k20_t0.1/acc_top1", "finetune/acc_top1", "finetune/thirds/acc_few"):
+        assert 0.0 <= transfer["metrics"][key] <= 1.0, key
 
 
 @pytest.mark.slow

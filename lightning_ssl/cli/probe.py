@@ -78,8 +78,9 @@ def probe(cfg: Any) -> dict[str, Any]:
     else:
         dm = datamodule_from_checkpoint(ckpt)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    result = evaluate_frozen(model, dm, cfg.probe_sets, cfg.linear_epochs, cfg.linear_optimizer, cfg.linear_lr,
-                             cfg.knn_k, cfg.knn_temperature, cfg.seed, progress=True, device=device)
+    result = evaluate_frozen(model, dm, probe_sets=cfg.probe_sets, linear_epochs=cfg.linear_epochs,
+                             linear_optimizer=cfg.linear_optimizer, linear_lr=cfg.linear_lr, knn_k=cfg.knn_k,
+                             knn_temperature=cfg.knn_temperature, seed=cfg.seed, progress=True, device=device)
     if cfg.finetune:
         pred, target = finetune_and_predict(model, model.feature_dim, dm, epochs=cfg.finetune_epochs,
                                             accelerator="gpu" if device.startswith("cuda") else "cpu", seed=cfg.seed)

@@ -24,6 +24,7 @@ from lightning_ssl.eval.metrics import group_report, per_class_accuracy
 def evaluate_frozen(
     model: nn.Module,
     datamodule: Any,
+    *,
     probe_sets: list[str] | None = None,
     linear_epochs: int = 100,
     linear_optimizer: str = "adamw",
