@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 
+from lightning_ssl.optional import require
+
 log = logging.getLogger(__name__)
 
 
@@ -30,10 +32,7 @@ def wandb_credentials_present() -> bool:
 
 def wandb_logger_config(project: str, save_dir: str = "runs", run_id: str | None = None) -> dict[str, Any]:
     """LightningCLI logger entry for a ``WandbLogger``; offline when no credentials are configured."""
-    try:
-        import wandb  # noqa: F401
-    except ImportError as err:
-        raise ImportError("W&B logging needs the wandb package: pip install 'lightning-ssl[wandb]'") from err
+    require("wandb", "wandb", "W&B logging (--wandb)")
     offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_credentials_present()
     if offline:
         print(f"W&B: no credentials found (WANDB_API_KEY or `wandb login`): logging offline to {save_dir}/wandb; "

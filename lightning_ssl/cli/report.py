@@ -38,9 +38,10 @@ def log_to_wandb(project: str, title: str, written: dict[str, Path]) -> None:
     """Tables and PNGs to a W&B run (offline when no credentials are configured)."""
     import os
 
-    import wandb
-
     from lightning_ssl.loggers import wandb_credentials_present
+    from lightning_ssl.optional import require
+
+    wandb = require("wandb", "wandb", "lssl report --wandb")
 
     if not wandb_credentials_present():
         os.environ.setdefault("WANDB_MODE", "offline")

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from lightning_ssl.optional import require
 from lightning_ssl.sweep.runner import SweepPaths, run_one
 from lightning_ssl.sweep.spec import Run, SweepSpec, expand, load_spec
 
@@ -138,14 +139,14 @@ class SweepJob:
         return run_one(runs[run_id], spec, paths, self.trainer_overrides)
 
     def checkpoint(self, run_id: str) -> Any:
-        import submitit
+        submitit = require("submitit", "slurm", "the SLURM launcher")
 
         return submitit.helpers.DelayedSubmission(SweepJob(self.spec_path, self.results_root, self.work_root,
                                                            self.trainer_overrides), run_id)
 
 
 def _checkpointable() -> type:
-    import submitit
+    submitit = require("submitit", "slurm", "the SLURM launcher")
 
     class CheckpointableSweepJob(SweepJob, submitit.helpers.Checkpointable):
         pass
@@ -154,7 +155,7 @@ def _checkpointable() -> type:
 
 
 def slurm_executor(options: SlurmOptions, folder: str | Path) -> Any:
-    import submitit
+    submitit = require("submitit", "slurm", "the SLURM launcher (--launcher slurm)")
 
     executor = submitit.AutoExecutor(folder=str(folder), cluster=options.cluster)
     params: dict[str, Any] = {"timeout_min": options.time_min, "nodes": options.nodes,
