@@ -21,10 +21,11 @@ def test_wandb_offline_run_has_config_and_charts(tmp_path: Path, monkeypatch: py
     main(["fit", "--model", "SimCLR", "--model.backbone", "resnet_tiny", "--model.proj_hidden_dim", "32",
           "--model.proj_output_dim", "16", "--model.temperature", "0.37", "--data", "DigitsLT",
           "--data.batch_size", "64", "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
-          "--trainer.enable_progress_bar", "false", "--wandb", "lssl-test"])
+          "--trainer.enable_progress_bar", "false", "--wandb", "lssl-test", "--wandb_id", "run0042"])
     out = capsys.readouterr().out
     assert out.count("W&B: no credentials found") == 1 and "logging offline" in out
-    (run_file,) = (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
+    # the given id names the run, so a resumed run (same id) continues the same W&B run
+    (run_file,) = (tmp_path / "runs" / "wandb").glob("offline-run-*-run0042/run-run0042.wandb")
     data = run_file.read_bytes()
     assert b"0.37" in data and b"temperature" in data  # the config
     for key in (b"online_linear/per_class", b"acc_vs_frequency", b"knn_k200_t0.1/thirds/acc_few",

@@ -44,6 +44,8 @@ class SSLCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument("--wandb", type=str | None, default=None,
                             help="log to Weights & Biases under this project (offline without credentials)")
+        parser.add_argument("--wandb_id", type=str | None, default=None,
+                            help="W&B run id; give the same id when resuming to continue the same W&B run")
         parser.set_defaults({"trainer.callbacks": default_callbacks(), "trainer.logger": default_loggers()})
 
     def before_instantiate_classes(self) -> None:
@@ -62,7 +64,7 @@ class SSLCLI(LightningCLI):
             from lightning_ssl.loggers import wandb_logger_config
 
             loggers = cfg.trainer.get("logger")
-            extra = wandb_logger_config(cfg.wandb)
+            extra = wandb_logger_config(cfg.wandb, run_id=cfg.get("wandb_id"))
             kept = [*loggers] if isinstance(loggers, list) else [loggers] if loggers not in (None, True, False) else []
             cfg.trainer.logger = kept + [extra]
             callbacks = cfg.trainer.get("callbacks") or []

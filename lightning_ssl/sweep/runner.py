@@ -110,6 +110,7 @@ def _session_config(run: Run, paths: SweepPaths, trainer_overrides: dict[str, An
     trainer["callbacks"] = callbacks
     if wandb:
         config["wandb"] = wandb
+        config["wandb_id"] = f"{run.run_id}"  # a resumed run continues the same W&B run
     return config
 
 
