@@ -171,7 +171,7 @@ def test_swav_queue_fills_newest_first_and_joins_sinkhorn_once_full() -> None:
         assert not model.queue_in_use()
         out = model.compute_losses(_batch(_views(16, 16, seed=step)))
         pushed.append(out.embeddings[:2])
-        model.on_train_batch_end(None, None, step)
+        model.after_optimizer_step()
     assert model.queue_in_use() and int(model.queue_count) == 2 * B
     torch.testing.assert_close(model.queue, torch.cat([pushed[1], pushed[0]], dim=1))
     scores = torch.randn(B, 6, dtype=torch.float64).tanh()

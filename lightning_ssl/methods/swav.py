@@ -127,7 +127,18 @@ class SwAV(SSLMethod):
         """The queue joins the Sinkhorn batch from ``queue_start_epoch`` on, once it is full."""
         hp = self.hparams
         started = hp.queue_length > 0 and self.current_epoch >= hp.queue_start_epoch
-        return started and int(self.queue_count) >= hp.queue_length
+        return started and self._queue_fill() >= hp.queue_length
+
+    def _queue_fill(self) -> int:
+        """How many queue slots are filled: a host-side mirror of the ``queue_count`` buffer, so the
+        step never waits on the device (read from the buffer once, after a checkpoint load)."""
+        if getattr(self, "_fill", None) is None:
+            self._fill = int(self.queue_count)
+        return self._fill
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._fill = None  # re-read from the restored buffer
 
     @torch.no_grad()
     def codes(self, scores: Tensor, assign_index: int) -> Tensor:
@@ -174,4 +185,5 @@ class SwAV(SSLMethod):
         if pending is None or hp.queue_length == 0 or self.current_epoch < hp.queue_start_epoch:
             return
         self.queue.copy_(torch.cat([pending.to(self.queue.dtype), self.queue], dim=1)[:, : hp.queue_length])
-        self.queue_count.fill_(min(hp.queue_length, int(self.queue_count) + pending.shape[1]))
+        self._fill = min(hp.queue_length, self._queue_fill() + pending.shape[1])
+        self.queue_count.fill_(self._fill)
