@@ -54,3 +54,11 @@ def test_method_trains_through_lssl_fit(method: str, data: str, cifar_root: Path
                      "--data.batch_size", "16"]
     cli = main(["fit", "--model", method, *data_args, *QUICK, *METHODS[method]])
     assert cli == 0
+
+
+@pytest.mark.parametrize("method", ["SimCLR", "SwAV"])
+def test_bf16_autocast_and_channels_last_path(method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bf16 / channels_last path that GPUs run, exercised on the CPU (losses upcast to fp32)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--model", method, "--data", "DigitsLT", "--data.batch_size", "16", *QUICK,
+                 "--trainer.precision", "bf16-mixed", "--model.channels_last", "true", *METHODS[method]]) == 0
