@@ -142,11 +142,12 @@ def main_table(records: list[dict[str, Any]]) -> tuple[str, str]:
 
 def eval_metrics(record: dict[str, Any], metric: str) -> dict[str, float]:
     """The accuracies the robustness table compares: in-domain ``metric`` and, per transfer set,
-    its linear ``metric`` (or the fine-tuning top-1)."""
+    the same ``metric``, else the transfer set's full-shot linear top-1 (its probe sets have their
+    own names), else its fine-tuning top-1."""
     out = {"ID": record["metrics"].get(metric)}
     for name, result in (record.get("transfer") or {}).items():
         m = result.get("metrics", {})
-        out[f"OOD:{name}"] = m.get(metric, m.get("finetune/acc_top1"))
+        out[f"OOD:{name}"] = m.get(metric, m.get("linear_full/acc_top1", m.get("finetune/acc_top1")))
     return {k: v for k, v in out.items() if v is not None}
 
 
