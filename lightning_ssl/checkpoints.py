@@ -20,12 +20,13 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that writes each file to a temporary name and renames it into place,
-    saves ``last.ckpt`` on exceptions (SIGTERM included) by default, and treats SIGUSR1 as a
-    preemption notice outside SLURM (SLURM's own requeue handler is left in charge there)."""
+    saves ``last.ckpt`` when the run is preempted (SIGTERM), and treats SIGUSR1 as a preemption
+    notice outside SLURM (SLURM's own requeue handler is left in charge there)."""
 
     def __init__(self, save_last: bool = True, save_on_exception: bool = True, **kwargs: Any) -> None:
         super().__init__(save_last=save_last, save_on_exception=save_on_exception, **kwargs)
@@ -41,6 +42,13 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(self)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Save only on preemption: Lightning raises ``SIGTERMException`` between two steps, where
+        the loop state is consistent. A crash elsewhere (say in an epoch-start hook) would save a
+        state that a resumed run misreads, so the previous checkpoint is kept instead."""
+        if isinstance(exception, SIGTERMException):
+            super().on_exception(trainer, pl_module, exception)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         env = trainer._accelerator_connector.cluster_environment
