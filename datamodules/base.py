@@ -29,7 +29,21 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from datamodules.cards import DatasetCard
 from datamodules.groups import class_groups, group_rule_name
 from datamodules.samplers import ResumableSampler
+from datamodules.tensor_datasets import IndexedImages
 from datamodules.views import RECIPES, EvalTransform, MultiViewTransform
+
+
+class _Positions(Dataset):
+    """``i -> i``: what a resident training loader yields (collated into an index tensor)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
 
 
 @dataclass
@@ -62,6 +76,7 @@ class LongTailDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         group_rule: str | None = None,
         view_seed: int = 0,
+        resident: bool = False,
     ) -> None:
         """
         Args:
@@ -77,6 +92,10 @@ class LongTailDataModule(pl.LightningDataModule):
             num_workers: DataLoader workers (0 keeps in-memory data in the main process).
             group_rule: ``thirds`` or ``thresholds``; default the card's rule.
             view_seed: seed of the augmentation stream (per-batch seeds derive from it).
+            resident: keep the pre-training images on the training device as uint8 (in-memory
+                datasets): the loader yields only indices and the images are gathered on the
+                device after transfer, so no image is collated or copied per batch (the GPU
+                path of DESIGN.md "Performance"; the same code runs on the CPU).
         """
         super().__init__()
         self.save_hyperparameters()  # stored in checkpoints: `lssl probe` rebuilds the same data
@@ -101,6 +120,8 @@ class LongTailDataModule(pl.LightningDataModule):
         self._batches_made = 0
         self._splits: Splits | None = None
         self._pretrain_subset: np.ndarray | None = None
+        self.resident = resident
+        self._resident: tuple[torch.Tensor, torch.Tensor] | None = None
         self.view_transform = MultiViewTransform(
             image_size=self.image_size,
             mean=self.card.mean,
@@ -198,6 +219,11 @@ class LongTailDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset: Dataset = self.splits.pretrain
+        if self.resident:
+            if not isinstance(dataset, IndexedImages):
+                raise ValueError(f"resident=True needs an in-memory dataset; {type(self).__name__} decodes "
+                                 f"files in DataLoader workers: set resident=False")
+            dataset = _Positions(len(dataset))  # the loader carries indices; images stay on the device
         if self._pretrain_subset is not None:
             dataset = Subset(dataset, self._pretrain_subset.tolist())
         n = len(dataset)
@@ -230,7 +256,17 @@ class LongTailDataModule(pl.LightningDataModule):
         self._batches_made += 1
         return self.view_transform(images, seed=seed)
 
+    def _gather_resident(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images and targets of ``index`` from the copy kept on ``index``'s device (made once)."""
+        if self._resident is None or self._resident[0].device != index.device:
+            pretrain = self.splits.pretrain
+            self._resident = (pretrain.images.to(index.device), pretrain.targets.to(index.device))
+        images, targets = self._resident
+        return images[index], targets[index], index
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, torch.Tensor) and batch.ndim == 1:  # a resident training batch: indices
+            batch = self._gather_resident(batch)
         images, target, index = batch
         if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
             trainer = self.trainer

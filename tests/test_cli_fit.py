@@ -44,7 +44,8 @@ def test_fit_simclr_logs_probe_metrics_and_probe_reproduces(tmp_path: Path, monk
     knn = metrics["knn_k200_t0.1/acc_top1"]
     for column in ("online_linear/thirds/acc_many", "knn_k200_t0.1/thirds/acc_few", "knn_k200_t0.1/thirds/std"):
         assert column in metrics
-    ckpt = run / "checkpoints" / "last.ckpt"
+    (ckpt_dir,) = (tmp_path / "runs" / "checkpoints").iterdir()  # one folder per config hash
+    ckpt = ckpt_dir / "last.ckpt"
     assert ckpt.is_file()
     out = tmp_path / "probe.json"
     assert main(["probe", str(ckpt), "--out", str(out), "--linear_epochs", "30", "--device", "cpu"]) == 0
@@ -78,7 +79,7 @@ def test_fit_other_core_methods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     run = fit(tmp_path, monkeypatch, *model)
     metrics = last_values(run / "metrics.csv")
     assert "knn_k200_t0.1/acc_top1" in metrics and "online_linear/acc_top1" in metrics
-    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((tmp_path / "runs" / "checkpoints").glob("*/last.ckpt"))
 
 
 def readme_method_source() -> str:
@@ -94,7 +95,7 @@ def test_user_method_from_readme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert source.strip() == (ROOT / "examples" / "my_method.py").read_text().strip()
     (tmp_path / "my_module.py").write_text(source)
     run = fit(tmp_path, monkeypatch, "--model", "my_module.MyMethod", "--model.proj_dim", "32")
-    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((tmp_path / "runs" / "checkpoints").glob("*/last.ckpt"))
     shutil.rmtree(tmp_path / "runs")
 
 

@@ -78,3 +78,18 @@ def test_pretrain_subset_keeps_original_index() -> None:
     assert torch.equal(dm.splits.pretrain.targets[index], target)
     with pytest.raises(ValueError, match=r"positions in \[0, 494\)"):
         dm.set_pretrain_subset([494])
+
+
+def test_resident_batches_equal_the_collated_ones() -> None:
+    """With resident=True the loader yields indices and the images are gathered after transfer:
+    the same indices give exactly the same views, targets and indices as the collated path."""
+    plain, resident = DigitsLT(batch_size=16), DigitsLT(batch_size=16, resident=True)
+    index = next(iter(resident.train_dataloader()))
+    assert index.dtype == torch.int64 and index.shape == (16,)
+    views, target, idx = resident.on_after_batch_transfer(index, 0)
+    images = plain.splits.pretrain.images[index]
+    ref_views, ref_target, _ = plain.on_after_batch_transfer((images, plain.splits.pretrain.targets[index], index), 0)
+    assert all(torch.equal(a, b) for a, b in zip(views, ref_views))
+    assert torch.equal(target, ref_target) and torch.equal(idx, index)
+    # the same sampler order as the collated loader
+    assert torch.equal(index, next(iter(plain.train_dataloader()))[2])

@@ -58,7 +58,7 @@ def test_method_trains_through_lssl_fit(method: str, data: str, cifar_root: Path
 
 @pytest.mark.parametrize("method", ["SimCLR", "SwAV"])
 def test_bf16_autocast_and_channels_last_path(method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The bf16 / channels_last path that GPUs run, exercised on the CPU (losses upcast to fp32)."""
+    """The path GPUs run (device-resident uint8 data, bf16 autocast, channels_last), on the CPU."""
     monkeypatch.chdir(tmp_path)
-    assert main(["fit", "--model", method, "--data", "DigitsLT", "--data.batch_size", "16", *QUICK,
+    assert main(["fit", "--model", method, "--data", "DigitsLT", "--data.batch_size", "16", "--data.resident", "true", *QUICK,
                  "--trainer.precision", "bf16-mixed", "--model.channels_last", "true", *METHODS[method]]) == 0

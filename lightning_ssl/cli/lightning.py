@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.cli import LightningCLI
@@ -46,6 +47,9 @@ class SSLCLI(LightningCLI):
                             help="log to Weights & Biases under this project (offline without credentials)")
         parser.add_argument("--wandb_id", type=str | None, default=None,
                             help="W&B run id; give the same id when resuming to continue the same W&B run")
+        parser.add_argument("--resume", type=bool, default=True,
+                            help="fit: resume from the newest readable checkpoint of an earlier run with the same "
+                                 "model, data, seed and length (runs/checkpoints/<config hash>/); false starts afresh")
         parser.set_defaults({"trainer.callbacks": default_callbacks(), "trainer.logger": default_loggers()})
 
     def before_instantiate_classes(self) -> None:
@@ -60,6 +64,8 @@ class SSLCLI(LightningCLI):
         for key in ("num_large_views", "num_small_views"):
             if key in model_args and model_args.get(key) is None and data_args.get(key) is not None:
                 model_args[key] = data_args[key]
+        if self.subcommand == "fit":
+            self._point_checkpoints_at_run_folder(cfg)
         if cfg.get("wandb"):
             from lightning_ssl.loggers import wandb_logger_config
 
@@ -69,6 +75,34 @@ class SSLCLI(LightningCLI):
             cfg.trainer.logger = kept + [extra]
             callbacks = cfg.trainer.get("callbacks") or []
             cfg.trainer.callbacks = [*callbacks, {"class_path": "lightning_ssl.loggers.WandbPerClassCharts"}]
+
+
+    def _point_checkpoints_at_run_folder(self, cfg: Any) -> None:
+        """Checkpoints of a fit go to ``runs/checkpoints/<hash of model, data, seed and length>``, so
+        the same command started again (after a kill, a preemption or a node loss) finds them and
+        resumes from the newest readable one (a corrupted file is skipped with a warning)."""
+        from lightning_ssl.checkpoints import latest_valid_checkpoint
+        from lightning_ssl.sweep.spec import run_hash
+
+        def plain(value: Any) -> Any:
+            return value.as_dict() if hasattr(value, "as_dict") else value
+
+        trainer = cfg.trainer
+        identity = {"model": plain(cfg.model), "data": plain(cfg.data), "seed": cfg.get("seed_everything"),
+                    "max_epochs": trainer.get("max_epochs"), "max_steps": trainer.get("max_steps")}
+        folder = Path(trainer.get("default_root_dir") or ".") / "runs" / "checkpoints" / run_hash(identity)
+        for callback in trainer.get("callbacks") or []:
+            path = callback.get("class_path", "") if hasattr(callback, "get") else ""
+            init = callback.get("init_args") if hasattr(callback, "get") else None
+            if path.endswith("AtomicModelCheckpoint") and not (init or {}).get("dirpath"):
+                if init is None:
+                    callback["init_args"] = init = {}
+                init["dirpath"] = str(folder)
+        if cfg.get("resume") and cfg.get("ckpt_path") is None and folder.is_dir():
+            last = latest_valid_checkpoint(folder.glob("*.ckpt"))
+            if last is not None:
+                print(f"lssl fit: resuming from {last} (pass --resume false to start afresh)")
+                cfg.ckpt_path = str(last)
 
 
 def _class_of(class_path: str) -> type:
