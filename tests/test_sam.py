@@ -124,3 +124,23 @@ def test_label_weights_and_bad_config() -> None:
         SAMConfig(weights="density")
     with pytest.raises(ValueError, match="sam.rho=0"):
         SAMConfig(rho=0)
+
+
+def test_rwsam_feature_bank_weights_survive_a_checkpoint() -> None:
+    """The KDE weights (and when they were refreshed) travel in the checkpoint, so a resumed run
+    uses the same per-sample weights until its next refresh."""
+    from lightning_ssl.methods import SimSiam
+
+    def make() -> SimSiam:
+        return SimSiam(backbone="resnet_tiny", image_size=16, proj_hidden_dim=16, proj_output_dim=16,
+                       pred_hidden_dim=8, sam=SAMConfig(weights="kde", refresh_every=2))
+
+    model = make()
+    model.sam_weighter.weights = torch.tensor([0.5, 1.5, 1.0])
+    model.sam_weighter.refreshed_at = 4
+    checkpoint: dict = {}
+    model.on_save_checkpoint(checkpoint)
+    resumed = make()
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed.sam_weighter.refreshed_at == 4
+    torch.testing.assert_close(resumed.sam_weighter(torch.tensor([0, 0]), torch.tensor([2, 1])), torch.tensor([1.0, 1.5]))
