@@ -187,6 +187,35 @@ def bench_augmentation(images: np.ndarray, size: int, n: int = 512) -> dict:
             "speedup": per_image / batched, "threads": torch.get_num_threads()}
 
 
+def bench_folder_decode(n: int, side: int, load_size: int, workers: int) -> dict:
+    """Decode cost of folder datasets: JPEGs of ``side`` px decoded and resized to ``load_size`` by
+    ``datamodules.file_datasets.ImageFiles``, per image in the main process and as images/s through
+    a DataLoader with ``workers`` workers (pinned memory, persistent workers)."""
+    import tempfile
+
+    from datamodules.file_datasets import ImageFiles
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i in range(n):
+            path = os.path.join(tmp, f"{i}.jpg")
+            Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(path, quality=90)
+            paths.append(path)
+        ds = ImageFiles(paths, np.zeros(n, dtype=np.int64), load_size)
+        start = time.perf_counter()
+        for i in range(min(n, 64)):
+            ds[i]
+        per_image = (time.perf_counter() - start) / min(n, 64)
+        loader = DataLoader(ds, batch_size=64, num_workers=workers, pin_memory=torch.cuda.is_available(),
+                            persistent_workers=workers > 0)
+        start = time.perf_counter()
+        count = sum(batch[0].shape[0] for batch in loader)
+        loader_rate = count / (time.perf_counter() - start)
+    return {"images": n, "jpeg_side": side, "load_size": load_size, "workers": workers,
+            "decode_ms_per_image": per_image * 1e3, "loader_images_per_s": loader_rate}
+
+
 def bench_knn(device: torch.device, bank: int, queries: int, dim: int) -> dict:
     g = torch.Generator(device="cpu").manual_seed(0)
     b = torch.randn(bank, dim, generator=g).to(device)
@@ -226,6 +255,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--knn", nargs=3, type=int, default=[50_000, 10_000, 512], metavar=("BANK", "QUERIES", "DIM"))
     p.add_argument("--kmeans", nargs=3, type=int, default=[50_000, 4096, 10], metavar=("N", "DIM", "K"))
+    p.add_argument("--decode", nargs=3, type=int, default=[512, 500, 256], metavar=("N", "JPEG_SIDE", "LOAD_SIZE"))
     p.add_argument("--out", default=None, help="JSON path (default results/throughput/<device>.json)")
     args = p.parse_args()
     device = torch.device(args.device)
@@ -238,6 +268,7 @@ def main() -> None:
         "methods": [bench_method(args, m, images, device) for m in args.methods],
         "knn": bench_knn(device, *args.knn),
         "kmeans": bench_kmeans(device, *args.kmeans),
+        "folder_decode": bench_folder_decode(*args.decode, workers=args.workers),
     }
     out = Path(args.out or f"results/throughput/{device.type}-{args.backbone}-b{args.batch_size}.json")
     atomic_write_json(out, result)
