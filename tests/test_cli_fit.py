@@ -96,6 +96,8 @@ def test_user_method_from_readme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tmp_path / "my_module.py").write_text(source)
     run = fit(tmp_path, monkeypatch, "--model", "my_module.MyMethod", "--model.proj_dim", "32")
     assert list((tmp_path / "runs" / "checkpoints").glob("*/last.ckpt"))
+    metrics = last_values(run / "metrics.csv")  # the suite's probes ran on the user's method
+    assert 0.0 < metrics["knn_k200_t0.1/acc_top1"] <= 1.0 and "online_linear/thirds/acc_few" in metrics
     shutil.rmtree(tmp_path / "runs")
 
 

@@ -13,7 +13,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_ssl.methods.base import LossOutput, SSLMethod
 from lightning_ssl.optim.sam import SAMConfig, sam_perturb, sam_restore
-from lightning_ssl.weights.kde import density_weights, label_exp_weights, log_kde_density, median_bandwidth
+from lightning_ssl.weights.kde import (
+    density_weights,
+    label_exp_weights,
+    log_kde_density,
+    median_bandwidth,
+)
 
 
 def test_perturbation_formulas() -> None:
