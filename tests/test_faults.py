@@ -88,3 +88,18 @@ def test_checkpoint_of_another_method_or_backbone_is_refused(tmp_path: Path) -> 
 def test_bad_nonfinite_option() -> None:
     with pytest.raises(ValueError, match="unknown nonfinite='warn'; valid: raise, skip, ignore"):
         tiny(SimCLR, nonfinite="warn")
+
+
+def test_supervised_takes_num_classes_from_the_datamodule(tmp_path: Path) -> None:
+    from lightning_ssl.methods import Supervised
+
+    model = Supervised(backbone="resnet_tiny", image_size=16)
+    t = trainer(tmp_path, steps=1)
+    t.fit(model, DigitsLT(batch_size=16))
+    assert model.classifier.out_features == 10 and model.hparams.num_classes == 10
+    path = tmp_path / "sup.ckpt"
+    t.save_checkpoint(path)
+    assert Supervised.load_from_checkpoint(path).classifier.out_features == 10
+    too_few = Supervised(backbone="resnet_tiny", image_size=16, num_classes=3)
+    with pytest.raises(ValueError, match="Supervised has 3 classes but the batch has label"):
+        trainer(tmp_path, steps=1).fit(too_few, DigitsLT(batch_size=64))

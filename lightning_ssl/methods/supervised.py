@@ -25,20 +25,34 @@ class Supervised(SSLMethod):
         defaults_from="§3: the supervised pre-training baseline on the same data and backbone",
     )
 
-    def __init__(self, num_classes: int = 10, label_smoothing: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, num_classes: int | None = None, label_smoothing: float = 0.0, **kwargs: Any) -> None:
         """
         Args:
-            num_classes: classes of the pre-training set (the datamodule's ``num_classes``).
+            num_classes: classes of the pre-training set; ``None`` takes the datamodule's
+                ``num_classes`` when the fit starts (and records it for checkpoints).
             label_smoothing: cross-entropy label smoothing (0: plain CE, our choice).
             **kwargs: backbone and optimisation options of :class:`SSLMethod`.
         """
         super().__init__(**kwargs)
-        self.classifier = nn.Linear(self.feature_dim, num_classes)
+        self.classifier = nn.Linear(self.feature_dim, num_classes) if num_classes else None
+
+    def setup(self, stage: str) -> None:
+        if self.classifier is not None:
+            return
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is None or not getattr(dm, "num_classes", 0):
+            raise ValueError("Supervised needs num_classes: pass --model.num_classes N or a datamodule that has it")
+        self.hparams.num_classes = int(dm.num_classes)  # saved with the checkpoint
+        self.classifier = nn.Linear(self.feature_dim, int(dm.num_classes)).to(self.device)
 
     def compute_losses(self, batch: Batch) -> LossOutput:
         views, target, _ = batch
         if (target < 0).any():
             raise ValueError("Supervised needs labels, but the batch has target -1 (unlabeled data)")
+        num_classes = self.classifier.out_features
+        if (target >= num_classes).any():
+            raise ValueError(f"Supervised has {num_classes} classes but the batch has label {int(target.max())}: "
+                             f"set --model.num_classes to the datamodule's num_classes")
         x = views[0]
         feats = self(x)
         logits = self.classifier(feats)
