@@ -76,6 +76,7 @@ class SSLMethod(pl.LightningModule):
         weight_decay: float = 1e-4,
         momentum: float = 0.9,
         warmup_epochs: float = 10.0,
+        warmup_fraction: float | None = None,
         final_lr: float = 0.0,
         sam: SAMConfig | None = None,
         channels_last: bool = False,
@@ -93,6 +94,9 @@ class SSLMethod(pl.LightningModule):
             weight_decay: weight decay of conv/linear weights.
             momentum: SGD/LARS momentum.
             warmup_epochs: linear warm-up length (SimCLR App. B.1: 10 epochs).
+            warmup_fraction: warm-up as a fraction of the run's optimiser steps instead (overrides
+                ``warmup_epochs``): 10 of SimCLR's 100 epochs is 0.1, and it scales with any run
+                length, e.g. a DnC expert stage shorter than ``warmup_epochs``.
             final_lr: learning rate at the end of the cosine decay.
             sam: SAM / ASAM step with optional rwSAM sample weights (Liu et al. ICLR 2022),
                 available on every method: ``--model.sam.rho 0.05 --model.sam.weights kde``.
@@ -112,6 +116,8 @@ class SSLMethod(pl.LightningModule):
             raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if lr <= 0:
             raise ValueError(f"lr={lr} must be > 0")
+        if warmup_fraction is not None and not 0 <= warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction={warmup_fraction} must be in [0, 1) (a fraction of the run's steps)")
         self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
         self.backbone, self.feature_dim = build_backbone(backbone, image_size or 224, in_chans)
         self.loss_weighters: list[LossWeighter] = []
@@ -303,7 +309,10 @@ class SSLMethod(pl.LightningModule):
         groups = split_decay_groups([self], hp.weight_decay)
         opt = build_optimizer(hp.optimizer, groups, lr=hp.lr, momentum=hp.momentum)
         total = self.total_steps()
-        warmup = min(int(round(hp.warmup_epochs * self.steps_per_epoch())), total)
+        if hp.get("warmup_fraction") is not None:
+            warmup = int(round(hp.warmup_fraction * total))
+        else:
+            warmup = min(int(round(hp.warmup_epochs * self.steps_per_epoch())), total)
         self.lr_schedule = cosine_schedule(hp.lr, hp.final_lr, total, warmup)
         schedule = self.lr_schedule
 
