@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="results root of a spec (default: results)")
     p.add_argument("--out", default=None, help="where report.md / CSV / PNG go (default: the results folder)")
     p.add_argument("--metric", default=None, help=f"accuracy of the robustness table (default {DEFAULT_METRIC})")
+    p.add_argument("--sweep", default=None, help="with a folder: report only the results of this sweep name")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log the tables and plots to W&B")
     return p
@@ -32,6 +33,34 @@ def resolve_source(source: str, results_root: str) -> tuple[Path, str, str | Non
         spec = load_spec(path)
         return Path(results_root) / spec.name, spec.name, spec.report.get("metric")
     raise ValueError(f"{source} is neither a results folder nor a sweep spec (.yaml)")
+
+
+def select(records: list[dict], source: str, sweep: str | None, skipped: list[str]) -> list[dict]:
+    """The records of one sweep: a spec's own runs (a stored result the current code would not
+    reproduce is kept and marked stale), or, for a folder, those of one sweep name."""
+    path = Path(source)
+    if path.suffix in (".yaml", ".yml") and not path.is_dir():
+        from lightning_ssl.sweep.runner import stale_reason
+        from lightning_ssl.sweep.spec import expand, load_spec
+
+        runs = {run.run_id: run for run in expand(load_spec(path))}
+        kept = []
+        for r in records:
+            run = runs.get(r["run_id"])
+            if run is None:
+                skipped.append(f"{r['run_id']} ({r.get('method')}): not a run of {path.name} as it is now")
+                continue
+            reason = stale_reason(r, run)
+            kept.append({**r, "_stale": reason} if reason else r)
+        return kept
+    names = sorted({str(r.get("sweep")) for r in records})
+    if sweep is None and len(names) > 1:
+        raise ValueError(f"{source} holds results of several sweeps ({', '.join(names)}); pick one with --sweep NAME "
+                         "or report a spec")
+    want = sweep or (names[0] if names else None)
+    kept = [r for r in records if str(r.get("sweep")) == want]
+    skipped += [f"{r['run_id']}: of sweep {r.get('sweep')!r}, not {want!r}" for r in records if r not in kept]
+    return kept
 
 
 def log_to_wandb(project: str, title: str, written: dict[str, Path]) -> None:
@@ -63,9 +92,12 @@ def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         folder, title, metric = resolve_source(args.source, args.results)
-        records = load_results(folder)
+        skipped: list[str] = []
+        records = select(load_results(folder, skipped), args.source, args.sweep, skipped)
         written = write_report(records, args.out or folder, title, args.metric or metric or DEFAULT_METRIC,
-                               plots=not args.no_plots)
+                               plots=not args.no_plots, skipped=skipped)
+        if skipped:
+            print(f"lssl report: skipped {len(skipped)} result(s) (listed in {written['report.md']})", file=sys.stderr)
     except (ValueError, FileNotFoundError) as err:
         print(f"lssl report: {err}", file=sys.stderr)
         return 2

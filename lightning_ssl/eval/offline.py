@@ -17,7 +17,7 @@ from torch import nn
 
 from lightning_ssl.eval.features import extract_features
 from lightning_ssl.eval.knn import knn_predict
-from lightning_ssl.eval.linear import predict, train_linear_probe
+from lightning_ssl.eval.linear import DEFAULT_RECIPE, fit_linear_probe, make_recipe, predict
 from lightning_ssl.eval.metrics import group_report, per_class_accuracy
 
 
@@ -26,9 +26,8 @@ def evaluate_frozen(
     datamodule: Any,
     *,
     probe_sets: list[str] | None = None,
-    linear_epochs: int = 100,
-    linear_optimizer: str = "adamw",
-    linear_lr: float | None = None,
+    linear_recipe: str = DEFAULT_RECIPE,
+    linear_options: dict[str, Any] | None = None,
     knn_k: int = 200,
     knn_temperature: float = 0.1,
     knn_bank: str = "full",
@@ -44,8 +43,9 @@ def evaluate_frozen(
             ``num_classes``, ``class_groups``, ``group_rule`` (any datamodule of the suite: the
             one pre-trained on, or another one for out-of-domain transfer).
         probe_sets: names of the probe sets to train linear heads on (default: all).
-        linear_epochs, linear_optimizer, linear_lr: the probe recipe (MTTV's AdamW 100 epochs by
-            default; ``sgd`` with lr 30 is SDCLR/rwSAM's).
+        linear_recipe: the probe recipe (docs/protocols.md §5): ``lbfgs`` (default: standardised
+            features, trained to convergence), or the papers' ``mttv``, ``rwsam``, ``sdclr``.
+        linear_options: overrides of the recipe's fields (``steps``, ``epochs``, ``lr``, ...).
         knn_k, knn_temperature: kNN vote (k=200, T=0.1: InstDisc / MTTV).
         knn_bank: the probe set used as the kNN memory bank (the full balanced set by default).
         seed: seed of the probe's mini-batch order.
@@ -65,17 +65,20 @@ def evaluate_frozen(
     unknown = sorted(set(names) - set(datamodule.probe_sets))
     if unknown:
         raise ValueError(f"unknown probe set(s) {unknown}; this datamodule has {datamodule.probe_sets}")
+    options = dict(linear_options or {})
+    make_recipe(linear_recipe, **options)  # a bad recipe fails before any feature is extracted
     metrics: dict[str, float] = {}
+    probe_runs: dict[str, dict[str, Any]] = {}
     per_class: dict[str, list[float]] = {}
     bank = None
     for name in names:
         x, y, _ = extract_features(model, datamodule.probe_dataloader(name), device=device, progress=progress)
         if name == knn_bank:
             bank = (x, y)
-        layer = train_linear_probe(x, y, num_classes, epochs=linear_epochs, optimizer=linear_optimizer,
-                                   lr=linear_lr, seed=seed, device=device)
+        layer, info = fit_linear_probe(x, y, num_classes, linear_recipe, seed=seed, device=device, **options)
         pred = predict(layer, test_x)
         prefix = f"linear_{name}"
+        probe_runs[prefix] = {**info.as_dict(), "train_size": int(x.shape[0]), "feature_dim": int(x.shape[1])}
         metrics.update(group_report(pred, test_y, num_classes, groups, rule, prefix))
         per_class[prefix] = per_class_accuracy(pred, test_y, num_classes).tolist()
     if bank is None and knn_bank in datamodule.probe_sets:
@@ -95,6 +98,6 @@ def evaluate_frozen(
         "class_counts": np.asarray(datamodule.class_counts).tolist(),
         "num_classes": num_classes,
         "probe_sets": names,
-        "linear": {"epochs": linear_epochs, "optimizer": linear_optimizer, "lr": linear_lr},
+        "linear": {"recipe": linear_recipe, "options": options, "runs": probe_runs},
         "knn": {"k": knn_k, "temperature": knn_temperature, "bank": knn_bank},
     }

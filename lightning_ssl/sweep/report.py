@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,12 @@ import numpy as np
 
 GROUPS = ("many", "medium", "few")
 DEFAULT_METRIC = "linear_full/acc_top1"
+# axes over which a row averages: the seed, and the long-tailed selection's seed (permuted head
+# orders, docs/protocols.md §9.3); every other setting must be equal within a row
+REPLICATE_AXES = ("seed", "data_seed")
+REPLICATE_KEYS = ("seed_everything", "data.init_args.view_seed", "data.init_args.seed")
+FLOORS = ("RawPixels", "RandomInit")
+CLEAR_MARGIN = 0.01  # a method must beat RandomInit by >= 1 point and by > 2 standard errors
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -44,8 +51,50 @@ def fmt(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
 
 
 def group_key(record: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """The run group of a result: every axis except the seed."""
-    return tuple(sorted((k, v) for k, v in record["axes"].items() if k != "seed"))
+    """The run group of a result: every axis except the replicate axes (seed, data seed)."""
+    return tuple(sorted((k, v) for k, v in record["axes"].items() if k not in REPLICATE_AXES))
+
+
+def replicate(record: dict[str, Any]) -> tuple[Any, ...]:
+    """The replicate a result is within its row: (seed, data seed)."""
+    return tuple(record["axes"].get(a, record.get("seed") if a == "seed" else None) for a in REPLICATE_AXES)
+
+
+def _differing(records: list[dict[str, Any]]) -> list[str]:
+    """Settings keys (other than the replicate keys) whose values differ among ``records``."""
+    from lightning_ssl.sweep.spec import flatten
+
+    flats = [flatten(r.get("settings") or r.get("config") or {}) for r in records]
+    keys = set().union(*flats)
+    out = []
+    for key in sorted(keys):
+        if key in REPLICATE_KEYS:
+            continue
+        values = {json.dumps(f.get(key), sort_keys=True, default=str) for f in flats}
+        if len(values) > 1:
+            out.append(key)
+    protocols = {json.dumps([r.get("evaluation_protocol"), r.get("transfer_protocol"), r.get("compute_version")],
+                            sort_keys=True, default=str) for r in records}
+    return out + (["evaluation protocol"] if len(protocols) > 1 else [])
+
+
+def check_rows(records: list[dict[str, Any]], skipped: list[str]) -> list[dict[str, Any]]:
+    """Records that may be averaged row by row: one per replicate (the newest of duplicates; the
+    others are listed in ``skipped``). Records of one row that differ in anything but the
+    replicate keys raise ``ValueError`` naming the row and the differing keys."""
+    rows: dict[tuple, dict[tuple, dict[str, Any]]] = defaultdict(dict)
+    for r in sorted(records, key=lambda r: r.get("finished", 0)):
+        old = rows[group_key(r)].get(replicate(r))
+        if old is not None:
+            skipped.append(f"{old['run_id']}: an older result of the same run group and seed as {r['run_id']}")
+        rows[group_key(r)][replicate(r)] = r
+    for key, members in rows.items():
+        keys = _differing(list(members.values()))
+        if keys:
+            raise ValueError(f"the results of run group {dict(key)} differ in {', '.join(keys)}, not only in the "
+                             "seed: they cannot be averaged; report one sweep (lssl report SPEC) or move the "
+                             "other results to another folder")
+    return [r for members in rows.values() for r in members.values()]
 
 
 def probes_of(records: list[dict[str, Any]]) -> list[str]:
@@ -74,8 +123,9 @@ def probe_values(metrics: dict[str, float], probe: str) -> dict[str, float | Non
 @dataclass
 class Row:
     axes: dict[str, Any]
-    seeds: list[int]
+    seeds: list[Any]  # distinct replicates
     cells: dict[str, tuple[float, float]]  # column -> (mean, std)
+    stale: bool = False
 
 
 def summarize(records: list[dict[str, Any]]) -> tuple[list[Row], list[str]]:
@@ -95,9 +145,65 @@ def summarize(records: list[dict[str, Any]]) -> tuple[list[Row], list[str]]:
                         samples[f"{p}/{c}"].append(v)
             samples["time_per_epoch_s"].append(r.get("train", {}).get("time_per_epoch_s") or math.nan)
             samples["peak_memory_mib"].append(r.get("peak_memory", {}).get("bytes", math.nan) / 2**20)
-        rows.append(Row(dict(key), sorted(r["seed"] for r in members), {c: mean_std(samples[c]) for c in columns}))
-    rows.sort(key=lambda row: tuple(str(row.axes.get(k, "")) for k in ("dataset", "method", *sorted(row.axes))))
+        reps = sorted({replicate(r) for r in members}, key=str)
+        rows.append(Row(dict(key), reps, {c: mean_std(samples[c]) for c in columns},
+                        stale=any(r.get("_stale") for r in members)))
+    def order(row: Row) -> tuple:
+        method = str(row.axes.get("method", ""))
+        floor = FLOORS.index(method) if method in FLOORS else len(FLOORS)  # floors first
+        rest = tuple(str(row.axes.get(k, "")) for k in sorted(row.axes) if k != "method")
+        return (str(row.axes.get("dataset", "")), rest, floor, method)
+
+    rows.sort(key=order)
     return rows, columns
+
+
+def floor_margins(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> dict[tuple, dict[str, Any]]:
+    """For each method's run group: its margin over each floor on ``metric`` (paired by replicate;
+    mean and std of the per-replicate differences) and whether it beats ``RandomInit`` clearly
+    (by >= :data:`CLEAR_MARGIN` and by more than 2 standard errors when there are >= 2 replicates)."""
+    floors: dict[str, dict[tuple, dict[tuple, float]]] = {f: defaultdict(dict) for f in FLOORS}
+    for r in records:
+        if r["axes"].get("method") in FLOORS and metric in r["metrics"]:
+            key = tuple(sorted((k, v) for k, v in r["axes"].items() if k not in (*REPLICATE_AXES, "method")))
+            floors[r["axes"]["method"]][key][replicate(r)] = r["metrics"][metric]
+    out: dict[tuple, dict[str, Any]] = {}
+    for key, members in _by_group(records).items():
+        axes = dict(key)
+        if axes.get("method") in FLOORS:
+            continue
+        entry: dict[str, Any] = {}
+        for floor in FLOORS:
+            # the floor's axes are the method's without the model/trainer axes
+            match = next((v for k, v in floors[floor].items() if set(k) <= set(key)), None)
+            if not match:
+                continue
+            diffs = [r["metrics"][metric] - _floor_value(match, replicate(r)) for r in members
+                     if metric in r["metrics"] and _floor_value(match, replicate(r)) is not None]
+            if diffs:
+                entry[floor] = mean_std(diffs)
+                entry[f"{floor}_n"] = len(diffs)
+        if "RandomInit" in entry:
+            mean, std = entry["RandomInit"]
+            n = entry["RandomInit_n"]
+            entry["clear"] = bool(mean >= CLEAR_MARGIN and (n < 2 or not math.isfinite(std) or mean > 2 * std / math.sqrt(n)))
+        out[key] = entry
+    return out
+
+
+def _floor_value(match: dict[tuple, Any], rep: tuple) -> Any:
+    """A floor's value for a replicate; a floor with one replicate (RawPixels: nothing random)
+    serves them all."""
+    if rep in match:
+        return match[rep]
+    return next(iter(match.values())) if len(match) == 1 else None
+
+
+def _by_group(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[group_key(r)].append(r)
+    return groups
 
 
 def axis_names(rows: list[Row]) -> list[str]:
@@ -120,24 +226,59 @@ def markdown_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def main_table(records: list[dict[str, Any]]) -> tuple[str, str]:
+def _margin_cells(entry: dict[str, Any] | None) -> list[str]:
+    if entry is None:
+        return ["", "", ""]
+    cells = [fmt(*entry[f]) if f in entry else "–" for f in FLOORS]
+    flag = "" if "clear" not in entry else ("yes" if entry["clear"] else "**no: not trained yet**")
+    return [*cells, flag]
+
+
+def main_table(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> tuple[str, str]:
     """(Markdown, CSV) of the mean ± std table; the CSV has separate mean and std columns (in %
-    for accuracies, seconds, MiB)."""
+    for accuracies, seconds, MiB). Each method's row carries its margin over the floors on
+    ``metric`` (points) and whether it beats RandomInit clearly; a stale row is marked ``†``."""
     rows, columns = summarize(records)
+    margins = floor_margins(records, metric)
     axes = axis_names(rows)
-    header = [*axes, "seeds", *columns]
-    body = [[str(row.axes.get(a, "")) for a in axes] + [str(len(row.seeds))] + [_cell(c, row.cells[c]) for c in columns]
-            for row in rows]
+    margin_cols = [f"{metric} − RawPixels", f"{metric} − RandomInit", "beats RandomInit"]
+    header = [*axes, "seeds", *columns, *margin_cols]
+
+    def axis_cells(row: Row) -> list[str]:
+        cells = [str(row.axes.get(a, "")) for a in axes]
+        if row.stale and cells:
+            cells[0] += " †"
+        return cells
+
+    body = [axis_cells(row) + [str(len(row.seeds))] + [_cell(c, row.cells[c]) for c in columns]
+            + _margin_cells(margins.get(tuple(sorted(row.axes.items())))) for row in rows]
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow([*axes, "seeds"] + [f"{c}_{s}" for c in columns for s in ("mean", "std")])
+    writer.writerow([*axes, "seeds"] + [f"{c}_{s}" for c in columns for s in ("mean", "std")]
+                    + ["margin_rawpixels_mean", "margin_randominit_mean", "beats_randominit", "stale"])
     for row in rows:
         values = []
         for c in columns:
             scale = 1.0 if c in ("time_per_epoch_s", "peak_memory_mib") else 100.0
             values += [f"{scale * v:.4f}" if math.isfinite(v) else "" for v in row.cells[c]]
-        writer.writerow([row.axes.get(a, "") for a in axes] + [len(row.seeds)] + values)
+        entry = margins.get(tuple(sorted(row.axes.items()))) or {}
+        extra = [f"{100 * entry[f][0]:.4f}" if f in entry else "" for f in FLOORS] + [entry.get("clear", ""), row.stale]
+        writer.writerow([row.axes.get(a, "") for a in axes] + [len(row.seeds)] + values + extra)
     return markdown_table(header, body), buf.getvalue()
+
+
+def floor_notes(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> list[str]:
+    """One line per method row that does not beat RandomInit clearly, or one line saying all do."""
+    margins = floor_margins(records, metric)
+    if not margins or not any("clear" in e for e in margins.values()):
+        return ["- floors: no RawPixels/RandomInit results to compare with (add `floors:` to the spec)"]
+    bad = [dict(k) for k, e in margins.items() if e.get("clear") is False]
+    if not bad:
+        return [f"- every method beats RandomInit on {metric} by a clear margin (>= {100 * CLEAR_MARGIN:.0f} "
+                "point and > 2 standard errors over seeds)"]
+    return [f"- **{b.get('method')}** ({', '.join(f'{k}={v}' for k, v in b.items() if k != 'method')}) does not beat "
+            f"RandomInit by a clear margin on {metric}: it has not been trained yet at this budget, not a finding"
+            for b in bad]
 
 
 def eval_metrics(record: dict[str, Any], metric: str) -> dict[str, float]:
@@ -153,32 +294,45 @@ def eval_metrics(record: dict[str, Any], metric: str) -> dict[str, float]:
 
 @dataclass
 class GapRow:
-    axes: dict[str, Any]  # the group's axes without balanced_twin and seed
+    axes: dict[str, Any]  # the group's axes without balanced_twin and the replicate axes
     evaluation: str
     num_pretrain: float
     a_bal: tuple[float, float]
     a_lt: tuple[float, float]
     gap: tuple[float, float]
     seeds: int
+    floors: dict[str, tuple[float, float]] = field(default_factory=dict)  # A_LT − floor, per replicate
 
 
-def robustness_rows(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> list[GapRow]:
-    """Pair long-tailed runs with their balanced twins (same axes and seed) and compute
-    Δ = (A_bal − A_LT) / A_bal per seed (METHODS.md §0.2)."""
-    twins: dict[tuple, dict[bool, dict[int, dict[str, Any]]]] = defaultdict(lambda: {True: {}, False: {}})
+def _twin_pairs(records: list[dict[str, Any]]) -> dict[tuple, dict[bool, dict[tuple, dict[str, Any]]]]:
+    twins: dict[tuple, dict[bool, dict[tuple, dict[str, Any]]]] = defaultdict(lambda: {True: {}, False: {}})
     for r in records:
         if "balanced_twin" not in r["axes"]:
             continue
-        key = tuple(sorted((k, v) for k, v in r["axes"].items() if k not in ("seed", "balanced_twin")))
-        twins[key][bool(r["axes"]["balanced_twin"])][r["seed"]] = r
+        key = tuple(sorted((k, v) for k, v in r["axes"].items() if k not in (*REPLICATE_AXES, "balanced_twin")))
+        twins[key][bool(r["axes"]["balanced_twin"])][replicate(r)] = r
+    return twins
+
+
+def robustness_rows(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> list[GapRow]:
+    """Pair long-tailed runs with their balanced twins (same axes and replicate) and compute
+    Δ = (A_bal − A_LT) / A_bal per replicate (METHODS.md §0.2); with each method's margin
+    A_LT − floor over the floors of the same long-tailed data."""
+    twins = _twin_pairs(records)
+    floor_lt = {f: {tuple(x for x in k if x[0] != "method"): v[False]
+                    for k, v in twins.items() if dict(k).get("method") == f} for f in FLOORS}
     rows = []
     for key, pair in twins.items():
-        seeds = sorted(set(pair[True]) & set(pair[False]))
+        if dict(key).get("method") in FLOORS:
+            continue
+        seeds = sorted(set(pair[True]) & set(pair[False]), key=str)
         if not seeds:
             continue
         evals = eval_metrics(pair[False][seeds[0]], metric)
+        data_key = tuple(x for x in key if x[0] != "method")
         for name in evals:
             bal, lt, gap = [], [], []
+            margins: dict[str, list[float]] = defaultdict(list)
             for s in seeds:
                 b, t = eval_metrics(pair[True][s], metric).get(name), eval_metrics(pair[False][s], metric).get(name)
                 if b is None or t is None:
@@ -186,8 +340,15 @@ def robustness_rows(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC)
                 bal.append(b)
                 lt.append(t)
                 gap.append((b - t) / b if b else math.nan)
+                for f in FLOORS:
+                    match = next((v for k, v in floor_lt[f].items() if set(k) <= set(data_key)), {})
+                    record = _floor_value(match, s)
+                    value = eval_metrics(record, metric).get(name) if record is not None else None
+                    if value is not None:
+                        margins[f].append(t - value)
             n = float(np.mean([pair[False][s].get("num_pretrain", math.nan) for s in seeds]))
-            rows.append(GapRow(dict(key), name, n, mean_std(bal), mean_std(lt), mean_std(gap), len(gap)))
+            rows.append(GapRow(dict(key), name, n, mean_std(bal), mean_std(lt), mean_std(gap), len(gap),
+                               {f: mean_std(v) for f, v in margins.items()}))
     rows.sort(key=lambda g: (str(g.axes.get("dataset")), g.evaluation, str(g.axes.get("imbalance_ratio")),
                              str(g.axes.get("profile")), -g.num_pretrain, str(g.axes.get("method"))))
     return rows
@@ -199,9 +360,10 @@ def robustness_tables(records: list[dict[str, Any]], metric: str = DEFAULT_METRI
     if not rows:
         return "", "", ""
     axes = sorted({k for g in rows for k in g.axes} - {"method"})
-    header = ["method", *axes, "eval", "n", "seeds", "A_bal", "A_LT", "Δ (%)"]
+    header = ["method", *axes, "eval", "n", "seeds", "A_bal", "A_LT", "Δ (%)", "A_LT − RawPixels", "A_LT − RandomInit"]
     body = [[str(g.axes.get("method"))] + [str(g.axes.get(a, "")) for a in axes] +
-            [g.evaluation, f"{g.num_pretrain:.0f}", str(g.seeds), fmt(*g.a_bal), fmt(*g.a_lt), fmt(*g.gap)]
+            [g.evaluation, f"{g.num_pretrain:.0f}", str(g.seeds), fmt(*g.a_bal), fmt(*g.a_lt), fmt(*g.gap)] +
+            [fmt(*g.floors[f]) if f in g.floors else "–" for f in FLOORS]
             for g in rows]
     methods = list(dict.fromkeys(str(g.axes.get("method")) for g in rows))
     wide: dict[tuple, dict[str, str]] = defaultdict(dict)
@@ -213,21 +375,66 @@ def robustness_tables(records: list[dict[str, Any]], metric: str = DEFAULT_METRI
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["method", *axes, "eval", "n", "seeds", "A_bal_mean", "A_bal_std", "A_LT_mean", "A_LT_std",
-                     "gap_mean", "gap_std"])
+                     "gap_mean", "gap_std", "margin_rawpixels_mean", "margin_randominit_mean"])
     for g in rows:
         writer.writerow([g.axes.get("method")] + [g.axes.get(a, "") for a in axes] +
-                        [g.evaluation, g.num_pretrain, g.seeds, *g.a_bal, *g.a_lt, *g.gap])
+                        [g.evaluation, g.num_pretrain, g.seeds, *g.a_bal, *g.a_lt, *g.gap] +
+                        [g.floors[f][0] if f in g.floors else "" for f in FLOORS])
     return markdown_table(header, body), side, buf.getvalue()
+
+
+def per_class_gap_rows(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> list[dict[str, Any]]:
+    """Per-class Δ_c = (a_bal,c − a_LT,c) / a_bal,c of each class against the balanced-twin encoder
+    on the same class (docs/protocols.md §9.2), averaged over the classes of each group of the
+    long-tailed set (and over all classes), per replicate, then mean ± std over replicates (seeds
+    and permuted head orders). Unlike the group accuracies it does not inherit class difficulty."""
+    probe = metric.rsplit("/", 1)[0]
+    twins = _twin_pairs([r for r in records if probe in (r.get("per_class") or {})])
+    rows = []
+    for key, pair in twins.items():
+        reps = sorted(set(pair[True]) & set(pair[False]), key=str)
+        if not reps:
+            continue
+        values: dict[str, list[float]] = defaultdict(list)
+        for rep in reps:
+            bal = np.asarray(pair[True][rep]["per_class"][probe], dtype=np.float64)
+            lt = np.asarray(pair[False][rep]["per_class"][probe], dtype=np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gap = np.where(bal > 0, (bal - lt) / bal, np.nan)
+            values["all"].append(float(np.nanmean(gap)))
+            for g, ids in (pair[False][rep].get("evaluation", {}).get("groups") or {}).items():
+                if len(ids):
+                    values[g].append(float(np.nanmean(gap[np.asarray(ids, dtype=int)])))
+        n = float(np.mean([pair[False][rep].get("num_pretrain", math.nan) for rep in reps]))
+        rows.append({"axes": dict(key), "n": n, "replicates": len(reps),
+                     **{g: mean_std(v) for g, v in values.items()}})
+    rows.sort(key=lambda g: (str(g["axes"].get("dataset")), -g["n"], str(g["axes"].get("method"))))
+    return rows
+
+
+def per_class_gap_table(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> str:
+    rows = per_class_gap_rows(records, metric)
+    if not rows:
+        return ""
+    axes = sorted({k for g in rows for k in g["axes"]} - {"method"})
+    header = ["method", *axes, "n", "seeds", "Δ per class, mean (%)", *[f"Δ {g} (%)" for g in GROUPS]]
+    body = [[str(g["axes"].get("method"))] + [str(g["axes"].get(a, "")) for a in axes]
+            + [f"{g['n']:.0f}", str(g["replicates"]), fmt(*g["all"])]
+            + [fmt(*g[grp]) if grp in g else "–" for grp in GROUPS] for g in rows]
+    return markdown_table(header, body)
 
 
 def setting_lines(records: list[dict[str, Any]]) -> list[str]:
     """What every table must state (ANCHORS.md §6): data, backbone, epochs, batch, devices, hardware."""
-    def values(get: Any) -> str:
-        found = sorted({str(get(r)) for r in records})
+    methods = [r for r in records if r["axes"].get("method") not in FLOORS] or records
+
+    def values(get: Any, among: list[dict[str, Any]] = methods) -> str:
+        found = sorted({str(get(r)) for r in among})
         return ", ".join(found)
 
     return [
-        f"- runs: {len(records)}; seeds: {values(lambda r: r['seed'])}",
+        f"- runs: {len(records)} ({len(records) - len(methods)} floors); distinct seeds: {values(lambda r: r['seed'])}",
+        f"- linear probe: {values(lambda r: _probe_recipe(r))}",
         f"- datasets: {values(lambda r: r['dataset'])}",
         f"- backbone: {values(lambda r: r['config'].get('model', {}).get('init_args', {}).get('backbone'))}",
         f"- epochs: {values(lambda r: r['config'].get('trainer', {}).get('max_epochs'))}; global batch: "
@@ -239,23 +446,46 @@ def setting_lines(records: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _probe_recipe(record: dict[str, Any]) -> str:
+    linear = (record.get("evaluation") or {}).get("linear") or {}
+    runs = linear.get("runs") or {}
+    converged = all(v.get("converged", True) for v in runs.values())
+    return f"{linear.get('recipe', 'mttv (before the converged probe)')}{'' if converged else ' (NOT converged)'}"
+
+
 def write_report(records: list[dict[str, Any]], out_dir: str | Path, title: str = "sweep",
-                 metric: str = DEFAULT_METRIC, plots: bool = True) -> dict[str, Path]:
+                 metric: str = DEFAULT_METRIC, plots: bool = True, skipped: list[str] | None = None) -> dict[str, Path]:
     """Write ``report.md``, ``summary.csv``, ``robustness.csv`` (when there are balanced twins) and
-    the PNG plots into ``out_dir``; returns the written paths by name."""
+    the PNG plots into ``out_dir``; returns the written paths by name. ``skipped`` lines (results
+    left out, and why) are listed in the report; duplicates of a replicate are added to them."""
     from lightning_ssl.io import atomic_write_text
 
+    skipped = list(skipped or [])
+    records = check_rows(records, skipped)
     if not records:
         raise ValueError(f"no finished results to report for {title!r} (run `lssl sweep` first)")
     out = Path(out_dir)
-    md, csv_text = main_table(records)
+    md, csv_text = main_table(records, metric)
     long_md, side_md, gap_csv = robustness_tables(records, metric)
-    parts = [f"# {title}", "", *setting_lines(records), "", "## Results", "", md, ""]
+    parts = [f"# {title}", "", *setting_lines(records), *floor_notes(records, metric)]
+    if any(r.get("_stale") for r in records):
+        parts.append("- † stale: computed by other code or settings than the current code would use "
+                     "(`lssl sweep SPEC --rerun-stale` recomputes them)")
+    if skipped:
+        parts.append(f"- skipped {len(skipped)} result(s):")
+        parts += [f"  - {line}" for line in skipped]
+    parts += ["", "## Results", "", md, ""]
     written = {"summary.csv": atomic_write_text(out / "summary.csv", csv_text)}
     if long_md:
         parts += [f"## Robustness: balanced vs long-tailed at equal n ({metric})", "",
                   "Δ = (A_bal − A_LT) / A_bal (Liu et al., ICLR 2022, METHODS.md §0.2)", "", side_md, "", long_md, ""]
         written["robustness.csv"] = atomic_write_text(out / "robustness.csv", gap_csv)
+        per_class = per_class_gap_table(records, metric)
+        if per_class:
+            parts += ["### Per-class Δ against the balanced-twin encoder", "",
+                      "Δ_c = (a_bal,c − a_LT,c) / a_bal,c per class, averaged over each group's classes, then "
+                      "over seeds (docs/protocols.md §9.2): free of the class-difficulty confound of the group "
+                      "accuracies.", "", per_class, ""]
     if plots:
         from lightning_ssl.sweep.plots import write_plots
 

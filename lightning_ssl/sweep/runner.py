@@ -28,6 +28,9 @@ from lightning_ssl.sweep.lock import RunLock, is_stale
 from lightning_ssl.sweep.spec import Run, SweepSpec
 
 SCHEMA = 1
+# Bumped whenever the code changes what a run computes without changing its config (the probe's
+# algorithm, a loss, an augmentation): a stored result of another version is stale.
+COMPUTE_VERSION = 2
 DNC_TRAINER_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision", "log_every_n_steps",
                     "limit_train_batches", "enable_progress_bar")
 
@@ -59,11 +62,40 @@ class SweepPaths:
         return self.run_dir(run_id) / "checkpoints" / "last.ckpt"
 
 
-def run_status(paths: SweepPaths, run_id: str) -> str:
-    """``finished`` | ``running`` (a live lock) | ``failed`` | ``interrupted`` (a checkpoint, no
-    result) | ``pending``."""
+def read_result(path: Path) -> dict[str, Any] | None:
+    """A result file's record, or ``None`` when it does not parse (a truncated or foreign file)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) and "run_id" in record and "metrics" in record else None
+
+
+def stale_reason(record: dict[str, Any], run: Run) -> str | None:
+    """Why a stored result is not what the current code would compute for ``run`` (``None``: it is)."""
+    from lightning_ssl.sweep.spec import stale_keys
+
+    version = record.get("compute_version", 1)
+    if version != COMPUTE_VERSION:
+        return f"computed by code version {version}, the current code is version {COMPUTE_VERSION}"
+    keys = stale_keys(record.get("config") or {}, run.config)
+    if keys:
+        return f"config differs in {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+    for name in ("evaluation_protocol", "transfer_protocol"):
+        want = run.evaluation if name == "evaluation_protocol" else run.transfer
+        if json.dumps(record.get(name), sort_keys=True, default=str) != json.dumps(want, sort_keys=True, default=str):
+            return f"{name} differs"
+    return None
+
+
+def run_status(paths: SweepPaths, run_id: str, run: Run | None = None) -> str:
+    """``finished`` | ``stale`` (a result the current code would not reproduce; needs ``run``) |
+    ``running`` (a live lock) | ``failed`` | ``interrupted`` (a checkpoint, no result) | ``pending``.
+    A result file that does not parse counts as unfinished."""
     if paths.result(run_id).is_file():
-        return "finished"
+        record = read_result(paths.result(run_id))
+        if record is not None:
+            return "stale" if run is not None and stale_reason(record, run) else "finished"
     lock = paths.lock(run_id)
     if lock.exists() and not is_stale(lock):
         return "running"
@@ -142,8 +174,8 @@ def _fit(run: Run, paths: SweepPaths, config: dict[str, Any]) -> tuple[Any, Any,
 def _fit_dnc(run: Run, paths: SweepPaths, config: dict[str, Any]) -> tuple[Any, Any, pl.Trainer, dict[str, Any]]:
     """DnC: the pipeline with the run's data, the base config's model as teacher (MoCLR), and the
     spec's ``dnc`` section; the distilled student is what gets evaluated."""
-    from lightning_ssl.dnc_pipeline import DnCPipeline
     from lightning_ssl.methods.dnc import DnC
+    from lightning_ssl.methods.dnc_pipeline import DnCPipeline
     from lightning_ssl.sweep.resolve import instantiate
 
     cli = instantiate(config)
@@ -165,12 +197,13 @@ def _fit_dnc(run: Run, paths: SweepPaths, config: dict[str, Any]) -> tuple[Any, 
     train = {"epochs": None, "session_epochs": meter.epochs, "train_images": meter.images, "train_seconds": seconds,
              "images_per_s": meter.images / meter.seconds if meter.seconds else None,
              "time_per_epoch_s": meter.seconds / meter.epochs if meter.epochs else None,
-             "global_batch": int(cli.datamodule.batch_size), "devices": 1, "dnc_stages": {k: str(v) for k, v in stages.items()}}
+             "global_batch": pipeline.global_batch(), "devices": pipeline.world_size(),
+             "dnc_stages": {k: str(v) for k, v in stages.items()}}
     return model, cli.datamodule, cli.trainer, train
 
 
 def _transfer(model: Any, entry: dict[str, Any], evaluation: dict[str, Any], seed: int, device: str) -> dict[str, Any]:
-    from lightning_ssl.eval.finetune import finetune_and_predict
+    from lightning_ssl.eval.finetune import finetune_and_predict, finetune_recipe
     from lightning_ssl.eval.metrics import group_report, per_class_accuracy
     from lightning_ssl.eval.offline import evaluate_frozen
     from lightning_ssl.sweep.resolve import instantiate_data
@@ -181,13 +214,27 @@ def _transfer(model: Any, entry: dict[str, Any], evaluation: dict[str, Any], see
         return evaluate_frozen(model, dm, probe_sets=entry.get("probe_sets"), seed=seed, device=device, **options)
     dm.setup("fit")
     tuned = copy.deepcopy(model)
-    pred, target = finetune_and_predict(tuned, tuned.feature_dim, dm, epochs=int(entry.get("epochs", 20)),
-                                        lr=float(entry.get("lr", 0.1)), accelerator="gpu" if device == "cuda" else "cpu",
-                                        seed=seed)
+    lr = entry.get("lr")
+    recipe = finetune_recipe(entry.get("recipe", "rwsam"), epochs=entry.get("epochs"),
+                             iterations_per_epoch=entry.get("iterations"), head_lr=lr,
+                             backbone_lr=None if lr is None else 0.1 * float(lr))
+    pred, target = finetune_and_predict(tuned, tuned.feature_dim, dm, recipe=recipe,
+                                        accelerator="gpu" if device == "cuda" else "cpu", seed=seed)
     groups = {k: list(map(int, v)) for k, v in dm.class_groups.items()}
     return {"metrics": group_report(pred, target, dm.num_classes, groups, dm.group_rule, "finetune"),
+            "finetune_recipe": recipe.record(),
             "per_class": {"finetune": per_class_accuracy(pred, target, dm.num_classes).tolist()},
             "group_rule": dm.group_rule, "groups": groups, "class_counts": list(map(int, dm.class_counts))}
+
+
+def _reference(run: Run, paths: SweepPaths, config: dict[str, Any]) -> tuple[Any, Any, pl.Trainer, dict[str, Any]]:
+    """A floor: the method built (and seeded) as for training, never trained; or the raw pixels."""
+    from lightning_ssl.eval.floors import RawPixels
+    from lightning_ssl.sweep.resolve import instantiate
+
+    cli = instantiate(config)
+    model = RawPixels() if run.reference == "RawPixels" else cli.model
+    return model, cli.datamodule, cli.trainer, {"reference": run.reference, "epochs": 0, "global_step": 0}
 
 
 def execute(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dict[str, Any] | None = None,
@@ -198,15 +245,18 @@ def execute(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dic
     started = time.time()
     environment.reset_peak_memory()
     config = _session_config(run, paths, dict(trainer_overrides or {}), wandb)
-    fit = _fit_dnc if run.is_dnc else _fit
+    fit = _reference if run.reference else _fit_dnc if run.is_dnc else _fit
     model, datamodule, trainer, train = fit(run, paths, config)
     online = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    eval_started = time.perf_counter()
     device = _device(trainer)
     model.eval()
     offline = evaluate_frozen(model, datamodule, seed=run.seed, device=device, **run.evaluation)
     transfer = {entry["name"]: _transfer(model, entry, run.evaluation, run.seed, device) for entry in run.transfer}
+    train["eval_seconds"] = time.perf_counter() - eval_started
     return {
-        "schema": SCHEMA, "sweep": spec.name, "run_id": run.run_id, "method": run.method, "dataset": run.dataset,
+        "schema": SCHEMA, "compute_version": COMPUTE_VERSION, "sweep": spec.name, "reference": run.reference,
+        "settings": run.settings, "run_id": run.run_id, "method": run.method, "dataset": run.dataset,
         "axes": run.axes, "seed": run.seed, "config": run.config, "evaluation_protocol": run.evaluation,
         "transfer_protocol": run.transfer, "dnc": run.dnc,
         "metrics": offline.pop("metrics"), "per_class": offline.pop("per_class"), "online": online,
@@ -219,18 +269,42 @@ def execute(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dic
     }
 
 
+def _set_aside(path: Path) -> Path:
+    """Move an unreadable result out of the way (kept for inspection, never deleted)."""
+    target = path.with_name(f"{path.stem}.unreadable-{int(time.time())}.json.bad")
+    path.replace(target)
+    return target
+
+
 def run_one(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dict[str, Any] | None = None,
-            wandb: str | None = None) -> str:
+            wandb: str | None = None, rerun_stale: bool = False) -> str:
     """Run ``run`` unless it is finished or held by another runner. Returns ``finished`` (already
-    there), ``locked``, or ``done``; an exception inside the run is recorded in
-    ``<run_id>.failed.json`` and re-raised. The result JSON is written atomically, last."""
-    if paths.result(run.run_id).is_file():
+    there), ``stale`` (a result the current code would not reproduce, kept unless ``rerun_stale``),
+    ``locked``, or ``done``; an exception inside the run is recorded in ``<run_id>.failed.json`` and
+    re-raised. The result JSON is written atomically, last (a stale one is replaced only then).
+    A result file that does not parse is moved aside and the run is run again."""
+
+    def existing() -> str | None:
+        path = paths.result(run.run_id)
+        if not path.is_file():
+            return None
+        record = read_result(path)
+        if record is None:
+            print(f"lssl sweep: {path} does not parse; moved to {_set_aside(path)} and running the run again")
+            return None
+        if stale_reason(record, run):
+            return None if rerun_stale else "stale"
         return "finished"
+
+    status = existing()
+    if status:
+        return status
     with RunLock(paths.lock(run.run_id)) as held:
         if not held:
             return "locked"
-        if paths.result(run.run_id).is_file():  # finished while we waited for the lock
-            return "finished"
+        status = existing()  # finished while we waited for the lock
+        if status:
+            return status
         try:
             record = execute(run, spec, paths, trainer_overrides, wandb)
         except Exception:
@@ -242,18 +316,19 @@ def run_one(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dic
     return "done"
 
 
-def load_results(folder: str | Path) -> list[dict[str, Any]]:
+def load_results(folder: str | Path, skipped: list[str] | None = None) -> list[dict[str, Any]]:
     """Every finished result under ``folder`` (``*.json`` with a ``run_id``; lock, failure and
-    temporary files are skipped)."""
+    temporary files are skipped). A file that does not parse is skipped, and a line naming it and
+    the fix is appended to ``skipped``."""
     out = []
     for path in sorted(Path(folder).rglob("*.json")):
         if path.name.endswith(".failed.json") or path.name.startswith("."):
             continue
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err}); results are written atomically, so this file "
-                             "was not written by lssl sweep") from None
-        if isinstance(record, dict) and "run_id" in record and "metrics" in record:
-            out.append(record)
+        record = read_result(path)
+        if record is None:
+            if skipped is not None:
+                skipped.append(f"{path}: not a readable result (truncated or not written by lssl sweep); "
+                               "delete it, or run the sweep again to recompute it")
+            continue
+        out.append(record)
     return out

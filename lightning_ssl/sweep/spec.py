@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from lightning_ssl.io import load_yaml
 
 TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "methods", "datasets", "evaluation", "transfer", "dnc",
-                  "report", "launcher")
+                  "report", "launcher", "floors")
 DATA_AXES = ("profile", "imbalance_ratio", "subsample", "balanced_twin", "head_order")
 NAMED_AXES = ("method", "dataset", "seed", "data_seed", *DATA_AXES)
 DOTTED_ROOTS = ("model", "data", "trainer", "seed_everything")
@@ -60,6 +60,9 @@ DNC = "DnC"
 # trainer options that say where/how a run executes, not what it computes: not part of the run id
 NOT_HASHED_TRAINER = ("logger", "default_root_dir", "enable_progress_bar", "enable_model_summary", "devices",
                       "num_nodes", "accelerator", "strategy")
+NOT_HASHED = ("resume", "wandb_id", "ckpt_path")  # how a run is launched and resumed, not what it computes
+# the reference encoders computed for every (dataset, probe set) of a sweep (docs/protocols.md §8)
+FLOORS = ("RawPixels", "RandomInit")
 
 
 def method_classes() -> dict[str, str]:
@@ -120,6 +123,22 @@ def get_dotted(config: dict[str, Any], key: str, default: Any = None) -> Any:
     return node
 
 
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are leaves."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 def run_hash(payload: dict[str, Any]) -> str:
     """Short id of a run: the first 10 hex digits of the SHA-1 of its canonical JSON."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
@@ -139,17 +158,28 @@ class Run:
     evaluation: dict[str, Any]
     transfer: list[dict[str, Any]]
     dnc: dict[str, Any] | None = None
+    reference: str | None = None  # RawPixels / RandomInit: evaluated, never trained
+    explicit: dict[str, Any] = field(default_factory=dict)  # the config as the spec wrote it
+    settings: dict[str, Any] = field(default_factory=dict)  # what the id is made of (see hashed)
 
     @property
     def is_dnc(self) -> bool:
         return self.dnc is not None
 
     def hashed(self) -> dict[str, Any]:
-        """What the run id is computed from: everything that changes the result."""
-        config = copy.deepcopy(self.config)
-        for key in NOT_HASHED_TRAINER:
-            config.get("trainer", {}).pop(key, None)
-        return {"config": config, "evaluation": self.evaluation, "transfer": self.transfer, "dnc": self.dnc}
+        """What the run id is computed from (docs/design.md §8): the settings that differ from the
+        code's defaults (``settings``, filled by :func:`validate_runs`; before validation, the
+        explicit config), the evaluation, transfer and DnC protocols, and the reference kind. Not
+        the full signature of every class: an added option, a Lightning upgrade that adds a Trainer
+        argument or an explicit value equal to its default leave the id unchanged."""
+        settings = self.settings or flatten(self.explicit or self.config)
+        settings = {k: v for k, v in settings.items()
+                    if k.split(".")[0] not in NOT_HASHED and not
+                    (k.startswith("trainer.") and k.split(".")[1] in NOT_HASHED_TRAINER)}
+        payload = {"settings": settings, "evaluation": self.evaluation, "transfer": self.transfer, "dnc": self.dnc}
+        if self.reference:
+            payload["reference"] = self.reference
+        return payload
 
 
 @dataclass
@@ -166,6 +196,7 @@ class SweepSpec:
     dnc: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     launcher: dict[str, Any] = field(default_factory=dict)
+    floors: list[str] = field(default_factory=lambda: list(FLOORS))
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -174,7 +205,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sweep spec {path} does not exist (shipped specs are in benchmarks/*.yaml)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = load_yaml(path) or {}  # strict: a syntax error or a duplicated key is one line
     return spec_from_dict(raw, default_name=path.stem, path=path)
 
 
@@ -212,6 +243,10 @@ def spec_from_dict(raw: dict[str, Any], default_name: str = "sweep", path: Path 
     bad = sorted(set(dnc) - set(DNC_KEYS))
     if bad:
         raise ValueError(f"unknown dnc key(s) {bad}; valid keys: {', '.join(DNC_KEYS)}")
+    floors = list(FLOORS if raw.get("floors") is None else raw["floors"])
+    bad = sorted(set(floors) - set(FLOORS))
+    if bad:
+        raise ValueError(f"unknown floor(s) {bad}; valid: {', '.join(FLOORS)} (or floors: [] for none)")
     for section in ("methods", "datasets"):
         for variant, overrides in (raw.get(section) or {}).items():
             for key in overrides or {}:
@@ -222,7 +257,7 @@ def spec_from_dict(raw: dict[str, Any], default_name: str = "sweep", path: Path 
         name=str(raw.get("name") or default_name), path=path, description=str(raw.get("description") or ""),
         base=copy.deepcopy(raw.get("base") or {}), grid=grid, methods=dict(raw.get("methods") or {}),
         datasets=dict(raw.get("datasets") or {}), evaluation=evaluation, transfer=transfer, dnc=dnc,
-        report=dict(raw.get("report") or {}), launcher=dict(raw.get("launcher") or {}),
+        report=dict(raw.get("report") or {}), launcher=dict(raw.get("launcher") or {}), floors=floors,
     )
 
 
@@ -244,14 +279,52 @@ def _apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> None:
             set_dotted(config, key, value)
 
 
+def _import(path: str) -> type:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _concrete_method(path: str, overrides: dict[str, Any], base: dict[str, Any]) -> str:
+    """``UOTA`` builds the class of its ``base`` option (SwAV by default): the spec uses that class,
+    so that the base's own options (SwAV's crops and prototypes) are accepted and inherited."""
+    cls = _import(path)
+    if cls.__name__ == "UOTA" and hasattr(cls, "__mro__"):
+        from lightning_ssl.methods.uota import _uota_class
+
+        chosen = overrides.get("model.base", get_dotted(base, "model.init_args.base", "swav"))
+        return f"{_uota_class(str(chosen)).__module__}.{_uota_class(str(chosen)).__name__}"
+    return path
+
+
+def _inherited(label: str, method_path: str, variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The overrides a method inherits in a spec, most basic first: those of every variant named
+    after a class it is built on (UOTASwAV inherits ``SwAV:``'s multi-crop settings; a variant
+    ``SimCLR+rwSAM: {class: SimCLR}`` inherits ``SimCLR:``'s), then its own."""
+    chain = []
+    try:
+        mro = _import(method_path).__mro__
+    except (ImportError, AttributeError):
+        mro = ()
+    for cls in reversed(mro[1:] if variants.get(label, {}).get("class") is None else mro):
+        name = getattr(cls, "__name__", "")
+        if name in variants and name != label:
+            chain.append(variants[name])
+    chain.append(variants.get(label) or {})
+    return chain
+
+
 def expand(spec: SweepSpec, validate: bool = True) -> list[Run]:
     """The runs of a spec, in grid order, each with its resolved config and id; identical runs
     appear once. With ``validate`` every config is parsed by LightningCLI (nothing is built):
-    the first bad one raises ``ValueError`` naming the run, the key and the choices."""
+    the first bad one raises ``ValueError`` naming the run, the key and the choices.
+
+    After the methods' runs come the reference runs of :data:`FLOORS` (``spec.floors``), one per
+    grid point without the method and model/trainer axes: same data, probe sets, seed and protocol."""
     methods, datasets = method_classes(), dataset_classes()
     methods_with_dnc = {**methods, DNC: methods.get("MoCLR", "lightning_ssl.methods.moclr.MoCLR")}
     axes = list(spec.grid)
     runs: dict[str, Run] = {}
+    floor_points: dict[str, dict[str, Any]] = {}
     for values in itertools.product(*(spec.grid[a] for a in axes)):
         point = dict(zip(axes, values))
         config = copy.deepcopy(spec.base)
@@ -262,32 +335,35 @@ def expand(spec: SweepSpec, validate: bool = True) -> list[Run]:
                              "base.model.class_path / base.data.class_path")
         is_dnc = (spec.methods.get(method) or {}).get("class", method) == DNC
         method_path = _resolve_class(method, spec.methods, methods_with_dnc, "method")
+        method_path = _concrete_method(method_path, spec.methods.get(method) or {}, spec.base)
         dataset_path = _resolve_class(dataset, spec.datasets, datasets, "dataset")
         set_dotted(config, "model.class_path", method_path)
         set_dotted(config, "data.class_path", dataset_path)
         _apply_overrides(config, spec.datasets.get(dataset) or {})
-        _apply_overrides(config, spec.methods.get(method) or {})
+        for overrides in _inherited(method, method_path, spec.methods):
+            _apply_overrides(config, overrides)
         seed = int(point.get("seed", config.get("seed_everything", 0) or 0))
-        for axis, value in point.items():
-            if axis in DATA_AXES:
-                set_dotted(config, f"data.{axis}", value)
-            elif axis == "data_seed":
-                set_dotted(config, "data.seed", value)
-            elif axis == "seed":
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise ValueError(f"grid axis 'seed' takes integers, got {value!r}")
-                config["seed_everything"] = value
-                set_dotted(config, "data.view_seed", value)
-            elif axis not in ("method", "dataset"):
-                set_dotted(config, axis, value)
+        _apply_point(config, point)
         config.setdefault("seed_everything", seed)
         run = Run(run_id="", axes={"method": method, "dataset": dataset, **{k: v for k, v in point.items()
                                                                           if k not in ("method", "dataset")}},
                   method=method, dataset=dataset, seed=seed, config=config, evaluation=dict(spec.evaluation),
-                  transfer=copy.deepcopy(spec.transfer), dnc=dict(spec.dnc) if is_dnc else None)
+                  transfer=copy.deepcopy(spec.transfer), dnc=dict(spec.dnc) if is_dnc else None,
+                  explicit=copy.deepcopy(config))
         runs.setdefault(run_hash(run.hashed()), run)
+        if not is_dnc and method_path.startswith("lightning_ssl.") and spec.floors:
+            floor = {k: v for k, v in point.items() if k != "method" and k.split(".")[0] not in ("model", "trainer")}
+            floor_points.setdefault(_canonical(floor), {"point": floor, "config": config})
+    floors: dict[str, Run] = {}
+    for kind in spec.floors:
+        for entry in floor_points.values():
+            point = dict(entry["point"])
+            if kind == "RawPixels":  # nothing random: one run serves every seed
+                point.pop("seed", None)
+            run = _floor_run(kind, point, entry["config"], spec)
+            floors.setdefault(run_hash(run.hashed()), run)
     result = []
-    for key, run in runs.items():
+    for key, run in {**floors, **runs}.items():  # the floors first: cheap, and the reference for the rest
         run.run_id = key
         result.append(run)
     if validate:
@@ -295,9 +371,46 @@ def expand(spec: SweepSpec, validate: bool = True) -> list[Run]:
     return result
 
 
+def _apply_point(config: dict[str, Any], point: dict[str, Any]) -> None:
+    """Set a grid point's axis values in a run config."""
+    for axis, value in point.items():
+        if axis in DATA_AXES:
+            set_dotted(config, f"data.{axis}", value)
+        elif axis == "data_seed":
+            set_dotted(config, "data.seed", value)
+        elif axis == "seed":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"grid axis 'seed' takes integers, got {value!r}")
+            config["seed_everything"] = value
+            set_dotted(config, "data.view_seed", value)
+        elif axis not in ("method", "dataset"):
+            set_dotted(config, axis, value)
+
+
+def _floor_run(kind: str, point: dict[str, Any], method_config: dict[str, Any], spec: SweepSpec) -> Run:
+    """A reference run: the first method's data and backbone (the sweep's), evaluated untrained.
+    Its model is that method's (so the backbone is built and seeded exactly as the methods' are);
+    only the data, the backbone options, the seed and the protocol enter its id."""
+    config = copy.deepcopy(method_config)
+    model_args = get_dotted(config, "model.init_args", {}) or {}
+    keep = ("backbone", "image_size", "in_chans")
+    config["model"] = {"class_path": config["model"]["class_path"],
+                       "init_args": {k: v for k, v in model_args.items() if k in keep}}
+    config["trainer"] = {k: v for k, v in (config.get("trainer") or {}).items() if k in NOT_HASHED_TRAINER}
+    if "seed" not in point:
+        config["seed_everything"] = 0
+        set_dotted(config, "data.view_seed", 0)
+    dataset = str(point.get("dataset", get_dotted(spec.base, "data.class_path", "")))
+    seed = int(config.get("seed_everything", 0) or 0)
+    return Run(run_id="", axes={"method": kind, "dataset": dataset, **{k: v for k, v in point.items() if k != "dataset"}},
+               method=kind, dataset=dataset, seed=seed, config=config, evaluation=dict(spec.evaluation),
+               transfer=copy.deepcopy(spec.transfer), reference=kind, explicit=copy.deepcopy(config))
+
+
 def validate_runs(spec: SweepSpec, runs: list[Run]) -> None:
     """Parse every run's config with the ``lssl fit`` parser (nothing instantiated) and replace it by
-    the fully resolved config (all defaults filled in); the run id is recomputed from that."""
+    the fully resolved config (all defaults filled in); the run's ``settings`` (what its id is made
+    of) are the resolved values that differ from the code's defaults for the same classes."""
     from lightning_ssl.sweep.resolve import resolve_config, validate_data
 
     for entry in spec.transfer:
@@ -324,8 +437,62 @@ def validate_runs(spec: SweepSpec, runs: list[Run]) -> None:
         if view_seed is not None:
             resolved["data"]["init_args"]["view_seed"] = view_seed
         run.config = resolved
+        run.settings = settings_of(resolved, run.explicit)
         run.run_id = run_hash(run.hashed())
         if run.run_id in seen:
             raise ValueError(f"sweep {spec.name!r}: two grid points resolve to the same run ({run.axes}); "
                              "remove the duplicate axis value")
         seen.add(run.run_id)
+
+
+_DEFAULTS: dict[str, dict[str, Any]] = {}
+
+
+def code_defaults(model_class: str, data_class: str) -> dict[str, Any]:
+    """The flattened resolved config of ``lssl fit --model M --data D`` with nothing else set."""
+    from lightning_ssl.sweep.resolve import resolve_config
+
+    key = f"{model_class}|{data_class}"
+    if key not in _DEFAULTS:
+        _DEFAULTS[key] = flatten(resolve_config({"model": {"class_path": model_class},
+                                                 "data": {"class_path": data_class}}))
+    return _DEFAULTS[key]
+
+
+def settings_of(resolved: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
+    """The resolved values that differ from the code's defaults, flattened (``model.init_args.lr``).
+    A list-valued option (trainer callbacks) counts as the spec wrote it, not as resolved, so that a
+    callback gaining an option with a default leaves the id unchanged."""
+    defaults = code_defaults(resolved["model"]["class_path"], resolved["data"]["class_path"])
+    flat, written = flatten(resolved), flatten(explicit)
+    out = {}
+    for key, value in flat.items():
+        if isinstance(value, list) and key in written:
+            value = written[key]
+        elif isinstance(value, list) and key in defaults:
+            continue  # a list the spec did not write: the code's default
+        if key not in defaults or _canonical(defaults[key]) != _canonical(value):
+            out[key] = value
+    return out
+
+
+def stale_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Keys of a run's resolved config whose stored value differs from what the current code
+    resolves; a key only one side has counts only when its value is not the code's default (an
+    option added or removed at its default does not change what the run computes)."""
+    defaults = code_defaults(current["model"]["class_path"], current["data"]["class_path"])
+    a, b = flatten(stored), flatten(current)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key.split(".")[0] in NOT_HASHED or (key.startswith("trainer.") and key.split(".")[1] in NOT_HASHED_TRAINER):
+            continue
+        if key in a and key in b:
+            if _canonical(a[key]) != _canonical(b[key]):
+                out.append(key)
+        else:
+            value = a.get(key, b.get(key))
+            if key not in defaults or _canonical(defaults[key]) != _canonical(value):
+                if isinstance(value, list) and key not in defaults:
+                    continue
+                out.append(key)
+    return out
