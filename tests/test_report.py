@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from lightning_ssl.cli.report import run as report_cli
-from lightning_ssl.sweep.report import main_table, mean_std, robustness_rows, write_report
+from lightning_ssl.sweep.publish import write_report
+from lightning_ssl.sweep.report import main_table, mean_std, robustness_rows
 from lightning_ssl.sweep.runner import load_results
 
 COUNTS = [100, 60, 40, 30, 20, 15, 12, 11, 10, 10]
@@ -106,3 +107,78 @@ def test_report_of_empty_folder_fails(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no finished results"):
         write_report([], tmp_path)
     assert report_cli([str(tmp_path)]) == 2
+
+
+def floor(method: str, seed: int, twin: bool, acc: float, per_class: list[float] | None = None) -> dict:
+    rec = record(method, seed, twin, acc, (acc, acc, acc))
+    rec["axes"] = {k: v for k, v in rec["axes"].items() if k != "seed" or method == "RandomInit"}
+    if per_class is not None:
+        rec["per_class"]["linear_full"] = per_class
+    return rec
+
+
+def test_floors_margins_and_the_not_trained_flag() -> None:
+    from lightning_ssl.sweep.report import floor_margins, floor_notes
+
+    recs = records() + [floor("RawPixels", 0, False, 0.55), floor("RandomInit", 0, False, 0.45),
+                        floor("RandomInit", 1, False, 0.46)]
+    margins = {dict(k)["method"]: v for k, v in floor_margins(recs).items() if not dict(k)["balanced_twin"]
+               and dict(k)["subsample"] == 1.0}
+    # SimCLR LT: 0.5 / 0.7 against RandomInit 0.45 / 0.46 (paired by seed) -> +0.05, +0.24
+    assert margins["SimCLR"]["RandomInit"] == pytest.approx((0.145, math.sqrt(2 * 0.095**2)))
+    # RawPixels has one replicate (nothing random): it serves both seeds: -0.05, +0.15
+    assert margins["SimCLR"]["RawPixels"][0] == pytest.approx(0.05)
+    # mean 14.5 points but 2 standard errors = 2 * 0.134 / sqrt(2) = 0.19: not clearly above
+    assert margins["SimCLR"]["clear"] is False
+    assert margins["Supervised"]["RandomInit"][0] == pytest.approx(-0.05) and margins["Supervised"]["clear"] is False
+    notes = floor_notes(recs)
+    assert any("**Supervised**" in n and "not been trained yet" in n for n in notes)
+    md, _ = main_table(recs)
+    lines = md.splitlines()
+    first = [i for i, row in enumerate(lines) if row.startswith("| RawPixels | DigitsLT | False | 1.0 |")]
+    assert first and first[0] < next(i for i, row in enumerate(lines) if row.startswith("| SimCLR | DigitsLT | False | 1.0 |"))
+    assert "**no: not trained yet**" in next(row for row in lines if row.startswith("| Supervised | DigitsLT | False"))
+
+
+def test_per_class_gap_is_relative_to_the_twin_per_class_then_grouped() -> None:
+    from lightning_ssl.sweep.report import per_class_gap_rows
+
+    lt = record("SimCLR", 0, False, 0.5, (0.5, 0.5, 0.5))
+    bal = record("SimCLR", 0, True, 0.8, (0.8, 0.8, 0.8))
+    lt["per_class"]["linear_full"] = [0.9, 0.8, 0.4, 0.2]
+    bal["per_class"]["linear_full"] = [0.9, 1.0, 0.5, 0.4]
+    lt["evaluation"]["groups"] = {"many": [0, 1], "medium": [2], "few": [3]}
+    (row,) = per_class_gap_rows([lt, bal])
+    # per class: 0, 0.2, 0.2, 0.5 -> many 0.1, medium 0.2, few 0.5, all 0.225
+    assert row["many"][0] == pytest.approx(0.1) and row["medium"][0] == pytest.approx(0.2)
+    assert row["few"][0] == pytest.approx(0.5) and row["all"][0] == pytest.approx(0.225)
+
+
+def test_rows_count_distinct_seeds_and_refuse_to_average_different_settings(tmp_path: Path) -> None:
+    from lightning_ssl.sweep.report import check_rows
+
+    a, b = record("SimCLR", 0, False, 0.5, (0.5,) * 3), record("SimCLR", 0, False, 0.6, (0.6,) * 3)
+    a["finished"], b["finished"] = 1.0, 2.0
+    b["run_id"] = "newer"
+    skipped: list[str] = []
+    kept = check_rows([a, b], skipped)
+    assert [r["run_id"] for r in kept] == ["newer"] and "same run group and seed" in skipped[0]
+    md, _ = main_table(kept)
+    assert "| SimCLR | DigitsLT | False | 1.0 | 1 | 60.00 |" in md  # one distinct seed, not two
+    c = record("SimCLR", 1, False, 0.7, (0.7,) * 3)
+    c["config"] = {**c["config"], "trainer": {"max_epochs": 9}}
+    with pytest.raises(ValueError, match=r"differ in trainer\.max_epochs, not only in the seed"):
+        check_rows([a, c], [])
+
+
+def test_report_skips_an_unreadable_result_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    for rec in records():
+        (folder / f"{rec['run_id']}.json").write_text(json.dumps(rec))
+    (folder / "broken.json").write_text('{"run_id": "broken", "metr')
+    assert report_cli([str(folder), "--no-plots"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped 1 result(s)" in captured.err
+    assert "broken.json: not a readable result" in (folder / "report.md").read_text()
+    assert (folder / "broken.json").read_text() == '{"run_id": "broken", "metr'  # left as it was

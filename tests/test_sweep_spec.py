@@ -22,7 +22,10 @@ def test_grid_expansion_axes_and_variants() -> None:
     runs = expand(spec({"method": ["SimCLR", "SimCLR+rwSAM"], "balanced_twin": [False, True], "seed": [0, 1],
                         "model.lr": [0.2]},
                        methods={"SimCLR+rwSAM": {"class": "SimCLR", "model.sam": {"rho": 0.05}}}))
-    assert len(runs) == 2 * 2 * 2 and len({r.run_id for r in runs}) == 8
+    # 8 method runs, then the floors: RawPixels per run set (nothing random), RandomInit per run set and seed
+    floors = [r for r in runs if r.reference]
+    assert [r.method for r in floors] == ["RawPixels"] * 2 + ["RandomInit"] * 4 and runs[:6] == floors
+    assert len(runs) == 2 * 2 * 2 + 6 and len({r.run_id for r in runs}) == 14
     run = next(r for r in runs if r.method == "SimCLR+rwSAM" and r.seed == 1 and r.axes["balanced_twin"])
     model, data = run.config["model"], run.config["data"]
     assert model["class_path"].endswith("simclr.SimCLR") and model["init_args"]["sam"]["rho"] == 0.05
@@ -45,7 +48,7 @@ def test_run_id_ignores_where_it_runs_but_not_what() -> None:
     ({"grid": {"method": ["SimCLR"], "model.tempratur": [0.2]}}, ["'tempratur'", "valid options", "temperature"]),
     ({"grid": {"methd": ["SimCLR"]}}, ["unknown grid axis 'methd'", "method"]),
     ({"grid": {"method": ["SimCLR"]}, "evaluaton": {}}, ["unknown key(s) ['evaluaton']", "evaluation"]),
-    ({"grid": {"method": ["SimCLR"]}, "evaluation": {"linear_epoch": 3}}, ["linear_epoch", "linear_epochs"]),
+    ({"grid": {"method": ["SimCLR"]}, "evaluation": {"linear_epoch": 3}}, ["linear_epoch", "linear_recipe"]),
 ])
 def test_bad_spec_names_the_key_and_choices(raw: dict, words: list[str]) -> None:
     with pytest.raises(ValueError) as err:

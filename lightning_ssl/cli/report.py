@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from lightning_ssl.sweep.report import DEFAULT_METRIC, write_report
+from lightning_ssl.sweep.publish import write_report
+from lightning_ssl.sweep.report import DEFAULT_METRIC
 from lightning_ssl.sweep.runner import load_results
 
 

@@ -1,8 +1,14 @@
 """PNG plots of a sweep (matplotlib, Agg): per-class accuracy vs class frequency, many/medium/few
-bars, and the robustness gap vs sample size (Liu et al., ICLR 2022, Figures 1-2)."""
+bars, and the robustness gap vs sample size (Liu et al., ICLR 2022, Figures 1-2).
+
+Every figure's title names the sweep, the probe and the run set; error bars are the sample std
+over seeds (none with one seed, said in the title); the floors (RawPixels, RandomInit) are drawn
+as grey reference lines; one small panel per method instead of many lines on one axis.
+"""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -12,23 +18,44 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
-from lightning_ssl.sweep.report import DEFAULT_METRIC, GROUPS, probe_values, robustness_rows  # noqa: E402
+from lightning_ssl.sweep.report import (  # noqa: E402
+    DEFAULT_METRIC,
+    FLOORS,
+    GROUPS,
+    probe_values,
+    replicate,
+    robustness_rows,
+)
+
+GROUP_COLOURS = {"many": "#4c72b0", "medium": "#dd8452", "few": "#c44e52"}
+FLOOR_STYLE = {"RawPixels": {"color": "0.35", "ls": "--"}, "RandomInit": {"color": "0.6", "ls": ":"}}
 
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def _long_tailed(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    """Long-tailed runs (not balanced twins) by (dataset, profile, ratio, subsample)."""
+def _run_sets(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """Runs by (dataset, profile, ratio, subsample, twin): each figure shows one run set."""
     out: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        if r["axes"].get("balanced_twin"):
-            continue
-        key = tuple(str(r["axes"].get(k, "")) for k in ("dataset", "profile", "imbalance_ratio", "subsample"))
+        key = tuple(str(r["axes"].get(k, "")) for k in ("dataset", "profile", "imbalance_ratio", "subsample")) + (
+            bool(r["axes"].get("balanced_twin")),)
         out[key].append(r)
     return out
+
+
+def _set_name(key: tuple) -> str:
+    dataset, profile, ratio, subsample, twin = key
+    parts = [dataset] + [f"{n}={v}" for n, v in (("profile", profile), ("ratio", ratio), ("subsample", subsample)) if v]
+    return " ".join(parts) + (" · balanced twin" if twin else " · long-tailed")
+
+
+def _seeds_text(runs: list[dict[str, Any]]) -> str:
+    n = len({replicate(r) for r in runs})
+    return f"{n} seed{'s' if n != 1 else ''}" + ("" if n > 1 else ", no error bars")
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -40,76 +67,154 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def per_class_plot(records: list[dict[str, Any]], path: Path, probe: str) -> Path:
-    """Per-class accuracy (mean over seeds) against the class's pre-training count, one line per method."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        if probe in r.get("per_class", {}):
-            by_method[r["method"]].append(r)
-    for method, runs in by_method.items():
-        counts = np.asarray(runs[0]["evaluation"]["class_counts"], dtype=float)
-        acc = np.mean([r["per_class"][probe] for r in runs], axis=0)
-        order = np.argsort(-counts)
-        ax.plot(counts[order], 100 * acc[order], marker="o", label=method)
+def _log_axis(ax: Any) -> None:
+    """Log x axis with plain numbers at a few major ticks and no minor labels (no overlap)."""
     ax.set_xscale("log")
-    ax.set_xlabel("pre-training images of the class")
-    ax.set_ylabel(f"{probe} accuracy (%)")
-    ax.legend(fontsize=7)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=6))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _group_bands(ax: Any, counts: np.ndarray, groups: dict[str, list[int]]) -> None:
+    """Shade the count range of each many/medium/few group."""
+    for g in GROUPS:
+        ids = groups.get(g) or []
+        if len(ids):
+            lo, hi = counts[ids].min(), counts[ids].max()
+            ax.axvspan(lo / 1.08, hi * 1.08, color=GROUP_COLOURS[g], alpha=0.08, lw=0)
+            ax.text(math.sqrt(lo * hi), 0.02, g, transform=ax.get_xaxis_transform(), ha="center", fontsize=7,
+                    color=GROUP_COLOURS[g])
+
+
+def _by_method(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        out[r["method"]].append(r)
+    return out
+
+
+def per_class_plot(runs: list[dict[str, Any]], path: Path, probe: str, title: str) -> Path:
+    """Small multiples: per method, per-class accuracy (mean ± std over seeds) against the class's
+    pre-training count, with the group bands and the floors' curves."""
+    by_method = {m: rs for m, rs in _by_method(runs).items() if all(probe in r.get("per_class", {}) for r in rs)}
+    floors = {m: by_method.pop(m) for m in FLOORS if m in by_method}
+    methods = list(by_method) or list(floors)
+    cols = min(4, len(methods))
+    rows = math.ceil(len(methods) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows + 0.6), sharex=True, sharey=True,
+                             squeeze=False)
+    counts = np.asarray(runs[0]["evaluation"]["class_counts"], dtype=float)
+    groups = runs[0]["evaluation"].get("groups") or {}
+    order = np.argsort(-counts)
+    for ax, method in zip(axes.flat, methods):
+        _group_bands(ax, counts, groups)
+        for name, floor_runs in floors.items():
+            acc = np.mean([r["per_class"][probe] for r in floor_runs], axis=0)
+            ax.plot(counts[order], 100 * acc[order], lw=1, label=name, **FLOOR_STYLE[name])
+        values = np.asarray([r["per_class"][probe] for r in by_method.get(method, floors.get(method, []))])
+        std = values.std(axis=0, ddof=1) if len(values) > 1 else None
+        ax.errorbar(counts[order], 100 * values.mean(axis=0)[order], yerr=None if std is None else 100 * std[order],
+                    marker="o", ms=3, capsize=2, lw=1.2, color="C0", label=method)
+        ax.set_title(method, fontsize=9)
+        _log_axis(ax)
+        ax.grid(alpha=0.3, lw=0.5)
+    for ax in axes.flat[len(methods):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("pre-training images of the class")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy (%)")
+    handles = [plt.Line2D([], [], lw=1, label=n, **FLOOR_STYLE[n]) for n in floors]
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
+                   bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(f"{title}: per-class {probe} accuracy vs class frequency\n{_set_name(_key_of(runs))}, "
+                 f"{_seeds_text(runs)}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     return _save(fig, path)
 
 
-def group_bars(records: list[dict[str, Any]], path: Path, probe: str) -> Path:
-    """Many / medium / few accuracy (mean over seeds) per method."""
-    by_method: dict[str, list[dict[str, float | None]]] = defaultdict(list)
-    for r in records:
-        by_method[r["method"]].append(probe_values(r["metrics"], probe))
+def _key_of(runs: list[dict[str, Any]]) -> tuple:
+    return next(iter(_run_sets(runs)))
+
+
+def group_bars(runs: list[dict[str, Any]], path: Path, probe: str, title: str) -> Path:
+    """Many / medium / few accuracy per method (mean ± std over seeds); the floors' overall
+    accuracy as reference lines."""
+    by_method = _by_method(runs)
+    floors = {m: by_method.pop(m) for m in FLOORS if m in by_method}
     methods = list(by_method)
-    fig, ax = plt.subplots(figsize=(max(5, len(methods)), 4))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(methods) + 2), 4))
     width = 0.8 / len(GROUPS)
     for i, g in enumerate(GROUPS):
-        means = [100 * np.nanmean([v.get(g) if v.get(g) is not None else np.nan for v in by_method[m]]) for m in methods]
-        ax.bar(np.arange(len(methods)) + i * width, means, width, label=g)
-    ax.set_xticks(np.arange(len(methods)) + width)
+        vals = [[v for v in (probe_values(r["metrics"], probe).get(g) for r in by_method[m]) if v is not None]
+                for m in methods]
+        means = [100 * np.mean(v) if v else np.nan for v in vals]
+        stds = [100 * np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in vals]
+        ax.bar(np.arange(len(methods)) + (i - 1) * width, means, width, yerr=stds if any(stds) else None, capsize=2,
+               label=g, color=GROUP_COLOURS[g])
+    for name, floor_runs in floors.items():
+        overall = [probe_values(r["metrics"], probe).get("all") for r in floor_runs]
+        overall = [v for v in overall if v is not None]
+        if overall:
+            ax.axhline(100 * np.mean(overall), lw=1, label=f"{name} (all classes)", **FLOOR_STYLE[name])
+    ax.set_xticks(np.arange(len(methods)))
     ax.set_xticklabels(methods, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(f"{probe} accuracy (%)")
-    ax.legend()
+    ax.set_xlabel("method")
+    ax.set_title(f"{title}: {probe} accuracy by class group\n{_set_name(_key_of(runs))}, {_seeds_text(runs)}",
+                 fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.grid(axis="y", alpha=0.3, lw=0.5)
     return _save(fig, path)
 
 
-def gap_plot(records: list[dict[str, Any]], path: Path, metric: str) -> Path | None:
-    """Relative gap Δ against the pre-training size n, one line per method (and evaluation)."""
+def gap_plot(records: list[dict[str, Any]], path: Path, metric: str, title: str) -> Path | None:
+    """Relative gap Δ against the pre-training size n: one panel per evaluation (in-domain, each
+    transfer set), one line per method, error bars over seeds."""
     rows = robustness_rows(records, metric)
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    lines: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
-    for g in rows:
-        label = f"{g.axes.get('method')} {g.evaluation} {g.axes.get('dataset', '')} r={g.axes.get('imbalance_ratio', '')}"
-        lines[label].append((g.num_pretrain, 100 * g.gap[0], 100 * np.nan_to_num(g.gap[1])))
-    for label, points in lines.items():
-        points.sort()
-        x, y, e = zip(*points)
-        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label)
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.set_xscale("log")
-    ax.set_xlabel("pre-training set size n")
-    ax.set_ylabel("relative gap Δ (%)")
-    ax.legend(fontsize=6)
+    evaluations = list(dict.fromkeys(g.evaluation for g in rows))
+    fig, axes = plt.subplots(1, len(evaluations), figsize=(4.2 * len(evaluations), 3.6), squeeze=False, sharey=True)
+    seeds = max(g.seeds for g in rows)
+    for ax, evaluation in zip(axes[0], evaluations):
+        lines: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+        for g in rows:
+            if g.evaluation == evaluation:
+                lines[str(g.axes.get("method"))].append((g.num_pretrain, 100 * g.gap[0], 100 * np.nan_to_num(g.gap[1])))
+        for i, (method, points) in enumerate(sorted(lines.items())):
+            points.sort()
+            x, y, e = zip(*points)
+            ax.errorbar(np.asarray(x) * (1 + 0.03 * (i - len(lines) / 2)), y, yerr=e, marker="o", capsize=3,
+                        label=method)
+        ax.axhline(0, color="grey", lw=0.5)
+        _log_axis(ax)
+        ax.set_title("in-domain" if evaluation == "ID" else f"out of domain: {evaluation.split(':', 1)[-1]}",
+                     fontsize=9)
+        ax.set_xlabel("pre-training set size n")
+        ax.grid(alpha=0.3, lw=0.5)
+    axes[0][0].set_ylabel("relative gap Δ = (A_bal − A_LT) / A_bal (%)")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    datasets = ", ".join(sorted({str(g.axes.get("dataset", "")) for g in rows}))
+    fig.suptitle(f"{title}: balanced vs long-tailed gap ({metric}), {datasets}, up to {seeds} seeds", fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)
 
 
-def write_plots(records: list[dict[str, Any]], out_dir: str | Path, metric: str = DEFAULT_METRIC) -> list[Path]:
+def write_plots(records: list[dict[str, Any]], out_dir: str | Path, metric: str = DEFAULT_METRIC,
+                title: str = "sweep") -> list[Path]:
+    """Per run set: the per-class and group plots; across run sets: the gap plot."""
     out = Path(out_dir)
-    probe = metric.split("/")[0]
+    probe = metric.rsplit("/", 1)[0]
     written = []
-    for key, runs in _long_tailed(records).items():
+    for key, runs in _run_sets(records).items():
         if not any(probe in r.get("per_class", {}) for r in runs):
             continue
-        name = _slug("_".join(k for k in key if k))
-        written.append(per_class_plot(runs, out / f"per_class_{name}.png", probe))
-        written.append(group_bars(runs, out / f"groups_{name}.png", probe))
-    gap = gap_plot(records, out / "gap_vs_n.png", metric)
+        name = _slug("_".join(str(k) for k in key[:4] if k) + ("_twin" if key[4] else ""))
+        written.append(per_class_plot(runs, out / f"per_class_{name}.png", probe, title))
+        written.append(group_bars(runs, out / f"groups_{name}.png", probe, title))
+    gap = gap_plot(records, out / "gap_vs_n.png", metric, title)
     if gap is not None:
         written.append(gap)
     return written

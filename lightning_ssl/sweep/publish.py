@@ -1,0 +1,62 @@
+"""A sweep's report on disk: ``report.md`` (settings, floors, tables), CSVs and PNG plots.
+
+Lives above :mod:`lightning_ssl.sweep.report` (tables) and :mod:`lightning_ssl.sweep.plots`
+(figures), which do not import each other's writer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lightning_ssl.sweep.plots import write_plots
+from lightning_ssl.sweep.report import (
+    DEFAULT_METRIC,
+    check_rows,
+    floor_notes,
+    main_table,
+    per_class_gap_table,
+    robustness_tables,
+    setting_lines,
+)
+
+
+def write_report(records: list[dict[str, Any]], out_dir: str | Path, title: str = "sweep",
+                 metric: str = DEFAULT_METRIC, plots: bool = True, skipped: list[str] | None = None) -> dict[str, Path]:
+    """Write ``report.md``, ``summary.csv``, ``robustness.csv`` (when there are balanced twins) and
+    the PNG plots into ``out_dir``; returns the written paths by name. ``skipped`` lines (results
+    left out, and why) are listed in the report; duplicates of a replicate are added to them."""
+    from lightning_ssl.io import atomic_write_text
+
+    skipped = list(skipped or [])
+    records = check_rows(records, skipped)
+    if not records:
+        raise ValueError(f"no finished results to report for {title!r} (run `lssl sweep` first)")
+    out = Path(out_dir)
+    md, csv_text = main_table(records, metric)
+    long_md, side_md, gap_csv = robustness_tables(records, metric)
+    parts = [f"# {title}", "", *setting_lines(records), *floor_notes(records, metric)]
+    if any(r.get("_stale") for r in records):
+        parts.append("- † stale: computed by other code or settings than the current code would use "
+                     "(`lssl sweep SPEC --rerun-stale` recomputes them)")
+    if skipped:
+        parts.append(f"- skipped {len(skipped)} result(s):")
+        parts += [f"  - {line}" for line in skipped]
+    parts += ["", "## Results", "", md, ""]
+    written = {"summary.csv": atomic_write_text(out / "summary.csv", csv_text)}
+    if long_md:
+        parts += [f"## Robustness: balanced vs long-tailed at equal n ({metric})", "",
+                  "Δ = (A_bal − A_LT) / A_bal (Liu et al., ICLR 2022, METHODS.md §0.2)", "", side_md, "", long_md, ""]
+        written["robustness.csv"] = atomic_write_text(out / "robustness.csv", gap_csv)
+        per_class = per_class_gap_table(records, metric)
+        if per_class:
+            parts += ["### Per-class Δ against the balanced-twin encoder", "",
+                      "Δ_c = (a_bal,c − a_LT,c) / a_bal,c per class, averaged over each group's classes, then "
+                      "over seeds (docs/protocols.md §9.2): free of the class-difficulty confound of the group "
+                      "accuracies.", "", per_class, ""]
+    if plots:
+        pngs = write_plots(records, out, metric, title)
+        written.update({p.name: p for p in pngs})
+        parts += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
+    written["report.md"] = atomic_write_text(out / "report.md", "\n".join(parts))
+    return written

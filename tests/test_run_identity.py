@@ -1,0 +1,114 @@
+"""Run identity and stale results: an id made of what changes the result, not of every signature.
+
+The id is computed from the resolved values that differ from the code's defaults; a stored result
+whose recorded config or code version differs from what the current code would run is stale.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from lightning_ssl.sweep import runner
+from lightning_ssl.sweep.runner import (
+    COMPUTE_VERSION,
+    SweepPaths,
+    run_one,
+    run_status,
+    stale_reason,
+)
+from lightning_ssl.sweep.spec import expand, spec_from_dict, stale_keys
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = {"model": {"init_args": {"backbone": "resnet_tiny"}}, "data": {"class_path": "DigitsLT"},
+        "trainer": {"max_epochs": 1}}
+
+
+def one(grid: dict, base: dict | None = None, **extra: object) -> runner.Run:
+    runs = [r for r in expand(spec_from_dict({"name": "t", "base": base or BASE, "grid": grid, "floors": [], **extra}))]
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_explicit_default_values_and_launch_options_leave_the_id_unchanged() -> None:
+    a = one({"method": ["SimCLR"]})
+    # log_every_n_steps 50 and temperature 0.5 are the code's defaults; resume is how, not what
+    b = one({"method": ["SimCLR"], "trainer.log_every_n_steps": [50], "model.temperature": [0.5]})
+    c = one({"method": ["SimCLR"], "model.temperature": [0.2]})
+    assert a.run_id == b.run_id != c.run_id
+    assert "model.init_args.temperature" in c.settings and "model.init_args.temperature" not in a.settings
+    assert a.settings["model.init_args.backbone"] == "resnet_tiny" and a.settings["seed_everything"] == 0
+
+
+def test_an_added_option_at_its_default_is_not_stale_a_changed_value_is() -> None:
+    run = one({"method": ["SimCLR"]})
+    stored = copy.deepcopy(run.config)
+    del stored["model"]["init_args"]["warmup_fraction"]  # written before the option existed
+    assert stale_keys(stored, run.config) == []
+    stored["model"]["init_args"]["lr"] = 0.123  # the code would now run another value
+    assert stale_keys(stored, run.config) == ["model.init_args.lr"]
+    stored["trainer"]["enable_progress_bar"] = not stored["trainer"].get("enable_progress_bar")
+    assert stale_keys(stored, run.config) == ["model.init_args.lr"]  # where it runs is not what it computes
+
+
+def record_of(run: runner.Run, **extra: object) -> dict:
+    return {"run_id": run.run_id, "metrics": {"linear_full/acc_top1": 0.5}, "config": run.config,
+            "compute_version": COMPUTE_VERSION, "evaluation_protocol": run.evaluation,
+            "transfer_protocol": run.transfer, **extra}
+
+
+def test_stale_reason_names_the_cause() -> None:
+    run = one({"method": ["SimCLR"]})
+    assert stale_reason(record_of(run), run) is None
+    assert "code version 1" in stale_reason(record_of(run, compute_version=1), run)
+    other = copy.deepcopy(run.config)
+    other["data"]["init_args"]["batch_size"] = 7
+    assert "data.init_args.batch_size" in stale_reason(record_of(run, config=other), run)
+
+
+def test_sweep_keeps_stale_results_unless_asked_and_reruns_unreadable_ones(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = spec_from_dict({"name": "t", "base": BASE, "grid": {"method": ["SimCLR"]}, "floors": []})
+    (run,) = expand(spec)
+    paths = SweepPaths(tmp_path / "results", tmp_path / "work")
+    paths.results.mkdir(parents=True)
+    calls: list[str] = []
+
+    def fake_execute(run: runner.Run, *args: object, **kwargs: object) -> dict:
+        calls.append(run.run_id)
+        return record_of(run, fresh=True)
+
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    stale = record_of(run, compute_version=COMPUTE_VERSION - 1)
+    paths.result(run.run_id).write_text(json.dumps(stale))
+    before = paths.result(run.run_id).read_bytes()
+    assert run_status(paths, run.run_id, run) == "stale"
+    assert run_one(run, spec, paths) == "stale" and calls == []
+    assert paths.result(run.run_id).read_bytes() == before  # nothing recomputed or overwritten
+    assert run_one(run, spec, paths, rerun_stale=True) == "done" and calls == [run.run_id]
+    assert json.loads(paths.result(run.run_id).read_text())["fresh"] is True
+    assert run_status(paths, run.run_id, run) == "finished"
+    # a truncated result is unfinished: moved aside (kept), and the run runs again
+    paths.result(run.run_id).write_text('{"run_id": "x", "metr')
+    assert run_status(paths, run.run_id, run) == "pending"
+    assert run_one(run, spec, paths) == "done" and len(calls) == 2
+    aside = list(paths.results.glob("*.bad"))
+    assert len(aside) == 1 and aside[0].read_text() == '{"run_id": "x", "metr'
+
+
+def test_uota_in_shipped_specs_gets_swavs_crops_and_a_half_way_start() -> None:
+    from lightning_ssl.sweep.spec import load_spec
+
+    for name in ("cifar10_lt", "imagenet_lt"):
+        runs = {r.method: r for r in expand(load_spec(ROOT / "benchmarks" / f"{name}.yaml"))
+                if r.method in ("SwAV", "UOTA") and not r.axes.get("balanced_twin")}
+        swav, uota = runs["SwAV"].config, runs["UOTA"].config
+        assert uota["model"]["class_path"].endswith("UOTASwAV"), name
+        for section in ("model", "data"):
+            for key in ("num_small_views",):
+                assert uota[section]["init_args"][key] == swav[section]["init_args"][key] > 0, (name, section)
+        assert uota["data"]["init_args"]["small_size"] == swav["data"]["init_args"]["small_size"]
+        assert uota["model"]["init_args"]["num_prototypes"] == swav["model"]["init_args"]["num_prototypes"]
