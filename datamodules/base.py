@@ -17,6 +17,7 @@ clustering and density weights).
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -27,7 +28,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from datamodules.cards import DatasetCard
-from datamodules.groups import class_groups, group_rule_name
+from datamodules.errors import DataInputError
+from datamodules.groups import class_groups, effective_rule, group_rule_name
 from datamodules.samplers import ResumableSampler
 from datamodules.tensor_datasets import IndexedImages
 from datamodules.views import RECIPES, EvalTransform, MultiViewTransform
@@ -106,10 +108,14 @@ class LongTailDataModule(pl.LightningDataModule):
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(f"batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
         self.image_size = image_size or self.card.image_size
+        # the resolved sizes, not None, are what the checkpoint and the loggers record: the model's
+        # image_size follows the data's, and Lightning refuses hparams that differ between the two
+        self._record_resolved(image_size=self.image_size)
         self.recipe = recipe
         self.num_large_views = num_large_views
         self.num_small_views = num_small_views
         self.small_size = small_size or max(8, self.image_size * 96 // 224)
+        self._record_resolved(small_size=self.small_size)
         self.clean_view = clean_view
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -133,6 +139,13 @@ class LongTailDataModule(pl.LightningDataModule):
             clean_view=clean_view,
         )
         self.eval_transform = EvalTransform(self.image_size, self.card.mean, self.card.std)
+
+    def _record_resolved(self, **values: Any) -> None:
+        """Store resolved defaults in the hyperparameters (and their logged initial copy)."""
+        self.hparams.update(values)
+        initial = getattr(self, "_hparams_initial", None)
+        if initial is not None:
+            initial.update(values)
 
     # -- what a subclass provides -------------------------------------------------------------
     def build_splits(self) -> Splits:
@@ -162,7 +175,8 @@ class LongTailDataModule(pl.LightningDataModule):
 
     @property
     def group_rule(self) -> str:
-        return group_rule_name(self._group_rule)
+        """The rule's reported name; ``none`` for ``thirds`` over a balanced pre-training set."""
+        return group_rule_name(effective_rule(self._group_rule, self.class_counts))
 
     @property
     def class_groups(self) -> dict[str, np.ndarray]:
@@ -229,13 +243,21 @@ class LongTailDataModule(pl.LightningDataModule):
         n = len(dataset)
         return self._loader(dataset, self.batch_size, True, drop_last=n > self.batch_size)
 
-    def val_dataloader(self) -> DataLoader:
-        """The test set, so that online probes report test accuracy during pre-training."""
+    def val_dataloader(self) -> DataLoader | list:
+        """The test set, so that online probes report test accuracy during pre-training; without a
+        test set there is no validation (an empty list, with a warning saying how to add one)."""
+        if self.splits.test is None:
+            warnings.warn(f"{type(self).__name__} has no test set{self._how_to_add_test_set()}: no validation and "
+                          f"no online probe accuracy during pre-training", stacklevel=2)
+            return []
         return self.test_dataloader()
+
+    def _how_to_add_test_set(self) -> str:
+        return " (pass test_root=DIR holding the same class folders)" if hasattr(self, "test_root") else ""
 
     def test_dataloader(self) -> DataLoader:
         if self.splits.test is None:
-            raise ValueError(f"{type(self).__name__} has no test set")
+            raise DataInputError(f"{type(self).__name__} has no test set to evaluate on{self._how_to_add_test_set()}")
         return self._loader(self.splits.test, self.eval_batch_size, False, False)
 
     def probe_dataloader(self, name: str = "full") -> DataLoader:

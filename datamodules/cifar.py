@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from datamodules.cards import DatasetCard
+from datamodules.errors import DataNotFoundError
 from datamodules.in_memory import InMemoryLTDataModule, Source, few_shot_indices
 
 PROTOCOLS = ("ldam", "sdclr")
@@ -136,8 +137,9 @@ class _CIFARLT(InMemoryLTDataModule):
                 getattr(tvd, self.torchvision_name)(str(self.root), train=train, download=True)
             missing = [n for n in self.train_files + self.test_files if not (folder / n).is_file()]
         if missing:
-            raise FileNotFoundError(
-                f"{self.card.name}: {folder / missing[0]} not found. Pass download=True, or run "
+            raise DataNotFoundError(
+                f"{self.card.name}: {folder / missing[0]} not found (root={str(self.root)!r}). Fix root, "
+                f"pass download=True (--data.download true), or run "
                 f"python -c \"import torchvision; torchvision.datasets.{self.torchvision_name}"
                 f"('{self.root}', download=True)\""
             )

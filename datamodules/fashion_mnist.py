@@ -1,10 +1,12 @@
 """Fashion-MNIST-LT: the LDAM profile over Fashion-MNIST (Xiao et al. 2017), held in memory.
 
 The files are the standard idx files (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte``,
-``t10k-...``), parsed here with NumPy. They are looked up in ``root``, in ``root/FashionMNIST/raw``
-(torchvision's download layout) and in ``/usr/share/datasets/fashion-mnist`` (Debian's
-``dataset-fashion-mnist`` package), and downloaded with ``torchvision.datasets.FashionMNIST`` when
-none has them and ``download=True``.
+``t10k-...``), parsed here with NumPy. They are looked up in ``root`` and in ``root/FashionMNIST/raw``
+(torchvision's download layout); with the default ``root="data"`` also in
+``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist`` package). A ``root`` given
+explicitly is the only place searched: a wrong path is an error, never a silent fall-back to another
+copy. They are downloaded with ``torchvision.datasets.FashionMNIST`` when none has them and
+``download=True``.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import numpy as np
 import torch
 
 from datamodules.cards import DatasetCard
+from datamodules.errors import DataNotFoundError
 from datamodules.in_memory import InMemoryLTDataModule, Source
 
 # Where a system package puts the files (Debian / Ubuntu: apt install dataset-fashion-mnist).
 SYSTEM_DIRS: tuple[str, ...] = ("/usr/share/datasets/fashion-mnist",)
+DEFAULT_ROOT = "data"  # the only root that also searches SYSTEM_DIRS
 FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -99,7 +103,8 @@ class FashionMNISTLT(InMemoryLTDataModule):
     def __init__(self, root: str = "data", download: bool = False, **kwargs: Any) -> None:
         """
         Args:
-            root: folder with the idx files (or torchvision's ``FashionMNIST/raw`` below it).
+            root: folder with the idx files (or torchvision's ``FashionMNIST/raw`` below it); the
+                default ``data`` also searches the system folder of ``apt install dataset-fashion-mnist``.
             download: when no folder has the files, fetch them into ``root`` with torchvision.
             **kwargs: profile options of :class:`InMemoryLTDataModule` and the view / loader options.
         """
@@ -108,7 +113,9 @@ class FashionMNISTLT(InMemoryLTDataModule):
         self.download = download
 
     def search_dirs(self) -> list[Path]:
-        return [self.root, self.root / "FashionMNIST" / "raw", *map(Path, SYSTEM_DIRS)]
+        """``root`` and ``root/FashionMNIST/raw``; the system folders only for the default root."""
+        own = [self.root, self.root / "FashionMNIST" / "raw"]
+        return own + [Path(d) for d in SYSTEM_DIRS] if self.root == Path(DEFAULT_ROOT) else own
 
     def load_source(self) -> Source:
         files = find_idx_files(self.search_dirs())
@@ -119,10 +126,11 @@ class FashionMNISTLT(InMemoryLTDataModule):
             files = find_idx_files(self.search_dirs())
         if files is None:
             tried = ", ".join(str(d) for d in self.search_dirs())
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"Fashion-MNIST idx files ({', '.join(FILES.values())}, optionally .gz) not found in "
-                f"any of: {tried}. Get them by (1) download=True, (2) apt install "
-                f"dataset-fashion-mnist, or (3) python -c \"import torchvision; "
+                f"root={str(self.root)!r} (searched: {tried}). Fix root, or get the files by (1) "
+                f"download=True (--data.download true), (2) apt install dataset-fashion-mnist (then "
+                f"root=/usr/share/datasets/fashion-mnist), or (3) python -c \"import torchvision; "
                 f"torchvision.datasets.FashionMNIST('{self.root}', download=True)\""
             )
         arrays = {k: read_idx(p) for k, p in files.items()}

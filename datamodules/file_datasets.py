@@ -10,6 +10,13 @@
 Every item is ``(image, target, index)`` (the batch contract). A missing file raises
 ``FileNotFoundError`` naming the image and where it was listed; a corrupt or truncated file
 raises ``OSError`` naming the image.
+
+Every PIL mode becomes 8-bit RGB by :func:`to_rgb`: 16-bit grey (``I;16``, e.g. a 16-bit PNG) is
+scaled by 255/65535 (PIL's own ``convert("RGB")`` clips it, so most pixels turn white); ``I`` and
+``F`` by their value range (see :func:`to_rgb`), refused when it is not 8- or 16-bit or [0, 1];
+transparent modes (``RGBA``, ``LA``, ``P`` with transparency) are composited over white; ``CMYK``,
+``L``, ``1``, ``P`` convert as PIL does. Hidden files and folders (``.ipynb_checkpoints/``,
+``._x.jpg``) are never images.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from datamodules.errors import DataInputError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -29,6 +38,54 @@ def eval_resize_size(image_size: int) -> int:
     """Shorter side before the eval center crop: ``image_size * 8 // 7`` (256 for 224, the
     ResNet test protocol of He et al. 2016, also used by the linear probes of MoCo / SimCLR)."""
     return image_size * 8 // 7
+
+
+WHITE = (255, 255, 255)
+
+
+class ImageModeError(DataInputError):
+    """An image whose pixel values have no unambiguous 8-bit reading (see :func:`to_rgb`)."""
+
+
+def _scale_to_uint8(values: np.ndarray, mode: str, name: str) -> np.ndarray:
+    """8-bit grey values of a 16-bit, 32-bit integer or float image (see :func:`to_rgb`)."""
+    if mode.startswith("I;16"):
+        return np.round(values.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if mode == "F" and lo >= 0.0 and hi <= 1.0:
+        return np.round(values.astype(np.float64) * 255.0).astype(np.uint8)
+    if lo >= 0 and hi <= 255:
+        return np.round(values).astype(np.uint8)
+    if mode == "I" and lo >= 0 and hi <= 65535:
+        return np.round(values.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+    raise ImageModeError(f"image {name} has mode {mode} with values in [{lo:g}, {hi:g}], not 8-bit, 16-bit or "
+                     f"[0, 1]: convert it to an 8-bit image (e.g. PNG or JPEG) first")
+
+
+def to_rgb(img: Image.Image, name: str = "") -> Image.Image:
+    """``img`` as 8-bit RGB, with the value range of its mode respected.
+
+    * ``I;16*`` (16-bit grey): ``v * 255 / 65535``.
+    * ``I`` (32-bit integer): 8-bit values when all lie in ``0..255``, else 16-bit (``0..65535``,
+      scaled as ``I;16``); wider ranges are refused.
+    * ``F`` (float): ``[0, 1]`` scaled by 255, ``[0, 255]`` kept; other ranges are refused.
+    * ``RGBA``, ``LA``, ``PA``, ``P`` with a transparent colour: composited over white.
+    * everything else (``RGB``, ``L``, ``1``, ``P``, ``CMYK``, ``YCbCr``, ...): PIL's conversion.
+
+    Raises:
+        ImageModeError: an ``I`` or ``F`` image whose range is none of the above (``name`` is named).
+    """
+    mode = img.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        grey = _scale_to_uint8(np.asarray(img), mode, name)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*WHITE, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 def load_square(path: str | Path, size: int, crop: int | None = None, origin: str = "") -> torch.Tensor:
@@ -44,9 +101,11 @@ def load_square(path: str | Path, size: int, crop: int | None = None, origin: st
     try:
         with Image.open(path) as img:
             img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale still >= size (fast)
-            img = img.convert("RGB")
+            img = to_rgb(img, f"{path}{where}")
     except FileNotFoundError as err:
         raise FileNotFoundError(f"image {path} not found{where}") from err
+    except ImageModeError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise OSError(f"cannot decode image {path}{where}: {err}") from err
     w, h = img.size
@@ -114,6 +173,22 @@ class ImageFiles(Dataset):
                                     f"{len(self.paths)} images are missing")
 
 
-def scan_images(folder: Path) -> list[Path]:
-    """Image files below ``folder`` (recursively), sorted, by extension (case-insensitive)."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+def is_hidden(path: Path, below: Path) -> bool:
+    """A file or folder whose name, or the name of a folder between it and ``below``, starts with a dot."""
+    return any(part.startswith(".") for part in path.relative_to(below).parts)
+
+
+def scan_images(folder: Path, hidden: list[Path] | None = None) -> list[Path]:
+    """Image files below ``folder`` (recursively), sorted, by extension (case-insensitive).
+    Hidden ones (``.ipynb_checkpoints/x-checkpoint.png``, macOS ``._x.jpg``) are left out and,
+    when ``hidden`` is given, appended to it."""
+    found = []
+    for p in sorted(folder.rglob("*")):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS or not p.is_file():
+            continue
+        if is_hidden(p, folder):
+            if hidden is not None:
+                hidden.append(p)
+            continue
+        found.append(p)
+    return found

@@ -14,6 +14,7 @@ unlabeled images.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from datamodules.base import LongTailDataModule, Splits
 from datamodules.cards import DatasetCard
+from datamodules.errors import DataInputError, DataNotFoundError
 from datamodules.file_datasets import IMAGE_EXTENSIONS, ImageFiles, scan_images
 from datamodules.in_memory import few_shot_indices
 from datamodules.list_files import IMAGENET_MEAN, IMAGENET_STD
@@ -31,29 +33,42 @@ FOLDER_PROFILES = (*PROFILES, "none")
 
 def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
     """``(classes, paths, targets)`` of a class-folder tree; ``classes`` (sorted folder names by
-    default) fixes the id of each folder name.
+    default) fixes the id of each folder name. Hidden folders (``.ipynb_checkpoints``) and hidden
+    files are skipped, and so are class folders without an image, each with a warning: they are
+    not classes (an empty class would get NaN accuracies and shift the groups).
 
     Raises:
         FileNotFoundError: ``root`` is missing or has no image.
         ValueError: a folder that is not one of ``classes`` (when given).
     """
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} not found (expected {root}/<class_name>/<image>)")
-    found = sorted(d.name for d in root.iterdir() if d.is_dir())
+        raise DataNotFoundError(f"image folder {root} not found (expected {root}/<class_name>/<image>): fix the path")
+    folders = sorted(d.name for d in root.iterdir() if d.is_dir())
+    hidden_dirs = [name for name in folders if name.startswith(".")]
+    hidden: list[Path] = []
+    files_of = {name: scan_images(root / name, hidden) for name in folders if not name.startswith(".")}
+    empty = [name for name, files in files_of.items() if not files]
+    if hidden_dirs or hidden:
+        warnings.warn(f"{root}: skipping hidden folder(s) {hidden_dirs} and {len(hidden)} hidden image file(s) "
+                      f"inside the class folders: they are not classes or images", stacklevel=2)
+    if empty and classes is None:
+        warnings.warn(f"{root}: skipping empty class folder(s) {empty} (no {', '.join(IMAGE_EXTENSIONS)} file): "
+                      f"they are not classes", stacklevel=2)
+    found = [name for name in files_of if name not in empty]
     if classes is None:
         classes = found
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise ValueError(f"{root} has class folders {unknown} that the training folder does not have")
+        raise DataInputError(f"{root} has class folders {unknown} that the training folder does not have: "
+                             f"give both folders the same class folders")
     paths, targets = [], []
     for c, name in enumerate(classes):
-        if not (root / name).is_dir():
-            continue
-        files = scan_images(root / name)
+        files = files_of.get(name, [])
         paths += [str(p) for p in files]
         targets += [c] * len(files)
     if not paths:
-        raise FileNotFoundError(f"no image ({', '.join(IMAGE_EXTENSIONS)}) found in the class folders of {root}")
+        raise DataNotFoundError(f"no image ({', '.join(IMAGE_EXTENSIONS)}) found in the class folders of {root}: "
+                                f"expected {root}/<class_name>/<image>")
     return classes, paths, np.asarray(targets, dtype=np.int64)
 
 
@@ -216,10 +231,13 @@ class UnlabeledFolder(LongTailDataModule):
 
     def build_splits(self) -> Splits:
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder {self.root} not found")
-        paths = [str(p) for p in scan_images(self.root)]
+            raise DataNotFoundError(f"image folder {self.root} not found: fix root")
+        hidden: list[Path] = []
+        paths = [str(p) for p in scan_images(self.root, hidden)]
+        if hidden:
+            warnings.warn(f"{self.root}: skipping {len(hidden)} hidden image file(s) (e.g. {hidden[0]})", stacklevel=2)
         if not paths:
-            raise FileNotFoundError(f"no image ({', '.join(IMAGE_EXTENSIONS)}) found below {self.root}")
+            raise DataNotFoundError(f"no image ({', '.join(IMAGE_EXTENSIONS)}) found below {self.root}: fix root")
         targets = np.full(len(paths), -1, dtype=np.int64)
         probe, test, num_classes = {}, None, None
         if self.eval_datamodule is not None:

@@ -5,6 +5,13 @@ Lightning already turns SIGTERM into ``SIGTERMException`` after the current step
 with auto-requeue it saves and requeues on SIGUSR1; this module adds the atomic write (a killed
 save never replaces a good ``last.ckpt`` with half a file), SIGUSR1 outside SLURM, and the
 fallback to the previous checkpoint when the newest one cannot be read.
+
+After a preemption the process must not look finished to a scheduler: :func:`preemption_exit_code`
+maps Lightning's ``SIGTERMException`` to ``128 + signal`` (143 for SIGTERM, 138 for SIGUSR1, the
+shell's convention for a process ended by a signal), and :func:`preempted_signal` says which signal
+stopped the last fit of this process (``lssl fit``, ``lssl dnc`` and ``lssl sweep`` exit with it).
+Superseded ``epoch=*.ckpt`` files (e.g. the one saved at a preemption) and orphan ``*.ckpt.tmp``
+files of killed writes are removed after the next successful save.
 """
 
 from __future__ import annotations
@@ -22,6 +29,31 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+_preempted_by: int | None = None  # the signal that stopped the last fit of this process
+
+
+def preempted_signal() -> int | None:
+    """The signal (``signal.SIGTERM`` or ``signal.SIGUSR1``) that preempted the last fit run in this
+    process with an :class:`AtomicModelCheckpoint`, else ``None``."""
+    return _preempted_by
+
+
+def preemption_exit_code(exception: BaseException | None = None) -> int | None:
+    """``128 + signal`` when ``exception`` is Lightning's ``SIGTERMException`` (or, without an
+    exception, when a fit of this process was preempted): 143 for SIGTERM, 138 for SIGUSR1, the
+    status a shell reports for a process ended by that signal, so a scheduler tells a preempted
+    run from a finished one. ``None`` when there was no preemption."""
+    if exception is not None and not isinstance(exception, SIGTERMException):
+        return None
+    if exception is None and _preempted_by is None:
+        return None
+    return 128 + int(_preempted_by or signal.SIGTERM)
+
+
+def _record_preemption(signum: int) -> None:
+    global _preempted_by
+    _preempted_by = int(signum)
+
 
 class AtomicModelCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that writes each file to a temporary name and renames it into place,
@@ -30,6 +62,8 @@ class AtomicModelCheckpoint(ModelCheckpoint):
 
     def __init__(self, save_last: bool = True, save_on_exception: bool = True, **kwargs: Any) -> None:
         super().__init__(save_last=save_last, save_on_exception=save_on_exception, **kwargs)
+
+    _saving_on_exception = False
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         tmp = f"{filepath}.tmp"
@@ -42,21 +76,52 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(self)
+            if not self._saving_on_exception:
+                self.remove_superseded(keep=[filepath])
+
+    def remove_superseded(self, keep: Iterable[str | Path] = ()) -> list[Path]:
+        """Delete orphan ``*.ckpt.tmp`` files (writes killed before their rename) and the
+        ``epoch=*.ckpt`` files of this folder that the callback no longer tracks (a checkpoint
+        saved at a preemption, the previous run's last epoch): the files kept are ``keep``, the
+        best / last / top-k paths of the callback's state, and every file when ``save_top_k=-1``
+        (keep all). Only the default file name pattern (``filename=None``) is cleaned. Returns the
+        removed paths."""
+        if not self.dirpath or not os.path.isdir(self.dirpath):
+            return []
+        folder = Path(self.dirpath)
+        removed = [p for p in folder.glob("*.ckpt.tmp") if p.is_file()]
+        if self.save_top_k != -1 and self.filename is None:
+            tracked = {*keep, self.best_model_path, self.last_model_path, *self.best_k_models}
+            tracked_names = {Path(p).resolve() for p in tracked if p}
+            removed += [p for p in folder.glob("epoch=*.ckpt") if p.resolve() not in tracked_names]
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         """Save only on preemption: Lightning raises ``SIGTERMException`` between two steps, where
         the loop state is consistent. A crash elsewhere (say in an epoch-start hook) would save a
-        state that a resumed run misreads, so the previous checkpoint is kept instead."""
+        state that a resumed run misreads, so the previous checkpoint is kept instead. The
+        preemption is recorded for :func:`preemption_exit_code`."""
         if isinstance(exception, SIGTERMException):
-            super().on_exception(trainer, pl_module, exception)
+            if _preempted_by is None:
+                _record_preemption(signal.SIGTERM)
+            self._saving_on_exception = True
+            try:
+                super().on_exception(trainer, pl_module, exception)
+            finally:
+                self._saving_on_exception = False
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        global _preempted_by
+        _preempted_by = None  # a new fit: forget an earlier preemption of this process
         env = trainer._accelerator_connector.cluster_environment
         if isinstance(env, SLURMEnvironment) and env.auto_requeue:
             return
         connector = trainer._signal_connector
 
         def preempted(signum: int, frame: Any) -> None:  # noqa: ARG001
+            _record_preemption(signum)
             connector.received_sigterm = True  # stop after this step; on_exception saves
 
         if hasattr(signal, "SIGUSR1"):

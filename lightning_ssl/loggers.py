@@ -1,11 +1,19 @@
-"""Weights & Biases set-up and the per-class charts pushed to it.
+"""Loggers that survive a resume, Weights & Biases set-up and the per-class charts pushed to it.
 
-W&B is optional (``pip install 'lightning-ssl[wandb]'``). Without credentials the run is logged
-offline (``wandb sync`` uploads it later), and one line says so.
+* :class:`ResumableCSVLogger` / :class:`ResumableTensorBoardLogger`: a run started again after a
+  kill or a preemption continues the same log folder (a fixed ``version``). Lightning's CSV logger
+  deletes the earlier ``metrics.csv``; these keep its rows from before the resumed step and drop
+  only the rows the resumed run logs again (steps ``>=`` its first step). TensorBoard gets a
+  session-start event at that step, which TensorBoard reads as "purge the later events of the
+  killed session" (``SummaryWriter(purge_step=...)``).
+* W&B is optional (``pip install 'lightning-ssl[wandb]'``). Without credentials the run is logged
+  offline (``wandb sync`` uploads it later), and one line says so; a resumed run passes the same
+  ``wandb_id`` and continues the same W&B run.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
@@ -14,10 +22,102 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+from lightning_fabric.loggers.logger import rank_zero_experiment
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from lightning_ssl.optional import require
 
 log = logging.getLogger(__name__)
+
+
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is kept: its header is
+    adopted and new rows are appended (the stock writer deletes the file)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as f:
+                header = next(csv.reader(f), [])
+            self.metrics_keys = sorted(header)
+
+    def discard_from(self, step: int) -> int:
+        """Drop the rows of ``metrics.csv`` with ``step >= step`` (logged by the killed session
+        after the checkpoint the run resumed from); returns how many were dropped."""
+        if not os.path.isfile(self.metrics_file_path):
+            return 0
+        with open(self.metrics_file_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        kept = [r for r in rows if not r.get("step") or float(r["step"]) < step]
+        if len(kept) < len(rows):
+            with open(self.metrics_file_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+                writer.writeheader()
+                writer.writerows(kept)
+        return len(rows) - len(kept)
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` whose metrics survive a resume: ``save_dir/name/version_<version>/metrics.csv``
+    keeps the rows of the earlier session up to the step where this one starts logging.
+
+    Args:
+        save_dir: folder of the logs (a run's own folder, e.g. ``runs/<run>``).
+        name: sub-folder; ``None`` or ``""`` for none.
+        version: fixed (default ``0``) so that the same run started again writes the same file;
+            ``None`` restores Lightning's next-free-version behaviour (a new folder per start).
+        **kwargs: the other options of ``CSVLogger`` (``prefix``, ``flush_logs_every_n_steps``).
+    """
+
+    def __init__(self, save_dir: str | os.PathLike, name: str | None = "logs", version: int | str | None = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(save_dir, name=name, version=version, **kwargs)
+        self._resumed_at: int | None = None
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        if self._resumed_at is None and step is not None:
+            self._resumed_at = int(step)
+            self.experiment.discard_from(int(step))
+        super().log_metrics(metrics, step)
+
+
+class ResumableTensorBoardLogger(TensorBoardLogger):
+    """``TensorBoardLogger`` that continues the same ``version`` folder (default ``0``) when the run
+    is started again, and marks the first step it logs as a session start: TensorBoard then hides
+    the events the killed session wrote at that step or later (they are logged again).
+
+    Args:
+        save_dir: folder of the logs.
+        name: sub-folder (default ``tb``).
+        version: fixed (default ``0``); ``None`` for a new folder per start.
+        **kwargs: the other options of ``TensorBoardLogger``.
+    """
+
+    def __init__(self, save_dir: str | os.PathLike, name: str | None = "tb", version: int | str | None = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(save_dir, name=name, version=version, **kwargs)
+        self._resumed_at: int | None = None
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        if self._resumed_at is None and step is not None:
+            self._resumed_at = int(step)
+            if step > 0:
+                from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+                writer = self.experiment._get_file_writer()
+                writer.add_event(Event(step=int(step), session_log=SessionLog(status=SessionLog.START)))
+        super().log_metrics(metrics, step)
 
 
 def wandb_credentials_present() -> bool:

@@ -21,7 +21,7 @@ from lightning_ssl.sweep.spec import expand, load_spec, spec_from_dict
 
 SPEC = {"name": "stub", "base": {"model": {"class_path": "SimCLR", "init_args": {"backbone": "resnet_tiny"}},
                                  "data": {"class_path": "DigitsLT"}},
-        "grid": {"seed": [0, 1, 2, 3, 4, 5]}}
+        "grid": {"seed": [0, 1, 2, 3, 4, 5]}, "floors": []}
 
 
 def stub_execute(log: Path, fail: int | None = None, sleep: float = 0.0):
@@ -33,7 +33,9 @@ def stub_execute(log: Path, fail: int | None = None, sleep: float = 0.0):
         time.sleep(sleep)
         if run.seed == fail:
             raise RuntimeError(f"run with seed {fail} breaks")
-        return {"run_id": run.run_id, "metrics": {}, "seed": run.seed}
+        return {"run_id": run.run_id, "metrics": {}, "seed": run.seed, "config": run.config,
+                "compute_version": runner.COMPUTE_VERSION, "evaluation_protocol": run.evaluation,
+                "transfer_protocol": run.transfer}
 
     return execute
 
@@ -137,7 +139,14 @@ def test_wandb_sweep_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     path = write_spec(tmp_path)
     assert sweep_cli([str(path), "--launcher", "wandb", "--results", str(tmp_path / "res"), "--project", "p"]) == 0
     config = yaml.safe_load((tmp_path / "res" / "stub" / "wandb_sweep.yaml").read_text())
-    ids = [r.run_id for r in expand(load_spec(path))]
-    assert config["method"] == "grid" and config["parameters"]["run-id"]["values"] == ids
-    assert "lightning_ssl.cli.sweep" in config["command"] and config["command"][-1] == "${args}"
+    runs = expand(load_spec(path))
+    # the parameters are the spec's axes, so W&B's panels show them
+    assert config["method"] == "grid" and config["parameters"]["seed"]["values"] == [0, 1]
+    assert config["parameters"]["method"]["values"] == ["SimCLR"]
+    assert "lightning_ssl.cli.sweep" in config["command"] and config["command"][-2:] == ["--select", "${args_no_hyphens}"]
     assert "wandb agent" in capsys.readouterr().out
+    # what an agent passes selects exactly the run of those axis values
+    (chosen,) = launchers.select_runs(runs, ["method=SimCLR", "seed=1"])
+    assert chosen.seed == 1
+    with pytest.raises(ValueError, match="the sweep has no axis 'lr'; its axes: dataset, method, seed"):
+        launchers.select_runs(runs, ["lr=0.1"])

@@ -11,6 +11,8 @@ import argparse
 import logging
 import sys
 
+from lightning_ssl.cli import quiet
+from lightning_ssl.cli.progress import SweepProgress
 from lightning_ssl.sweep import launchers
 from lightning_ssl.sweep.runner import SweepPaths, run_status
 from lightning_ssl.sweep.spec import Run, expand, load_spec
@@ -30,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accelerator", default=None, help="override trainer.accelerator (cpu, gpu, auto)")
     p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log every run to this W&B project")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing run")
+    p.add_argument("--select", nargs="*", default=None, metavar="AXIS=VALUE",
+                   help="run only the runs with these axis values (what a W&B sweep agent passes)")
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="recompute stale results (computed by other code or settings) and replace them")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Lightning's and faiss's per-run messages and hints (silenced by default)")
     slurm = p.add_argument_group("slurm (submitit)")
     slurm.add_argument("--partition", default=None)
     slurm.add_argument("--time-min", type=int, default=None, help="time limit per job (minutes)")
@@ -52,7 +60,7 @@ def describe(run: Run) -> str:
 def print_dry_run(runs: list[Run], paths: SweepPaths) -> dict[str, int]:
     counts: dict[str, int] = {}
     for run in runs:
-        status = run_status(paths, run.run_id)
+        status = run_status(paths, run.run_id, run)
         counts[status] = counts.get(status, 0) + 1
         print(f"{run.run_id}  {status:<11} {describe(run)}")
     print(f"{len(runs)} runs in {paths.results}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
@@ -76,7 +84,9 @@ def slurm_options(spec_defaults: dict, args: argparse.Namespace) -> launchers.Sl
 def run(argv: list[str]) -> int:
     """Entry point of ``lssl sweep``; returns the exit code (1 when a run failed)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    quiet.configure(args.verbose)
     try:
         spec = load_spec(args.spec)
         runs = expand(spec)
@@ -90,14 +100,27 @@ def run(argv: list[str]) -> int:
             print(f"lssl sweep: run id(s) {missing} are not in sweep {spec.name!r}", file=sys.stderr)
             return 2
         runs = [r for r in runs if r.run_id in set(args.run_ids)]
+    if args.select:
+        try:
+            runs = launchers.select_runs(runs, args.select)
+        except ValueError as err:
+            print(f"lssl sweep: {err}", file=sys.stderr)
+            return 2
     paths = SweepPaths.of(spec, args.results, args.work)
     if args.dry_run:
         print_dry_run(runs, paths)
         return 0
-    pending = [r for r in runs if run_status(paths, r.run_id) != "finished"]
+    statuses = {r.run_id: run_status(paths, r.run_id, r) for r in runs}
+    stale = [r for r in runs if statuses[r.run_id] == "stale"]
+    if stale and not args.rerun_stale:
+        print(f"lssl sweep: {len(stale)} stale result(s) kept (computed by other code or settings; "
+              "--rerun-stale recomputes them): " + ", ".join(f"{r.run_id} {r.method}" for r in stale[:5])
+              + (" ..." if len(stale) > 5 else ""), file=sys.stderr)
+    pending = [r for r in runs if statuses[r.run_id] not in ("finished", "stale")
+               or (args.rerun_stale and statuses[r.run_id] == "stale")]
     overrides = {"accelerator": args.accelerator} if args.accelerator else {}
     if args.launcher == "wandb":
-        path, commands = launchers.write_wandb_sweep(args.spec, spec, [r.run_id for r in pending], args.results,
+        path, commands = launchers.write_wandb_sweep(args.spec, spec, pending, args.results,
                                                      args.work, args.project, args.entity)
         print(f"W&B sweep config written to {path} ({len(pending)} runs). Start it with:\n{commands}")
         return 0
@@ -108,21 +131,45 @@ def run(argv: list[str]) -> int:
             print(f"lssl sweep: {err}", file=sys.stderr)
             return 2
         ids = [r.run_id for r in pending][: args.max_runs]
-        jobs = launchers.submit_slurm(args.spec, spec, ids, args.results, args.work, options)
+        try:
+            jobs = launchers.submit_slurm(args.spec, spec, ids, args.results, args.work, options)
+        except (ValueError, ImportError) as err:
+            print(f"lssl sweep: {err}", file=sys.stderr)
+            return 2
         print(f"submitted {len(jobs)} job(s) for sweep {spec.name!r}: " + ", ".join(str(j.job_id) for j in jobs[:5])
               + (" ..." if len(jobs) > 5 else ""))
         return 0
     if args.gpus > 1:
         extra = ["--max-runs", str(args.max_runs)] if args.max_runs else []
         extra += ["--wandb", args.wandb] if args.wandb else []
-        return launchers.run_local_gpus(args.spec, args.results, args.work, args.gpus, extra)
+        extra += ["--verbose"] if args.verbose else []
+        try:
+            return launchers.run_local_gpus(args.spec, args.results, args.work, args.gpus, extra)
+        except ValueError as err:
+            print(f"lssl sweep: {err}", file=sys.stderr)
+            return 2
+    metric = (spec.report or {}).get("metric", "linear_full/acc_top1")
     try:
-        outcome = launchers.run_local(spec, pending, paths, args.max_runs, overrides, args.wandb, args.fail_fast)
+        with SweepProgress(pending, paths.results, metric) as progress:
+            outcome = launchers.run_local(spec, pending, paths, args.max_runs, overrides, args.wandb, args.fail_fast,
+                                          progress=progress, rerun_stale=args.rerun_stale)
     except KeyboardInterrupt:
         print("lssl sweep: interrupted; finished results are kept, re-run to resume", file=sys.stderr)
         return 130
-    print(f"sweep {spec.name!r}: " + ", ".join(f"{len(v)} {k}" for k, v in outcome.items()) + f" ({paths.results})")
+    print(summary_line(spec.name, outcome, len(runs) - len(pending), paths))
+    if outcome.signal is not None:  # preempted: not finished, whatever ran before
+        return 128 + outcome.signal
     return 1 if outcome["failed"] else 0
+
+
+def summary_line(name: str, outcome: launchers.Outcome, finished_before: int, paths: SweepPaths) -> str:
+    """``sweep 'default': 3 done, 17 finished, 1 interrupted (results/default)``: the non-zero counts."""
+    counts = {k: len(v) for k, v in outcome.items()}
+    counts["finished"] = counts.get("finished", 0) + finished_before
+    parts = [f"{n} {k}" for k, n in counts.items() if n]
+    if outcome.signal is not None:
+        parts.append(f"stopped by signal {outcome.signal}: re-run the same command to resume")
+    return f"sweep {name!r}: " + (", ".join(parts) or "nothing to run") + f" ({paths.results})"
 
 
 if __name__ == "__main__":

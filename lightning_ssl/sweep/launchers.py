@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,25 +25,77 @@ from lightning_ssl.sweep.spec import Run, SweepSpec, expand, load_spec
 log = logging.getLogger(__name__)
 
 
+class _StopRequest:
+    """While active, SIGTERM / SIGUSR1 (a scheduler's preemption notice) mark the sweep to stop
+    before its next run. Lightning chains this handler into its own during a fit (which then
+    stops after the current step and saves); between fits (evaluation) the current run finishes
+    and writes its result first."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        self.signum = self.signum or int(signum)
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+                if sig is not None:
+                    self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Outcome(dict):
+    """Run ids by outcome (``done``, ``finished``, ``locked``, ``failed``, ``interrupted``), plus
+    ``signal``: the preemption signal that stopped the sweep, else ``None``."""
+
+    signal: int | None = None
+
+
 def run_local(spec: SweepSpec, runs: list[Run], paths: SweepPaths, max_runs: int | None = None,
               trainer_overrides: dict[str, Any] | None = None, wandb: str | None = None,
-              fail_fast: bool = False) -> dict[str, list[str]]:
+              fail_fast: bool = False, progress: Any = None, rerun_stale: bool = False) -> Outcome:
     """Run the runs one after the other in this process. Returns run ids by outcome: ``done``,
-    ``finished`` (skipped), ``locked`` (another runner has it), ``failed``. ``max_runs`` counts
-    the runs actually executed here."""
-    outcome: dict[str, list[str]] = {"done": [], "finished": [], "locked": [], "failed": []}
-    for run in runs:
-        if max_runs is not None and len(outcome["done"]) + len(outcome["failed"]) >= max_runs:
-            break
-        try:
-            status = run_one(run, spec, paths, trainer_overrides, wandb)
-        except Exception as err:  # recorded in <run_id>.failed.json by run_one
-            log.error("run %s %s failed: %s", run.run_id, run.axes, err)
-            outcome["failed"].append(run.run_id)
-            if fail_fast:
-                raise
-            continue
-        outcome[status].append(run.run_id)
+    ``finished`` (skipped), ``locked`` (another runner has it), ``failed``, ``interrupted``
+    (preempted by SIGTERM / SIGUSR1: its checkpoint is saved, the sweep stops there; the signal
+    is ``outcome.signal``). ``max_runs`` counts the runs actually executed here.
+    ``progress`` (e.g. :class:`lightning_ssl.cli.progress.SweepProgress`) is told of each run's
+    start (``start(run)``) and end (``end(run, status)``)."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from lightning_ssl.checkpoints import preempted_signal
+
+    outcome = Outcome(done=[], finished=[], locked=[], failed=[], interrupted=[])
+    with _StopRequest() as stop:
+        for run in runs:
+            if max_runs is not None and len(outcome["done"]) + len(outcome["failed"]) >= max_runs:
+                break
+            if stop.signum is not None:
+                break
+            if progress is not None:
+                progress.start(run)
+            try:
+                status = run_one(run, spec, paths, trainer_overrides, wandb, rerun_stale=rerun_stale)
+            except SIGTERMException:  # the fit saved its checkpoint and stopped: so does the sweep
+                stop.signum = stop.signum or preempted_signal() or int(signal.SIGTERM)
+                status = "interrupted"
+            except Exception as err:  # recorded in <run_id>.failed.json by run_one
+                log.error("run %s %s failed: %s", run.run_id, run.axes, err)
+                outcome["failed"].append(run.run_id)
+                if progress is not None:
+                    progress.end(run, "failed", error=err)
+                if fail_fast:
+                    raise
+                continue
+            outcome.setdefault(status, []).append(run.run_id)
+            if progress is not None:
+                progress.end(run, status)
+        outcome.signal = stop.signum
     return outcome
 
 
@@ -53,7 +108,18 @@ def worker_command(spec_path: str | Path, paths_results_root: str | Path, work_r
 def run_local_gpus(spec_path: str | Path, results_root: str | Path, work_root: str | Path, gpus: int,
                    extra: list[str] | None = None) -> int:
     """``gpus`` worker processes, worker i seeing only GPU i (``CUDA_VISIBLE_DEVICES``); the run
-    locks spread the runs over them. Returns the largest exit code."""
+    locks spread the runs over them. Returns the largest exit code.
+
+    Raises:
+        ValueError: the machine has fewer than ``gpus`` CUDA GPUs (the workers would otherwise all
+            train on the CPU, each thinking it has a GPU of its own).
+    """
+    import torch
+
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found < gpus:
+        raise ValueError(f"--gpus {gpus} asks for {gpus} GPU workers but this machine has {found} CUDA GPU(s); "
+                         f"pass --gpus {max(found, 1)}" + (" (one process, on the CPU)" if found == 0 else ""))
     procs = []
     for i in range(gpus):
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(i)}
@@ -154,6 +220,19 @@ def _checkpointable() -> type:
     return CheckpointableSweepJob
 
 
+def check_slurm_available(options: SlurmOptions) -> None:
+    """A real SLURM submission needs ``sbatch`` on ``PATH``; without it submitit's automatic choice
+    would quietly start the jobs as local processes instead.
+
+    Raises:
+        ValueError: ``sbatch`` is not found and the cluster is SLURM (or automatic).
+    """
+    if options.cluster in (None, "slurm") and shutil.which("sbatch") is None:
+        raise ValueError("--launcher slurm needs SLURM's `sbatch` on PATH, which is not found (this is not a SLURM "
+                         "login node): submit from the cluster, or use --launcher local "
+                         "(--slurm-cluster local tries the submitit jobs as local processes)")
+
+
 def slurm_executor(options: SlurmOptions, folder: str | Path) -> Any:
     submitit = require("submitit", "slurm", "the SLURM launcher (--launcher slurm)")
 
@@ -177,6 +256,7 @@ def submit_slurm(spec_path: str | Path, spec: SweepSpec, run_ids: list[str], res
     """Submit one array job of the given runs; returns the submitit jobs."""
     if not run_ids:
         return []
+    check_slurm_available(options)
     folder = options.folder or Path(results_root) / spec.name / "slurm"
     executor = slurm_executor(options, folder)
     job = _checkpointable()(spec_path, results_root, work_root, options.trainer_overrides())
@@ -187,26 +267,50 @@ def submit_slurm(spec_path: str | Path, spec: SweepSpec, run_ids: list[str], res
 
 # -- W&B -----------------------------------------------------------------------------------------
 
-def wandb_sweep_config(spec_path: str | Path, spec: SweepSpec, run_ids: list[str], results_root: str | Path,
+def wandb_sweep_config(spec_path: str | Path, spec: SweepSpec, runs: list[Run], results_root: str | Path,
                        work_root: str | Path) -> dict[str, Any]:
-    """A W&B grid sweep over the run ids; each agent call runs one of them through ``lssl sweep``."""
+    """A W&B grid sweep whose parameters are the spec's axes (method, balanced_twin, seed, ...), so
+    W&B's parallel-coordinates and importance panels show them; each agent call runs the run of its
+    axis values through ``lssl sweep SPEC --select axis=value ...`` (a floor ignores the axes it has
+    not got: RawPixels has no seed, so every seed's call finds the same run, finished after the
+    first)."""
+    axes: dict[str, list[Any]] = {}
+    for run in runs:
+        for key, value in run.axes.items():
+            if value not in axes.setdefault(key, []):
+                axes[key].append(value)
     return {
         "name": spec.name,
         "description": spec.description,
         "method": "grid",
-        "parameters": {"run-id": {"values": list(run_ids)}},
+        "parameters": {key: {"values": values} for key, values in axes.items()},
         "command": ["${env}", "${interpreter}", "-m", "lightning_ssl.cli.sweep", str(Path(spec_path).resolve()),
                     "--results", str(Path(results_root).resolve()), "--work", str(Path(work_root).resolve()),
-                    "--wandb", spec.name, "${args}"],
+                    "--wandb", spec.name, "--select", "${args_no_hyphens}"],
     }
 
 
-def write_wandb_sweep(spec_path: str | Path, spec: SweepSpec, run_ids: list[str], results_root: str | Path,
+def select_runs(runs: list[Run], selection: list[str]) -> list[Run]:
+    """The runs whose axes match every ``axis=value`` of ``selection`` that they have (values compared
+    as text, as W&B passes them); an unknown axis is an error naming the axes."""
+    wanted: dict[str, str] = {}
+    known = {k for run in runs for k in run.axes}
+    for item in selection:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--select takes axis=value, got {item!r}")
+        if key not in known:
+            raise ValueError(f"--select: the sweep has no axis {key!r}; its axes: {', '.join(sorted(known))}")
+        wanted[key] = value
+    return [run for run in runs if all(str(run.axes[k]) == v for k, v in wanted.items() if k in run.axes)]
+
+
+def write_wandb_sweep(spec_path: str | Path, spec: SweepSpec, runs: list[Run], results_root: str | Path,
                       work_root: str | Path, project: str | None = None, entity: str | None = None) -> tuple[Path, str]:
     """Write ``<results>/<sweep>/wandb_sweep.yaml``; returns it and the commands to start the sweep."""
     from lightning_ssl.io import atomic_write_text
 
-    config = wandb_sweep_config(spec_path, spec, run_ids, results_root, work_root)
+    config = wandb_sweep_config(spec_path, spec, runs, results_root, work_root)
     path = atomic_write_text(Path(results_root) / spec.name / "wandb_sweep.yaml", yaml.safe_dump(config, sort_keys=False))
     where = f"{entity + '/' if entity else ''}{project or spec.name}"
     commands = (f"wandb sweep --project {project or spec.name}{' --entity ' + entity if entity else ''} {path}\n"

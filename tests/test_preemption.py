@@ -1,0 +1,170 @@
+"""A preempted run exits non-zero after saving (real processes, real signals); its logs and
+checkpoints continue cleanly when it is started again."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from datamodules.digits import DigitsLT
+from lightning_ssl.checkpoints import (
+    AtomicModelCheckpoint,
+    latest_valid_checkpoint,
+    preemption_exit_code,
+)
+from lightning_ssl.loggers import ResumableCSVLogger, ResumableTensorBoardLogger
+from lightning_ssl.methods import SimCLR
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class SignalAtStep(pl.Callback):
+    """Sends this process the signal named in ``$LSSL_TEST_SIGNAL`` (``SIGTERM:3``) once the global
+    step reaches 3: a scheduler's preemption notice, delivered by the kernel like the real one."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        name, _, step = os.environ.get("LSSL_TEST_SIGNAL", "").partition(":")
+        if name and trainer.global_step == int(step):
+            os.kill(os.getpid(), getattr(signal, name))
+
+
+def lssl(args: list[str], cwd: Path, sig: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("LSSL_TEST_SIGNAL", None)
+    if sig:
+        env["LSSL_TEST_SIGNAL"] = sig
+    return subprocess.run([sys.executable, "-m", "lightning_ssl.cli.main", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+FIT = ["fit", "--model", "SimCLR", "--model.backbone", "resnet_tiny", "--model.proj_hidden_dim", "16",
+       "--model.proj_output_dim", "8", "--data", "DigitsLT", "--data.batch_size", "64", "--trainer.max_epochs", "1",
+       "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+       "--trainer.enable_model_summary", "false", "--trainer.limit_val_batches", "0", "--trainer.callbacks", "[]",
+       "--trainer.callbacks+=lightning_ssl.checkpoints.AtomicModelCheckpoint",
+       "--trainer.callbacks+=tests.test_preemption.SignalAtStep"]
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGTERM", 143), ("SIGUSR1", 138)])
+def test_fit_exits_128_plus_signal_after_saving(tmp_path: Path, sig: str, code: int) -> None:
+    proc = lssl(FIT, tmp_path, f"{sig}:3")
+    assert proc.returncode == code, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"lssl fit: preempted (signal {code - 128}); state saved, run the same command to resume")
+    assert "Traceback" not in proc.stderr
+    (last,) = (tmp_path / "runs").rglob("last.ckpt")  # the run's own folder
+    folder = last.parent
+    assert torch.load(last, weights_only=False)["global_step"] == 3
+    saved = (folder / "last.ckpt").read_bytes()
+    again = lssl(FIT, tmp_path)  # the same command, no signal: resumes and finishes
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 7  # 494 images / 64
+    assert saved != (folder / "last.ckpt").read_bytes()
+
+
+def test_exit_code_helper() -> None:
+    assert preemption_exit_code(SIGTERMException()) in (143, 138)
+    assert preemption_exit_code(RuntimeError("crash")) is None
+
+
+def test_sweep_prints_summary_and_exits_nonzero_when_a_run_is_preempted(tmp_path: Path) -> None:
+    spec = {"name": "pre", "base": {
+        "seed_everything": 0,
+        "model": {"class_path": "SimCLR", "init_args": {"backbone": "resnet_tiny", "image_size": 16,
+                                                        "proj_hidden_dim": 16, "proj_output_dim": 8}},
+        "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 64}},
+        "trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False, "num_sanity_val_steps": 0,
+                    "callbacks": [{"class_path": "tests.test_preemption.SignalAtStep"}]}},
+        "grid": {"seed": [0, 1]}, "evaluation": {"knn_k": 5}}
+    path = tmp_path / "pre.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    listed = lssl(["sweep", str(path), "--results", "res", "--work", "work", "--dry-run"], tmp_path)
+    first, second = [line.split()[0] for line in listed.stdout.splitlines()[:2]]
+    done = tmp_path / "res" / "pre" / f"{second}.json"  # a finished result of the other run
+    done.parent.mkdir(parents=True)
+    done.write_text(json.dumps({"run_id": second, "metrics": {"linear_full/acc_top1": 0.5}, "seed": 1}))
+    before = done.read_bytes()
+    proc = lssl(["sweep", str(path), "--results", "res", "--work", "work"], tmp_path, "SIGTERM:2")
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert summary.startswith("sweep 'pre': ") and summary.endswith(
+        f"1 interrupted, stopped by signal 15: re-run the same command to resume ({Path('res', 'pre')})")
+    assert re.search(rf"^1/\d+ interrupted {first} SimCLR seed=0  preempted", proc.stderr, re.M)  # one line per run
+    assert "Traceback" not in proc.stderr
+    assert done.read_bytes() == before  # nothing already computed is touched
+    results = tmp_path / "res" / "pre"
+    assert sorted(p.name for p in results.iterdir()) == [done.name]  # no result, lock or failure record
+    ckpt = torch.load(tmp_path / "work" / "pre" / first / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 2
+    status = lssl(["sweep", str(path), "--results", "res", "--work", "work", "--dry-run"], tmp_path).stdout
+    assert f"{first}  interrupted" in status
+
+
+# -- logs and checkpoints across a resume ---------------------------------------------------------
+
+class TermAt(pl.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def fit(out: Path, stop_at: int | None = None) -> None:
+    pl.seed_everything(0, verbose=False)
+    model = SimCLR(backbone="resnet_tiny", image_size=16, proj_hidden_dim=16, proj_output_dim=8)
+    ckpt_dir = out / "checkpoints"
+    callbacks: list[pl.Callback] = [AtomicModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=2)]
+    if stop_at is not None:
+        callbacks.append(TermAt(stop_at))
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0, deterministic=True, log_every_n_steps=1, callbacks=callbacks,
+                         logger=[ResumableCSVLogger(out), ResumableTensorBoardLogger(out)])
+    last = latest_valid_checkpoint(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else None
+    trainer.fit(model, DigitsLT(batch_size=64), ckpt_path=str(last) if last else None)
+
+
+def csv_rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "logs" / "version_0" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def tb_steps(out: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tb" / "version_0"))
+    acc.Reload()
+    return [e.step for e in acc.Scalars(tag)]
+
+
+def test_logs_and_checkpoints_continue_across_a_preemption(tmp_path: Path) -> None:
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    fit(full)
+    with pytest.raises(SIGTERMException):
+        fit(cut, stop_at=5)
+    assert [r["step"] for r in csv_rows(cut)] == ["0", "1", "2", "3", "4"]  # 494 / 64 = 7 steps per epoch
+    ckpts = cut / "checkpoints"
+    assert {p.name for p in ckpts.iterdir()} == {"epoch=0-step=4.ckpt", "epoch=0-step=5.ckpt", "last.ckpt"}
+    (ckpts / "epoch=0-step=5.ckpt.tmp").write_bytes(b"a write killed before its rename")
+    fit(cut)
+    # the resumed run's CSV holds every row, once, with the values of the uninterrupted run
+    assert csv_rows(cut) == csv_rows(full)
+    assert len(csv_rows(cut)) == 14
+    assert tb_steps(cut, "train/loss") == tb_steps(full, "train/loss") == list(range(14))
+    # the checkpoint saved at the preemption and the orphan temporary file are gone: what remains is
+    # what the callback keeps (save_top_k=1 and last)
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch=1-step=14.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == ["epoch=1-step=14.ckpt", "last.ckpt"]
