@@ -35,8 +35,8 @@ def one(grid: dict, base: dict | None = None, **extra: object) -> runner.Run:
 
 def test_explicit_default_values_and_launch_options_leave_the_id_unchanged() -> None:
     a = one({"method": ["SimCLR"]})
-    # log_every_n_steps 50 and temperature 0.5 are the code's defaults; resume is how, not what
-    b = one({"method": ["SimCLR"], "trainer.log_every_n_steps": [50], "model.temperature": [0.5]})
+    # check_val_every_n_epoch 1 (Lightning's) and temperature 0.5 (SimCLR's) are the code's defaults
+    b = one({"method": ["SimCLR"], "trainer.check_val_every_n_epoch": [1], "model.temperature": [0.5]})
     c = one({"method": ["SimCLR"], "model.temperature": [0.2]})
     assert a.run_id == b.run_id != c.run_id
     assert "model.init_args.temperature" in c.settings and "model.init_args.temperature" not in a.settings

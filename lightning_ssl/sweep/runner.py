@@ -134,7 +134,7 @@ def _session_config(run: Run, paths: SweepPaths, trainer_overrides: dict[str, An
     trainer = config.setdefault("trainer", {})
     trainer.update(trainer_overrides)
     trainer["default_root_dir"] = str(run_dir)
-    trainer["logger"] = [{"class_path": "pytorch_lightning.loggers.CSVLogger",
+    trainer["logger"] = [{"class_path": "lightning_ssl.loggers.ResumableCSVLogger",
                           "init_args": {"save_dir": str(run_dir), "name": "logs", "version": 0}}]
     callbacks = [c for c in trainer.get("callbacks") or [] if not str(c.get("class_path", "")).endswith("ModelCheckpoint")]
     callbacks.append({"class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint",

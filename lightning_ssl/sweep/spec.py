@@ -454,18 +454,37 @@ def code_defaults(model_class: str, data_class: str) -> dict[str, Any]:
 
     key = f"{model_class}|{data_class}"
     if key not in _DEFAULTS:
-        _DEFAULTS[key] = flatten(resolve_config({"model": {"class_path": model_class},
-                                                 "data": {"class_path": data_class}}))
+        # a datamodule may require options (ImageNetLT's root): its defaults come from its signature,
+        # the rest (model, trainer, seed) from a full resolution with the embedded default data
+        embedded = dataset_classes().get("DigitsLT", "datamodules.digits.DigitsLT")
+        flat = flatten(resolve_config({"model": {"class_path": model_class}, "data": {"class_path": embedded}}))
+        flat = {k: v for k, v in flat.items() if not k.startswith("data.")}
+        flat["data.class_path"] = data_class
+        flat.update({f"data.init_args.{k}": v for k, v in _signature_defaults(data_class).items()})
+        _DEFAULTS[key] = flat
     return _DEFAULTS[key]
 
 
+def _signature_defaults(class_path: str) -> dict[str, Any]:
+    """``__init__`` defaults of a class as jsonargparse reads them (``**kwargs`` followed to parents);
+    required options are left out."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(_import(class_path), "x", fail_untyped=False)
+    defaults = parser.get_defaults().as_dict().get("x", {})
+    return flatten(defaults) if isinstance(defaults, dict) else {}
+
+
 def settings_of(resolved: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
-    """The resolved values that differ from the code's defaults, flattened (``model.init_args.lr``).
+    """The model and data classes, and the resolved values that differ from the code's defaults for
+    those classes, flattened (``model.init_args.lr``).
     A list-valued option (trainer callbacks) counts as the spec wrote it, not as resolved, so that a
     callback gaining an option with a default leaves the id unchanged."""
     defaults = code_defaults(resolved["model"]["class_path"], resolved["data"]["class_path"])
     flat, written = flatten(resolved), flatten(explicit)
-    out = {}
+    # the classes themselves always count: the defaults are those of these very classes
+    out = {"model.class_path": resolved["model"]["class_path"], "data.class_path": resolved["data"]["class_path"]}
     for key, value in flat.items():
         if isinstance(value, list) and key in written:
             value = written[key]
