@@ -1,18 +1,33 @@
-"""Divide-and-Contrast: the student's heads and loss by hand, routing by brute force, and the
-resumable four-stage pipeline end to end on the embedded digits (Tian et al., ICCV 2021)."""
+"""Divide-and-Contrast: the student's heads and loss by hand, routing by brute force, the experts'
+budget against N2 x N image passes, and the resumable four-stage pipeline end to end on the
+embedded digits: exact resume after every stage, fingerprint mismatches, preemption (Tian et al.,
+ICCV 2021)."""
 
 from __future__ import annotations
 
 import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from lightning_ssl.cluster.kmeans import BACKENDS
-from lightning_ssl.dnc_pipeline import STAGES, DnCPipeline, expert_epochs, write_json_atomic
 from lightning_ssl.methods.dnc import DnC
+from lightning_ssl.methods.dnc_pipeline import (
+    STAGES,
+    DnCPipeline,
+    StageMismatchError,
+    expert_steps,
+    with_stage_warmup,
+    write_json_atomic,
+)
 
 TINY = dict(backbone="resnet_tiny", image_size=16, proj_hidden_dim=8, proj_output_dim=2)
 
@@ -122,14 +137,31 @@ def test_teacher_arguments_and_assignments_are_validated():
         student.compute_losses(([torch.randn(2, 3, 16, 16)] * 2, torch.zeros(2), torch.arange(2)))
 
 
-def test_expert_epochs_proportional_to_cluster_size():
-    assert expert_epochs([300, 100, 100], 10) == [6, 2, 2]
-    assert expert_epochs([990, 10], 3) == [3, 1]  # 0.03 epochs rounds to 0: at least 1
-    assert expert_epochs([5], 1500) == [1500]
+def test_expert_steps_spend_n2_full_dataset_epochs():
+    """N2 = 10 epochs of N = 500 images is 5000 passes; at 50 images a step, cluster 300 gets
+    10 * 300 / 50 = 60 steps (3000 passes), clusters 100 get 20 (1000 each): 5000 in all. The old
+    rule (round(N2 n_k / N) epochs of the cluster) gave 6, 2, 2 epochs: 2200 passes, 44 %."""
+    assert expert_steps([300, 100, 100], 10, 50) == [60, 20, 20]
+    # a cluster smaller than the batch is one batch per step: 10 * 30 / 30 = 10 steps of 30
+    assert expert_steps([470, 30], 10, 50) == [94, 10]
+    assert expert_steps([990, 10], 0.01, 64) == [1, 1]  # 0.15 and 0.01 steps round to 0: at least 1
     with pytest.raises(ValueError, match="expert_epochs=0"):
-        expert_epochs([3, 4], 0)
+        expert_steps([3, 4], 0, 8)
     with pytest.raises(ValueError, match=r"\[3, 0\]"):
-        expert_epochs([3, 0], 10)
+        expert_steps([3, 0], 10, 8)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        expert_steps([3, 4], 1, 0)
+
+
+def test_stage_warmup_is_a_fraction_of_the_stage():
+    """10 warm-up epochs of a 1000-epoch stage is 1 %; a 4-epoch stage is capped at half warm-up;
+    an explicit warmup_fraction is kept."""
+    from lightning_ssl.methods.moclr import MoCLR
+
+    assert with_stage_warmup({}, MoCLR, 1000)["warmup_fraction"] == pytest.approx(0.01)
+    assert with_stage_warmup({"warmup_epochs": 2}, MoCLR, 8)["warmup_fraction"] == pytest.approx(0.25)
+    assert with_stage_warmup({}, MoCLR, 4)["warmup_fraction"] == 0.5
+    assert with_stage_warmup({"warmup_fraction": 0.2}, MoCLR, 4)["warmup_fraction"] == 0.2
 
 
 def test_write_json_atomic(tmp_path):
@@ -146,7 +178,7 @@ def cli_args(work_dir, clusters: int = 2) -> list[str]:
         "--data", "DigitsLT", "--data.batch_size", "16", "--data.eval_batch_size", "256",
         "--model.backbone", "resnet_tiny", "--model.proj_hidden_dim", "16", "--model.proj_output_dim", "8",
         "--distill.head_hidden_dim", "16", "--num_clusters", str(clusters),
-        "--base_epochs", "1", "--expert_epochs", "1", "--distill_epochs", "1", "--work_dir", str(work_dir),
+        "--base_epochs", "1", "--expert_epochs", "0.25", "--distill_epochs", "1", "--work_dir", str(work_dir),
         "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.limit_train_batches", "1",
         "--trainer.enable_progress_bar", "false", "--kmeans_backend", "torch",
     ]
@@ -157,7 +189,7 @@ def mtimes(work_dir) -> dict[str, int]:
             for p in work_dir.rglob("*") if p.is_file() and p.suffix in (".ckpt", ".npy", ".json")}
 
 
-def test_pipeline_end_to_end_and_resume(tmp_path):
+def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     from lightning_ssl.cli.dnc import run
 
     work = tmp_path / "dnc"
@@ -171,7 +203,7 @@ def test_pipeline_end_to_end_and_resume(tmp_path):
     assert clusters["backend"] in BACKENDS and -1.0 <= clusters["objective"] <= 1.0
     assert clusters["feature_dim"] == 16  # the projector's hidden layer, not the 8-d output
     experts = json.loads((work / "experts" / "done.json").read_text())["artifacts"]
-    assert experts["epochs"] == [1, 1] and experts["sizes"] == clusters["sizes"]
+    assert experts["steps"] == expert_steps(clusters["sizes"], 0.25, 16) and experts["sizes"] == clusters["sizes"]
     for ckpt in ("base/model.ckpt", "experts/expert_0.ckpt", "experts/expert_1.ckpt", "distill/model.ckpt"):
         assert (work / ckpt).is_file()
     student = DnC.load_from_checkpoint(str(work / "distill" / "model.ckpt"))  # no teachers needed
@@ -181,14 +213,11 @@ def test_pipeline_end_to_end_and_resume(tmp_path):
     assert run(cli_args(work)) == 0  # everything finished: nothing is redone
     assert mtimes(work) == before
 
-    (work / "experts" / "done.json").unlink()
-    assert run(cli_args(work)) == 0  # stages 3 and 4 are redone, 1 and 2 kept
-    after = mtimes(work)
-    for kept in ("base/model.ckpt", "base/done.json", "cluster/assignments.npy", "cluster/done.json"):
-        assert after[kept] == before[kept], kept
-    for redone in ("experts/expert_0.ckpt", "experts/expert_1.ckpt", "experts/done.json",
-                   "distill/model.ckpt", "distill/done.json"):
-        assert after[redone] > before[redone], redone
+    capsys.readouterr()
+    assert run([*cli_args(work), "--data.head_order", "permuted"]) == 2  # other data, same size: refused
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "data.hparams.head_order" in err and str(work) in err
+    assert mtimes(work) == before  # nothing removed or rewritten
 
 
 def test_more_clusters_than_samples_is_refused_before_training(tmp_path):
@@ -198,3 +227,137 @@ def test_more_clusters_than_samples_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"num_clusters=1000.*494"):
         pipeline.run()
     assert not (tmp_path / "dnc").exists()
+
+
+# -- budget, exact resume, fingerprints, preemption (programmatic, one reference run) -------------
+
+class CountImages(pl.Callback):
+    """Images trained on per fit, keyed by the fit's folder (base, expert_k, distill)."""
+
+    def __init__(self) -> None:
+        self.images: dict[str, int] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        key = Path(trainer.default_root_dir).name
+        self.images[key] = self.images.get(key, 0) + int(batch[2].numel())
+
+
+EXPERT_EPOCHS = 0.25
+
+
+def make_pipeline(work: Path, callbacks: list | None = None, **data: object) -> DnCPipeline:
+    """A fresh datamodule and pipeline, as a new process would build them."""
+    from datamodules.digits import DigitsLT
+
+    trainer = dict(accelerator="cpu", devices=1, limit_train_batches=3, enable_progress_bar=False,
+                   enable_model_summary=False, callbacks=callbacks or [])
+    return DnCPipeline(DigitsLT(batch_size=16, eval_batch_size=256, **data), work, num_clusters=2, base_epochs=1,
+                       expert_epochs=EXPERT_EPOCHS, distill_epochs=1, teacher_kwargs=dict(TINY, lr=0.05),
+                       student_kwargs={"head_hidden_dim": 8}, trainer_kwargs=trainer, kmeans_backend="torch")
+
+
+def state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def assert_bitwise_equal(a: Path, b: Path) -> None:
+    sa, sb = state(a), state(b)
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), f"{a.name}: {key} differs"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, CountImages]:
+    """One uninterrupted run, counting the images each fit trains on."""
+    work = tmp_path_factory.mktemp("dnc_reference")
+    counter = CountImages()
+    make_pipeline(work, callbacks=[counter]).run()
+    return work, counter
+
+
+def test_expert_image_passes_equal_the_budget(reference):
+    """The experts' image passes sum to N2 x N within one batch per expert; each expert's to its
+    share N2 x n_k (counted in the training loop, not from the recorded numbers)."""
+    work, counter = reference
+    sizes = json.loads((work / "cluster" / "clusters.json").read_text())["sizes"]
+    record = json.loads((work / "experts" / "done.json").read_text())["artifacts"]
+    n, batch = sum(sizes), 16
+    for k, n_k in enumerate(sizes):
+        assert abs(counter.images[f"expert_{k}"] - EXPERT_EPOCHS * n_k) <= batch / 2, (k, counter.images)
+        assert counter.images[f"expert_{k}"] == record["image_passes"][k] == record["steps"][k] * batch
+    total = sum(counter.images[f"expert_{k}"] for k in range(len(sizes)))
+    assert abs(total - EXPERT_EPOCHS * n) <= batch * len(sizes) / 2
+    assert record["budget_image_passes"] == EXPERT_EPOCHS * n == 123.5
+
+
+@pytest.mark.parametrize("stop_after", ["base", "cluster", "experts"])
+def test_resume_after_each_stage_is_bit_identical(reference, tmp_path, stop_after):
+    """Stop after a stage (a kill between stages), then resume with a fresh datamodule and
+    pipeline and another global RNG state (a new process): every output equals the uninterrupted
+    run's bit for bit."""
+    ref, _ = reference
+    work = tmp_path / "dnc"
+    make_pipeline(work).run(until=stop_after)
+    done = STAGES[: STAGES.index(stop_after) + 1]
+    assert all((work / s / "done.json").is_file() for s in done)
+    assert not any((work / s).exists() for s in STAGES if s not in done)
+    torch.manual_seed(1234), np.random.seed(99), random.seed(7)  # a different process history
+    make_pipeline(work).run()
+    assert np.array_equal(np.load(work / "cluster" / "assignments.npy"), np.load(ref / "cluster" / "assignments.npy"))
+    for ckpt in ("base/model.ckpt", "experts/expert_0.ckpt", "experts/expert_1.ckpt", "distill/model.ckpt"):
+        assert_bitwise_equal(work / ckpt, ref / ckpt)
+
+
+@pytest.mark.parametrize("data, key", [({"head_order": "permuted"}, "data.hparams.head_order"),
+                                       ({"seed": 1}, "data.indices_sha1")])
+def test_other_data_of_the_same_size_is_refused(reference, data, key):
+    """Another head order or selection seed gives 494 images too: the base stage refuses them,
+    naming the differing keys and the work dir, and leaves every file in place."""
+    work, _ = reference
+    before = mtimes(work)
+    with pytest.raises(StageMismatchError, match=rf"{work}.*'base'.*{key}"):
+        make_pipeline(work, **data).run()
+    assert mtimes(work) == before
+
+
+def test_changed_stage_option_is_refused(reference):
+    work, _ = reference
+    pipeline = make_pipeline(work)
+    pipeline.distill_epochs = 2
+    with pytest.raises(StageMismatchError, match=r"'distill'.*differing: epochs"):
+        pipeline.run()
+
+
+def test_sigterm_keeps_finished_stages_and_exits_143(tmp_path):
+    """SIGTERM during the first expert's first step (of at least 2: N2 = 1 epoch of clusters of
+    more than 16 images): `lssl dnc` exits 143, base and cluster stay done, the experts stage is
+    not marked done (resuming redoes it from its start, as the resume test after `cluster`)."""
+    work = tmp_path / "dnc"
+    args = [*cli_args(work), "--expert_epochs", "1"]
+    script = f"""
+import os, signal, sys
+import pytorch_lightning as pl
+from lightning_ssl.cli import dnc
+from lightning_ssl.methods import dnc_pipeline
+
+class Kill(pl.Callback):
+    def on_train_batch_start(self, trainer, *args):
+        if os.path.basename(trainer.default_root_dir) == "expert_0" and trainer.global_step == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+original = dnc_pipeline.DnCPipeline.__post_init__
+def with_kill(self):
+    self.trainer_kwargs = {{**self.trainer_kwargs, "callbacks": [Kill()]}}
+    original(self)
+dnc_pipeline.DnCPipeline.__post_init__ = with_kill
+sys.exit(dnc.run({args!r}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 143, proc.stdout[-1000:] + proc.stderr[-2000:]
+    assert "preempted (signal 15)" in proc.stderr
+    assert (work / "base" / "done.json").is_file() and (work / "cluster" / "done.json").is_file()
+    sizes = json.loads((work / "cluster" / "clusters.json").read_text())["sizes"]
+    assert min(sizes) > 16  # so the killed expert had >= 2 steps: the kill was not at its end
+    assert not (work / "experts" / "done.json").exists() and not (work / "distill").exists()

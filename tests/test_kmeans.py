@@ -111,6 +111,35 @@ def test_euclidean_objective_matches_sklearn():
     assert ours == pytest.approx(sk, rel=0.02)
 
 
+def _six_blobs() -> torch.Tensor:
+    """Six blobs of 30 points (σ 0.3, centres σ 4) into k = 4: several local optima, so some
+    k-means++ starts end in a bad one (found by trying seeds; the test checks it is so)."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(6, 2, generator=g) * 4
+    return torch.cat([c + 0.3 * torch.randn(30, 2, generator=g) for c in centres])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_n_init_keeps_the_best_start_and_reaches_sklearns_optimum(backend):
+    """Start i is seeded seed + i; n_init keeps the lowest mean squared distance, which here is
+    scikit-learn's best inertia / N over 50 starts, while some single starts are >= 5 % worse."""
+    from sklearn.cluster import KMeans
+
+    x = _six_blobs()
+    best_sklearn = KMeans(4, n_init=50, random_state=0).fit(x.numpy()).inertia_ / len(x)
+    starts = [kmeans(x, 4, seed=1 + i, spherical=False, backend=backend).objective for i in range(10)]
+    assert max(starts) > 1.05 * best_sklearn  # a bad start exists
+    result = kmeans(x, 4, seed=1, n_init=10, spherical=False, backend=backend)
+    assert result.objective == min(starts)
+    assert result.objective == pytest.approx(best_sklearn, rel=1e-5)
+    _, score = assign(x, result.centroids, spherical=False)
+    assert float(score.double().mean()) == pytest.approx(result.objective)  # the kept centroids' objective
+    spherical = [kmeans(x, 4, seed=1 + i, backend=backend).objective for i in range(4)]
+    assert kmeans(x, 4, seed=1, n_init=4, backend=backend).objective == max(spherical)  # cosine: higher is better
+    with pytest.raises(ValueError, match="n_init=0"):
+        kmeans(x, 4, n_init=0, backend=backend)
+
+
 def test_empty_cluster_is_reseeded_at_the_farthest_point():
     """Centroid -100 attracts nothing; after step 1 the centres are 0.5, 17 (= (10+11+30)/3) and
     the re-seed 30 (farthest from its centre); step 2 moves 10 and 11 to 17, which becomes 10.5."""
@@ -210,6 +239,10 @@ def _worker(rank: int, init_file: str, out_dir: str, backends: list[str]) -> Non
                 },
                 f"{out_dir}/{backend}_{rank}.pt",
             )
+        # every rank already holds all 120 rows (extract_features gathers): no second gather
+        full, mine = distributed_kmeans(torch.cat(_shards()), 3, replicated=True, seed=5, backend="torch", n_init=2)
+        torch.save({"all": full.assignments, "local": mine, "centroids": full.centroids},
+                   f"{out_dir}/replicated_{rank}.pt")
         try:  # an error on rank 0 only must reach rank 1 instead of leaving it waiting
             distributed_kmeans(local, 3, backend="no-such-backend")
         except (ValueError, RuntimeError) as exc:
@@ -235,6 +268,12 @@ def test_distributed_kmeans_matches_single_process(tmp_path):
         assert torch.equal(r1["local"], single.assignments[70:])
         assert r0["objective"] == r1["objective"] == pytest.approx(single.objective)
         assert r0["backend"] == r1["backend"] == backend
+    single = kmeans(x, 3, seed=5, backend="torch", n_init=2)
+    for r in range(2):
+        rep = torch.load(tmp_path / f"replicated_{r}.pt")
+        assert rep["all"].shape == rep["local"].shape == (120,)  # not 240: the rows were not gathered again
+        assert torch.equal(rep["all"], single.assignments) and torch.equal(rep["local"], single.assignments)
+        assert torch.equal(rep["centroids"], single.centroids)
     e0, e1 = (torch.load(tmp_path / f"error_{r}.pt")["error"] for r in range(2))
     assert e0.startswith("ValueError") and "no-such-backend" in e0
     assert e1.startswith("RuntimeError") and "rank 0" in e1

@@ -149,3 +149,66 @@ def test_rwsam_feature_bank_weights_survive_a_checkpoint() -> None:
     resumed.on_load_checkpoint(checkpoint)
     assert resumed.sam_weighter.refreshed_at == 4
     torch.testing.assert_close(resumed.sam_weighter(torch.tensor([0, 0]), torch.tensor([2, 1])), torch.tensor([1.0, 1.5]))
+
+
+def test_nonfinite_gradient_skips_perturbation_and_step() -> None:
+    """An inf in the first pass's gradient (an fp16 overflow) must not reach the weights: that
+    step is skipped and counted, and the next (finite) step is exactly the two-pass reference
+    from the untouched initial weights (the finite path is unchanged)."""
+    torch.manual_seed(0)
+    lin = nn.Linear(12, 3)
+    w0, b0 = lin.weight.detach().clone(), lin.bias.detach().clone()
+    backwards = []
+
+    def overflow_once(grad: torch.Tensor) -> torch.Tensor:
+        backwards.append(1)
+        return grad * float("inf") if len(backwards) == 1 else grad
+
+    lin.weight.register_hook(overflow_once)
+    model = Toy(backbone=nn.Sequential(nn.Flatten(), lin), image_size=2, lr=0.1, momentum=0.0,
+                weight_decay=0.0, warmup_epochs=0, sam=SAMConfig(rho=0.3))
+    data = Pairs()
+    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, DataLoader(data, batch_size=6))  # epoch 0: skipped; epoch 1: the one step
+    assert model.skipped_steps == 1 and trainer.current_epoch == 2 and len(backwards) == 3
+    assert torch.isfinite(lin.weight).all()
+    x = data.x
+    w, b = w0.clone().requires_grad_(), b0.clone().requires_grad_()
+    loss_fn(w, b, x).mean().backward()
+    norm = torch.sqrt((w.grad**2).sum() + (b.grad**2).sum())
+    w2, b2 = (w0 + 0.3 * w.grad / norm).requires_grad_(), (b0 + 0.3 * b.grad / norm).requires_grad_()
+    loss_fn(w2, b2, x).mean().backward()
+    torch.testing.assert_close(lin.weight.detach(), w0 - 0.1 * w2.grad)
+    torch.testing.assert_close(lin.bias.detach(), b0 - 0.1 * b2.grad)
+
+
+def test_skipped_step_under_a_grad_scaler_lowers_the_scale() -> None:
+    """With a GradScaler (16-mixed) the skipped step goes to the scaler, which finds the inf,
+    leaves the weights and halves its scale; the lr schedule steps as in automatic optimisation.
+    Without a scaler nothing steps and the gradients are dropped."""
+    from lightning_ssl.optim.sam import grads_finite, skip_nonfinite_step
+
+    p = nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+
+    class ScaledOptimizer:  # what Lightning's LightningOptimizer.step does under 16-mixed
+        def step(self) -> None:
+            scaler.step(opt)
+            scaler.update()
+
+        def zero_grad(self) -> None:
+            opt.zero_grad()
+
+    scaler.scale((p * torch.tensor([float("inf"), 1.0])).sum()).backward()  # an overflowing fp16 backward
+    assert not grads_finite([p])
+    skip_nonfinite_step(ScaledOptimizer(), scaler, sched)
+    assert torch.equal(p.detach(), torch.ones(2)) and p.grad is None
+    assert scaler.get_scale() == 2.0 and opt.param_groups[0]["lr"] == 0.5
+    p.grad = torch.tensor([float("nan"), 1.0])
+    skip_nonfinite_step(opt, None, sched)
+    assert torch.equal(p.detach(), torch.ones(2)) and p.grad is None and opt.param_groups[0]["lr"] == 0.5
+    p.grad = torch.tensor([1.0, 2.0])
+    assert grads_finite([p])

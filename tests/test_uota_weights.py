@@ -248,3 +248,16 @@ def test_uota_by_base_name_runs_from_the_command_line(tmp_path: Path) -> None:
     ])
     assert type(cli.model) is UOTAMoCoV2 and cli.trainer.global_step == 1
     assert cli.model.hparams.symmetric is True and cli.model.hparams.queue_size == 65536
+
+
+def test_uota_start_epoch_as_a_fraction_of_the_run() -> None:
+    """0.5 of max_epochs=4 starts the weights at epoch 2 (the paper's half-way, 100 of 200); an
+    integer (or integral float) is an epoch; anything else is refused with the fix."""
+    model = UOTA(base="simclr", uota_start_epoch=0.5, **TINY)
+    _fit(model, max_epochs=4, max_steps=2)
+    assert model.uota_start() == 2 and model.uota_weighter.start_epoch == 2
+    assert UOTA(base="simclr", uota_start_epoch=100.0, **TINY).uota_weighter.start_epoch == 100
+    assert UOTA(base="simclr", uota_start_epoch=7, **TINY).uota_start() == 7  # no trainer needed
+    for bad in (1.5, -1, True, 0.5j):
+        with pytest.raises(ValueError, match=r"uota_start_epoch=.*fraction of max_epochs in \(0, 1\)"):
+            UOTA(base="simclr", uota_start_epoch=bad, **TINY)

@@ -5,23 +5,27 @@ Example (the embedded dataset, CPU-sized)::
     lssl dnc --data DigitsLT --model.backbone resnet_tiny --num_clusters 2 \\
         --base_epochs 20 --expert_epochs 20 --distill_epochs 20 --work_dir runs/dnc_digits
 
-Re-running the same command resumes at the first unfinished stage (see
-:mod:`lightning_ssl.dnc_pipeline`).
+Re-running the same command resumes at the first unfinished stage; a finished stage computed with
+other settings is an error (exit status 2) naming what differs; a run stopped by SIGTERM exits
+with status 143 after keeping its finished stages (see :mod:`lightning_ssl.methods.dnc_pipeline`).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import datamodules
 from datamodules.base import LongTailDataModule
-from lightning_ssl.dnc_pipeline import DnCPipeline
+from lightning_ssl.checkpoints import preemption_exit_code
 from lightning_ssl.methods.base import SSLMethod
 from lightning_ssl.methods.dnc import DEFAULT_TEACHER
+from lightning_ssl.methods.dnc_pipeline import STAGES, DnCPipeline, StageMismatchError
 
 
 @dataclass
@@ -87,12 +91,16 @@ def build_parser() -> ArgumentParser:
                         help="K (§3.2 / Table 12: 5, or 10; use 2-5 on small long-tailed sets)")
     parser.add_argument("--base_epochs", type=int, default=200, help="N1, base MoCLR epochs (Table 12: 200/1000)")
     parser.add_argument("--expert_epochs", type=float, default=600.0,
-                        help="N2, total expert budget in full-dataset epochs, split in proportion to cluster "
-                        "size, at least 1 each (Table 12: 600/1500/3000)")
+                        help="N2, total expert budget in full-dataset epochs (N2 x N image passes), split in "
+                        "proportion to cluster size and run as optimiser steps (§3.3; Table 12: 600/1500/3000)")
     parser.add_argument("--distill_epochs", type=int, default=200, help="N3, distillation epochs (Table 12: 200/500)")
     parser.add_argument("--work_dir", type=str, default="runs/dnc", help="stage folders and done.json markers")
     parser.add_argument("--kmeans_iterations", type=int, default=20, help="Lloyd iterations (our choice)")
     parser.add_argument("--kmeans_backend", type=str, default="auto", help="auto | faiss-gpu | faiss-cpu | torch")
+    parser.add_argument("--kmeans_n_init", type=int, default=3,
+                        help="k-means starts, the best objective kept (our choice; the paper is silent)")
+    parser.add_argument("--until", type=str | None, default=None,
+                        help=f"stop after this stage ({' | '.join(STAGES)}); run again without it to finish")
     parser.add_argument("--seed", type=int, default=0, help="seed of every fit and of k-means")
     return parser
 
@@ -117,16 +125,31 @@ def pipeline_from_config(cfg: Namespace, data: LongTailDataModule) -> DnCPipelin
         teacher_class=cfg.model.class_path,
         kmeans_iterations=cfg.kmeans_iterations,
         kmeans_backend=cfg.kmeans_backend,
+        kmeans_n_init=cfg.kmeans_n_init,
         seed=cfg.seed,
     )
 
 
 def run(argv: list[str]) -> int:
-    """``lssl dnc [OPTIONS]``: run (or resume) the four DnC stages; prints the stage folders."""
+    """``lssl dnc [OPTIONS]``: run (or resume) the four DnC stages; prints the stage folders.
+
+    Exit status: 0 when done, 2 when a finished stage of ``--work_dir`` was computed with other
+    settings (the message names the differing keys), 128 + signal (143 for SIGTERM) when a
+    preemption stopped it (the finished stages are kept; the same command resumes)."""
     parser = build_parser()
     cfg = parser.parse_args(argv)
     init = parser.instantiate_classes(cfg)
     pipeline = pipeline_from_config(cfg, init.data)
-    for stage, folder in pipeline.run().items():
+    try:
+        stages = pipeline.run(until=cfg.until)
+    except StageMismatchError as err:
+        print(f"lssl dnc: error: {err}", file=sys.stderr)
+        return 2
+    except SIGTERMException as stop:
+        code = preemption_exit_code(stop) or 143
+        print(f"lssl dnc: preempted (signal {code - 128}); the finished stages are kept in {pipeline.work_dir}, "
+              "run the same command to resume", file=sys.stderr)
+        return code
+    for stage, folder in stages.items():
         print(f"{stage}: {folder}")
     return 0

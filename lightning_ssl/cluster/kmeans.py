@@ -263,8 +263,9 @@ def kmeans(
     spherical: bool = True,
     backend: str = "auto",
     max_points_per_centroid: int | None = None,
+    n_init: int = 1,
 ) -> KMeansResult:
-    """Cluster the rows of ``features`` (N×D) into ``k`` clusters.
+    """Cluster the rows of ``features`` (N×D) into ``k`` clusters, keeping the best of ``n_init`` starts.
 
     Args:
         features: N×D features (DnC: the projector's hidden layer on centre-crop views).
@@ -277,52 +278,65 @@ def kmeans(
         max_points_per_centroid: fit the centroids on a seeded random subset of at most
             k × this many samples, then assign every sample (DnC fits on a 1.5M-image subset of
             JFT/YFCC, METHODS.md §2.3). None fits on all samples.
+        n_init: independent starts (k-means++ seeding and Lloyd iterations, start ``i`` seeded
+            with ``seed + i``); the one with the best objective over all N samples is kept
+            (highest mean cosine similarity when spherical, lowest mean squared distance
+            otherwise; the earlier start on a tie), as scikit-learn's ``n_init`` and FAISS's
+            ``nredo``. 1 (the default) is a single start, as both libraries' defaults.
     """
     _validate(features, k, iterations, max_points_per_centroid)
+    if n_init < 1:
+        raise ValueError(f"n_init={n_init} must be >= 1 (the number of k-means starts)")
     chosen = _resolve_backend(backend)
     x = features.detach().float()
     if spherical:
         x = F.normalize(x, dim=1)
-    generator = torch.Generator().manual_seed(seed)
-    train = _training_rows(x, k, max_points_per_centroid, generator)
-    init = kmeans_plus_plus(train, k, generator)
-    if chosen == "torch":
-        centroids = lloyd(train, init, iterations, spherical)
-    else:
-        centroids = faiss_lloyd(train, init, iterations, spherical, chosen == "faiss-gpu", seed)
-    if spherical:
-        centroids = F.normalize(centroids, dim=1)
-    labels, score = assign(x, centroids, spherical)
-    objective = float(score.double().mean())
-    log.info(
-        "k-means (%s): N=%d D=%d K=%d spherical=%s objective=%.6f",
-        chosen,
-        x.shape[0],
-        x.shape[1],
-        k,
-        spherical,
-        objective,
-    )
-    return KMeansResult(
-        centroids=centroids, assignments=labels.long(), backend=chosen, objective=objective
-    )
+    best: KMeansResult | None = None
+    for start in range(n_init):
+        generator = torch.Generator().manual_seed(seed + start)
+        train = _training_rows(x, k, max_points_per_centroid, generator)
+        init = kmeans_plus_plus(train, k, generator)
+        if chosen == "torch":
+            centroids = lloyd(train, init, iterations, spherical)
+        else:
+            centroids = faiss_lloyd(train, init, iterations, spherical, chosen == "faiss-gpu", seed + start)
+        if spherical:
+            centroids = F.normalize(centroids, dim=1)
+        labels, score = assign(x, centroids, spherical)
+        objective = float(score.double().mean())
+        log.info("k-means (%s) start %d/%d: N=%d D=%d K=%d spherical=%s objective=%.6f",
+                 chosen, start + 1, n_init, x.shape[0], x.shape[1], k, spherical, objective)
+        if best is None or (objective > best.objective if spherical else objective < best.objective):
+            best = KMeansResult(centroids=centroids, assignments=labels.long(), backend=chosen, objective=objective)
+    assert best is not None
+    return best
 
 
 @torch.no_grad()
-def distributed_kmeans(local_features: Tensor, k: int, **kw: Any) -> tuple[KMeansResult, Tensor]:
+def distributed_kmeans(
+    local_features: Tensor, k: int, replicated: bool = False, **kw: Any
+) -> tuple[KMeansResult, Tensor]:
     """k-means over the union of every rank's rows, clustered once on rank 0.
 
     Rows are gathered in rank order (``lightning_ssl.distributed.all_gather``; shards may differ in
     size), rank 0 runs :func:`kmeans` with ``**kw``, and its centroids, assignments, objective and
     backend are broadcast, so every rank holds the identical result. Returns ``(result,
     local_assignments)``: the full result and the assignments of this rank's own rows.
+
+    ``replicated=True`` says that every rank already holds all the rows, identically (the output of
+    :func:`~lightning_ssl.eval.features.extract_features`, which gathers): nothing is gathered,
+    rank 0 clusters them and broadcasts, and the local assignments are all N of them.
     """
     if not D.is_distributed():
         result = kmeans(local_features, k, **kw)
         return result, result.assignments
     device = local_features.device
-    sizes = D.all_gather(torch.tensor([local_features.shape[0]], device=device))
-    gathered = D.all_gather(local_features.detach().float())
+    if replicated:
+        sizes = None
+        gathered = local_features.detach().float()
+    else:
+        sizes = D.all_gather(torch.tensor([local_features.shape[0]], device=device))
+        gathered = D.all_gather(local_features.detach().float())
     n, d = gathered.shape
     _validate(gathered, k, kw.get("iterations", 1), kw.get("max_points_per_centroid"))
     centroids = torch.empty(k, d, device=device)
@@ -350,5 +364,7 @@ def distributed_kmeans(local_features: Tensor, k: int, **kw: Any) -> tuple[KMean
     D.broadcast(centroids)
     D.broadcast(labels)
     result = KMeansResult(centroids, labels, BACKENDS[int(meta[2])], float(meta[1]))
+    if sizes is None:
+        return result, labels
     start = int(sizes[: D.rank()].sum())
     return result, labels[start : start + local_features.shape[0]]

@@ -1,4 +1,16 @@
-"""MoCo v2 (Chen, Fan, Girshick, He; arXiv 2003.04297, 2020), on MoCo (He et al., CVPR 2020)."""
+"""MoCo v2 (Chen, Fan, Girshick, He; arXiv 2003.04297, 2020), on MoCo (He et al., CVPR 2020).
+
+Batch normalisation (docs/methods.md §MoCo v2): MoCo shuffles the key batch across GPUs before the
+key encoder ("shuffling BN", He et al. §3.3) so that a query and its positive key are not
+normalised with statistics of the same few samples, which lets the model lower the loss through
+BN statistics instead of features. The suite does not shuffle. Under DDP ``sync_bn=True``
+normalises both encoders with statistics of the whole global batch (SyncBatchNorm, CUDA only), the
+fix SimCLR and MoCo v3 use for the same leak, which makes any one sample's share of the statistics
+1 / global batch. A single-device run (and DDP without ``sync_bn``) normalises the query batch
+and the key batch each with its own batch statistics, as MoCo without shuffling; with the suite's
+batches of 256-512 a sample's share is 1/256-1/512, the order of MoCo's per-GPU batch of 32
+after shuffling, but the query and key batches still hold the same images.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_ssl import distributed
 from lightning_ssl.ema import ema_update, frozen_copy
@@ -36,6 +48,7 @@ class MoCoV2(SSLMethod):
         final_momentum: float = 0.999,
         symmetric: bool = False,
         num_views: int = 2,
+        sync_bn: bool = False,
         **kwargs: Any,
     ) -> None:
         """
@@ -52,6 +65,11 @@ class MoCoV2(SSLMethod):
             num_views: large views per image; > 2 makes every view a query whose positives are
                 the keys of all the other views (the "more than two views" option; our
                 generalisation, implies ``symmetric``); all keys are enqueued.
+            sync_bn: under DDP, convert the BatchNorm layers of the query and key encoders to
+                SyncBatchNorm (statistics over the global batch; our replacement for shuffle-BN,
+                module docstring). Needs CUDA devices; ignored on a single device. The
+                method-level form of ``Trainer(sync_batchnorm=True)``, settable per method in a
+                sweep; checkpoints keep the same keys.
             **kwargs: backbone and optimisation options of :class:`SSLMethod`.
         """
         super().__init__(**kwargs)
@@ -67,6 +85,18 @@ class MoCoV2(SSLMethod):
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_output_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.momentum_values = None
+
+    def setup(self, stage: str) -> None:
+        """Convert to SyncBatchNorm before the strategy wraps the model (``sync_bn`` under DDP)."""
+        super().setup(stage)
+        trainer = self._trainer
+        if not self.hparams.get("sync_bn") or trainer is None or trainer.world_size <= 1:
+            return
+        if trainer.strategy.root_device.type != "cuda":
+            raise ValueError(f"MoCoV2(sync_bn=True) under DDP needs CUDA devices (torch's SyncBatchNorm has no "
+                             f"{trainer.strategy.root_device.type} implementation): pass --model.sync_bn false")
+        for name in ("backbone", "projector", "key_backbone", "key_projector"):
+            setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(self, name)))
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

@@ -47,6 +47,19 @@ class _ChooseBase(type(SSLMethod)):  # type: ignore[misc]
         return super().__call__(*args, **kwargs)
 
 
+def _is_fraction(value: float) -> bool:
+    return isinstance(value, float) and 0 < value < 1
+
+
+def check_start_epoch(value: int | float) -> None:
+    """An epoch (an integer >= 0, or an integral float) or a fraction of the run in (0, 1)."""
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
+          and (float(value).is_integer() or _is_fraction(value)))
+    if not ok:
+        raise ValueError(f"uota_start_epoch={value!r}: give an epoch (an integer >= 0) or a fraction of "
+                         "max_epochs in (0, 1), e.g. 0.5 for the paper's half-way")
+
+
 class UOTA(SSLMethod, metaclass=_ChooseBase):
     """UOTA on a base method chosen by ``base``; constructing ``UOTA`` gives the concrete subclass.
 
@@ -66,7 +79,7 @@ class UOTA(SSLMethod, metaclass=_ChooseBase):
         self,
         base: str = "swav",
         uota_tau: float = 350.0,
-        uota_start_epoch: int = 100,
+        uota_start_epoch: int | float = 100,
         uota_ref_views: tuple[int, ...] = (0, 1),
         lr_boost_at_start: bool = False,
         **kwargs: Any,
@@ -79,7 +92,9 @@ class UOTA(SSLMethod, metaclass=_ChooseBase):
                 embeddings, where tau_u * d is about 128; scaling it with the embedding width is
                 our suggestion).
             uota_start_epoch: 0-based epoch from which the weights apply; before it the base
-                trains unweighted (official: 100 of 200 epochs, "epoch + 1 > 100").
+                trains unweighted (official: 100 of 200 epochs, "epoch + 1 > 100", i.e. half-way).
+                A float in (0, 1) is a fraction of ``max_epochs``, resolved when fitting starts
+                (``round(fraction x max_epochs)``): 0.5 is the paper's half-way for any run length.
             uota_ref_views: views whose mean is each image's centre (the two large crops).
             lr_boost_at_start: from ``uota_start_epoch`` on, follow the cosine schedule recomputed
                 with twice the peak lr, as the official run does (METHODS.md §4.3). Off by default:
@@ -89,9 +104,27 @@ class UOTA(SSLMethod, metaclass=_ChooseBase):
         if not isinstance(self, _uota_class(base)):
             raise ValueError(f"{type(self).__name__} is UOTA on another base than base={base!r}; "
                              f"use UOTA(base={base!r}) or the matching class")
+        check_start_epoch(uota_start_epoch)
         super().__init__(**kwargs)
-        self.loss_weighters.append(UOTAWeighter(uota_tau, uota_start_epoch, uota_ref_views))
+        fraction = _is_fraction(uota_start_epoch)
+        self.uota_weighter = UOTAWeighter(uota_tau, 0 if fraction else int(uota_start_epoch), uota_ref_views)
+        self.loss_weighters.append(self.uota_weighter)
         self._record_base_defaults()
+
+    def uota_start(self) -> int:
+        """The 0-based start epoch of this run (a fractional ``uota_start_epoch`` of max_epochs)."""
+        start = self.hparams.uota_start_epoch
+        if not _is_fraction(start):
+            return int(start)
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is None or max_epochs < 1:
+            raise ValueError(f"uota_start_epoch={start} is a fraction of max_epochs, but max_epochs={max_epochs}: "
+                             "set --trainer.max_epochs or give the start as an epoch")
+        return int(round(start * max_epochs))
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        self.uota_weighter.start_epoch = self.uota_start()
 
     def _record_base_defaults(self) -> None:
         """Put the base method's unrecorded options in ``hparams`` with their defaults.
@@ -121,7 +154,7 @@ class UOTA(SSLMethod, metaclass=_ChooseBase):
         if schedule is None:
             return
         steps_per_epoch = math.ceil(trainer.num_training_batches / max(trainer.accumulate_grad_batches, 1))
-        start = hp.uota_start_epoch * steps_per_epoch
+        start = self.uota_start() * steps_per_epoch
         peak, final = hp.lr, hp.final_lr
         tail = schedule[start:]
         tail[:] = 2 * tail if peak == final else final + (2 * peak - final) * (tail - final) / (peak - final)

@@ -3,12 +3,18 @@
 Foret et al., "Sharpness-Aware Minimization", ICLR 2021, Eq. 2: ``eps = rho * g / ||g||``.
 Kwon et al., "ASAM", ICML 2021, Eq. 9: ``eps = rho * T^2 g / ||T g||`` with ``T = |w|`` element-wise
 (the variant rwSAM's code runs, METHODS.md §1.2). The norm is taken jointly over all parameters.
+
+Under fp16 mixed precision one overflowing gradient (inf/NaN) would make the perturbation write
+NaN into the weights, which GradScaler's skipped step cannot undo. So, as GradScaler does for a
+plain step, a step whose first-pass gradients are not all finite is skipped: no perturbation, no
+update (:func:`grads_finite`, :func:`skip_nonfinite_step`); the caller counts it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -83,3 +89,27 @@ def sam_restore(params: Sequence[Tensor], perturbations: Sequence[Tensor | None]
     for p, e in zip(params, perturbations):
         if e is not None:
             p.sub_(e)
+
+
+@torch.no_grad()
+def grads_finite(params: Sequence[Tensor]) -> bool:
+    """Whether every gradient of ``params`` is finite (one host synchronisation)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+
+def skip_nonfinite_step(optimizer: Any, scaler: Any | None = None, scheduler: Any | None = None) -> None:
+    """Skip a SAM step whose gradients are not finite, as GradScaler skips a plain one.
+
+    With a GradScaler (``16-mixed``) the step is still handed to ``optimizer.step()``: the scaler
+    finds the inf, skips the update and lowers its scale (without that the scale never drops and
+    every later step overflows too); the step counts, as in automatic optimisation, so the lr
+    ``scheduler`` steps. Without a scaler the gradients are dropped and nothing steps.
+    """
+    if scaler is not None:
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    optimizer.zero_grad()

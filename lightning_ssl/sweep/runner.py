@@ -5,7 +5,7 @@ Layout: ``<results>/<sweep>/<run_id>.json`` (the result, written atomically, las
 retried next time); ``<work>/<sweep>/<run_id>/`` holds the run's logs and checkpoints, and
 ``checkpoints/last.ckpt`` (saved every epoch) is where an interrupted run resumes. A run whose
 result exists is never run again. DnC runs the multi-stage pipeline of
-:mod:`lightning_ssl.dnc_pipeline` in ``<run dir>/dnc`` (it resumes stage by stage).
+:mod:`lightning_ssl.methods.dnc_pipeline` in ``<run dir>/dnc`` (it resumes stage by stage).
 """
 
 from __future__ import annotations

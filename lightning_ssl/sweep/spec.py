@@ -52,10 +52,10 @@ TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "methods", "datasets", 
 DATA_AXES = ("profile", "imbalance_ratio", "subsample", "balanced_twin", "head_order")
 NAMED_AXES = ("method", "dataset", "seed", "data_seed", *DATA_AXES)
 DOTTED_ROOTS = ("model", "data", "trainer", "seed_everything")
-TRANSFER_KEYS = ("name", "data", "mode", "epochs", "lr", "probe_sets")
+TRANSFER_KEYS = ("name", "data", "mode", "epochs", "lr", "probe_sets", "recipe", "iterations")
 TRANSFER_MODES = ("linear", "finetune")
 DNC_KEYS = ("num_clusters", "base_epochs", "expert_epochs", "distill_epochs", "kmeans_iterations",
-            "kmeans_backend", "distill")
+            "kmeans_backend", "kmeans_n_init", "distill")
 DNC = "DnC"
 # trainer options that say where/how a run executes, not what it computes: not part of the run id
 NOT_HASHED_TRAINER = ("logger", "default_root_dir", "enable_progress_bar", "enable_model_summary", "devices",
