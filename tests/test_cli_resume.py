@@ -29,16 +29,18 @@ def test_same_command_resumes_where_the_run_stopped(tmp_path: Path, monkeypatch:
                                                     capsys: pytest.CaptureFixture) -> None:
     monkeypatch.chdir(tmp_path)
     main([*BASE, "--trainer.callbacks", "[]", *CALLBACKS, "--trainer.callbacks+=tests.test_cli_resume.StopAfterEpoch"])
-    (folder,) = (tmp_path / "runs" / "checkpoints").iterdir()
+    (run,) = (tmp_path / "runs").iterdir()  # runs/simclr-digitslt-<hash>/checkpoints/
+    assert run.name.startswith("simclr-digitslt-")
+    folder = run / "checkpoints"
     assert torch.load(folder / "last.ckpt", weights_only=False)["epoch"] == 0
     capsys.readouterr()
     main([*BASE, "--trainer.callbacks", "[]", *CALLBACKS])
     out = capsys.readouterr().out
-    assert f"lssl fit: resuming from {Path('runs', 'checkpoints', folder.name, 'last.ckpt')}" in out
+    assert f"lssl fit: resuming from {Path('runs', run.name, 'checkpoints', 'last.ckpt')}" in out
     final = torch.load(folder / "last.ckpt", weights_only=False)
     assert final["epoch"] == 1 and final["global_step"] == 14  # 7 steps per epoch, two epochs in all
     # another config is another run: it does not pick these checkpoints up
     main([*BASE[:-2], "--trainer.limit_val_batches", "0", "--model.temperature", "0.3", "--trainer.callbacks", "[]",
           *CALLBACKS])
     assert "resuming" not in capsys.readouterr().out
-    assert len(list((tmp_path / "runs" / "checkpoints").iterdir())) == 2
+    assert len(list((tmp_path / "runs").iterdir())) == 2

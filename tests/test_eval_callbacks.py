@@ -180,13 +180,61 @@ def test_online_probe_resume_is_exact(tmp_path) -> None:  # noqa: ANN001
     assert not torch.equal(first.head.weight, straight.head.weight)
 
 
-def test_online_probe_rejects_outputs_without_features() -> None:
-    class NoFeatures(TinyMethod):
-        def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
-            return super().training_step(batch, batch_idx)["loss"]
+class PlainModule(pl.LightningModule):
+    """Knows only the batch contract: ``training_step`` returns the loss alone and there is no
+    ``validation_step``; a BatchNorm (momentum 1: its running statistics are those of the last
+    batch it saw in train mode) tells whether the probe's extra forward ran in eval mode."""
 
-    with pytest.raises(ValueError, match="'features'"):
-        _trainer([OnlineLinearProbe()]).fit(NoFeatures(), datamodule=TinyData())
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = TinyMethod()
+        self.norm = nn.BatchNorm1d(DIM, momentum=1.0, affine=False)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.inner(x))
+
+    def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+        self.seen.append(batch[0][0].clone())
+        return (self.inner.dummy * self(batch[0][0]).mean()).pow(2)
+
+    def configure_optimizers(self):  # noqa: ANN201
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_callbacks_work_with_a_module_that_returns_only_its_loss() -> None:
+    dm, model = TinyData(), PlainModule()
+    probe, knn = OnlineLinearProbe(lr=0.5), KNNMonitor(k=5)
+    trainer = _trainer([probe, knn])
+    trainer.fit(model, datamodule=dm)
+    model.eval()
+    with torch.no_grad():  # the running statistics after training: the last batch's, as in train mode
+        assert torch.allclose(model.norm.running_mean, model.inner(model.seen[-1]).mean(0), atol=1e-6)
+    # the head: trained on model(views[0]) in eval mode, i.e. normalised by the running statistics,
+    # which (momentum 1) are those of the same batch
+    head = nn.Linear(DIM, NUM_CLASSES)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    opt = torch.optim.SGD(head.parameters(), lr=0.5, momentum=0.9)
+    for b, x in enumerate(model.seen):
+        y = dm.train_y[b * BATCH : (b + 1) * BATCH]
+        keep = y >= 0
+        if not keep.any():
+            continue
+        inner = model.inner(x).detach()
+        feats = (inner - inner.mean(0)) / torch.sqrt(inner.var(0, unbiased=True) + model.norm.eps)  # running_var is unbiased
+        loss = F.cross_entropy(head(feats[keep]), y[keep])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert torch.allclose(probe.head.weight, head.weight, atol=1e-5)
+    # validation ran (the module got a feature validation_step): both probes logged their metrics
+    for key in ("online_linear/acc_top1", "knn_k5_t0.1/thirds/acc_few"):
+        assert key in trainer.callback_metrics
+    with torch.no_grad():
+        pred = knn_predict(model(dm.test_x), model(dm.probe_x), dm.probe_y, NUM_CLASSES, k=5, temperature=0.1)
+    expected = group_report(pred, dm.test_y, NUM_CLASSES, dm.class_groups, "thirds", "knn_k5_t0.1")
+    assert trainer.callback_metrics["knn_k5_t0.1/acc_top1"].item() == pytest.approx(expected["knn_k5_t0.1/acc_top1"])
 
 
 def test_knn_monitor_logs_named_metrics_equal_to_direct_knn() -> None:

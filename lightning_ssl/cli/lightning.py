@@ -1,113 +1,22 @@
-"""``lssl fit | validate | test``: LightningCLI over every method and datamodule.
+"""``lssl fit | validate | test``: LightningCLI over any LightningModule and every datamodule.
 
-``--model`` and ``--data`` take a bare class name (``SimCLR``, ``DigitsLT``) or a full class path
-(``my_module.MyMethod``): a method in the user's own package runs with no change to the suite.
+``--model`` and ``--data`` take a short name (``SimCLR``, ``simclr``, ``DigitsLT``, ``cifar100_lt``)
+or a full class path (``my_module.MyBYOL``): a ``pytorch_lightning.LightningModule`` in the user's
+own package runs with no change to the suite (``SSLMethod`` is the convenient base, not a
+requirement). Bad input is one line (:class:`UsageError`); ``fit`` ends with a table of the final
+probe metrics and the paths of the checkpoint and the logs.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Any
 
-from pytorch_lightning.cli import LightningCLI
+from lightning_ssl.config.cli import SSLCLI, default_callbacks, default_loggers
+from lightning_ssl.config.errors import UsageError, condense
+from lightning_ssl.config.registry import expand_short_names, import_all_datamodules
 
-import datamodules
-import lightning_ssl.methods  # noqa: F401  (registers the built-in methods as subclasses)
-from datamodules.base import LongTailDataModule
-from lightning_ssl.methods.base import SSLMethod
-
-
-def _import_all_datamodules() -> None:
-    for target in datamodules.REGISTRY.values():
-        importlib.import_module(target.split(":")[0])
-
-
-def default_callbacks() -> list[dict[str, Any]]:
-    return [
-        {"class_path": "lightning_ssl.eval.callbacks.OnlineLinearProbe"},
-        {"class_path": "lightning_ssl.eval.callbacks.KNNMonitor"},
-        {"class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint"},
-        {"class_path": "pytorch_lightning.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
-    ]
-
-
-def default_loggers() -> list[dict[str, Any]]:
-    return [
-        {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "csv"}},
-        {"class_path": "pytorch_lightning.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs", "name": "tb"}},
-    ]
-
-
-class SSLCLI(LightningCLI):
-    """LightningCLI whose model input size follows the datamodule unless given explicitly."""
-
-    def add_arguments_to_parser(self, parser: Any) -> None:
-        parser.add_argument("--wandb", type=str | None, default=None,
-                            help="log to Weights & Biases under this project (offline without credentials)")
-        parser.add_argument("--wandb_id", type=str | None, default=None,
-                            help="W&B run id; give the same id when resuming to continue the same W&B run")
-        parser.add_argument("--resume", type=bool, default=True,
-                            help="fit: resume from the newest readable checkpoint of an earlier run with the same "
-                                 "model, data, seed and length (runs/checkpoints/<config hash>/); false starts afresh")
-        parser.set_defaults({"trainer.callbacks": default_callbacks(), "trainer.logger": default_loggers()})
-
-    def before_instantiate_classes(self) -> None:
-        cfg = self.config[self.subcommand] if self.subcommand else self.config
-        data_args = cfg.data.init_args if "init_args" in cfg.data else cfg.data
-        model_args = cfg.model.init_args if "init_args" in cfg.model else cfg.model
-        data_cls = _class_of(cfg.data.class_path)
-        data_size = data_args.get("image_size") or data_cls.card.image_size
-        if "image_size" in model_args and model_args.get("image_size") is None and data_size:
-            model_args["image_size"] = int(data_size)
-        # options both sides declare (e.g. SwAV's view counts) follow the datamodule when unset
-        for key in ("num_large_views", "num_small_views"):
-            if key in model_args and model_args.get(key) is None and data_args.get(key) is not None:
-                model_args[key] = data_args[key]
-        if self.subcommand == "fit":
-            self._point_checkpoints_at_run_folder(cfg)
-        if cfg.get("wandb"):
-            from lightning_ssl.loggers import wandb_logger_config
-
-            loggers = cfg.trainer.get("logger")
-            extra = wandb_logger_config(cfg.wandb, run_id=cfg.get("wandb_id"))
-            kept = [*loggers] if isinstance(loggers, list) else [loggers] if loggers not in (None, True, False) else []
-            cfg.trainer.logger = kept + [extra]
-            callbacks = cfg.trainer.get("callbacks") or []
-            cfg.trainer.callbacks = [*callbacks, {"class_path": "lightning_ssl.loggers.WandbPerClassCharts"}]
-
-
-    def _point_checkpoints_at_run_folder(self, cfg: Any) -> None:
-        """Checkpoints of a fit go to ``runs/checkpoints/<hash of model, data, seed and length>``, so
-        the same command started again (after a kill, a preemption or a node loss) finds them and
-        resumes from the newest readable one (a corrupted file is skipped with a warning)."""
-        from lightning_ssl.checkpoints import latest_valid_checkpoint
-        from lightning_ssl.sweep.spec import run_hash
-
-        def plain(value: Any) -> Any:
-            return value.as_dict() if hasattr(value, "as_dict") else value
-
-        trainer = cfg.trainer
-        identity = {"model": plain(cfg.model), "data": plain(cfg.data), "seed": cfg.get("seed_everything"),
-                    "max_epochs": trainer.get("max_epochs"), "max_steps": trainer.get("max_steps")}
-        folder = Path(trainer.get("default_root_dir") or ".") / "runs" / "checkpoints" / run_hash(identity)
-        for callback in trainer.get("callbacks") or []:
-            path = callback.get("class_path", "") if hasattr(callback, "get") else ""
-            init = callback.get("init_args") if hasattr(callback, "get") else None
-            if path.endswith("AtomicModelCheckpoint") and not (init or {}).get("dirpath"):
-                if init is None:
-                    callback["init_args"] = init = {}
-                init["dirpath"] = str(folder)
-        if cfg.get("resume") and cfg.get("ckpt_path") is None and folder.is_dir():
-            last = latest_valid_checkpoint(folder.glob("*.ckpt"))
-            if last is not None:
-                print(f"lssl fit: resuming from {last} (pass --resume false to start afresh)")
-                cfg.ckpt_path = str(last)
-
-
-def _class_of(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+__all__ = ["SSLCLI", "default_callbacks", "default_loggers", "run_lightning_cli"]
+_import_all_datamodules = import_all_datamodules  # the name tests and older code import
 
 
 def _finish_wandb() -> None:
@@ -119,21 +28,112 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
-def run_lightning_cli(args: list[str]) -> SSLCLI:
-    _import_all_datamodules()
+def run_lightning_cli(args: list[str]) -> SSLCLI | None:
+    """``lssl fit | validate | test ARGS``; ``None`` when only help was printed. Bad input raises
+    :class:`UsageError` (one line, naming the option and the fix)."""
+    from lightning_ssl.cli.help import help_request, print_help
+    from lightning_ssl.cli.quiet import configure
+
+    configure(verbose="--verbose" in args)  # Lightning's tips and repeated warnings, unless --verbose
+    args = [a for a in args if a != "--verbose"]
     try:
-        return _build_cli(args)
+        args = expand_short_names(args)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    wanted = help_request(args)
+    if wanted is not None:
+        print_help(wanted)
+        return None
+    for path in _config_files(args):
+        _check_config_file(path)
+    try:
+        cli = _build_cli(args)
+    except FileNotFoundError as err:  # a dataset that is not on disk: how to get it, in one line
+        hint = " (on the command line: --data.download true)" if "download" in str(err) else ""
+        raise UsageError(f"{err}{hint}") from err
     finally:
         _finish_wandb()
+    if cli.subcommand == "fit":
+        print_summary(cli)
+    return cli
 
 
 def _build_cli(args: list[str]) -> SSLCLI:
-    return SSLCLI(
-        SSLMethod,
-        LongTailDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"default_env": False},
-    )
+    import argparse
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # args is sys.argv with the short names expanded, on purpose
+            warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+            return SSLCLI(args=args, save_config_kwargs={"overwrite": True},
+                          parser_kwargs={"default_env": False, "exit_on_error": False})
+    except argparse.ArgumentError as err:  # a value the parser refused: its reasons, without union noise
+        raise UsageError(_unknown_option(str(err)) or condense(str(err))) from err
+
+
+def _unknown_option(message: str) -> str | None:
+    """``--model.temprature``: the option, the class, and where its options are listed."""
+    import re
+
+    key = re.match(r'Parser key "(\w+)"', message)
+    found = re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", message)
+    if not (key and found):
+        return None
+    name = found.group(1).rsplit(".", 1)[-1]
+    return (f"--{key.group(1)}.{found.group(2)}: {name} has no option {found.group(2)!r}; "
+            f"its options: lssl help {name}")
+
+
+def _config_files(args: list[str]) -> list[str]:
+    files = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"]
+    return files + [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+
+
+def _check_config_file(path: str) -> None:
+    """``--config FILE`` must be a readable YAML mapping: a one-line error otherwise."""
+    import yaml
+
+    example = "e.g. benchmarks/configs/cifar/simclr.yaml"
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"--config {path}: no such file; pass a YAML config, {example}")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(f"--config {path}: not a text file; pass a YAML config, {example}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UsageError(f"--config {path}: YAML syntax error{where} ({getattr(err, 'problem', err)}); fix the file") from None
+    if data is not None and not isinstance(data, dict):
+        raise UsageError(f"--config {path}: a config is a YAML mapping (model: ..., data: ...), got a "
+                         f"{type(data).__name__}; {example}")
+
+
+def print_summary(cli: SSLCLI) -> None:
+    """The final probe metrics of a fit and where its checkpoint and logs are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    trainer = cli.trainer
+    rule = str(getattr(cli.datamodule, "group_rule", "")).replace("/", "_")
+    table = Table(title=f"lssl fit: final metrics after epoch {trainer.current_epoch} (step {trainer.global_step})")
+    for col in ("probe", "all", "many", "medium", "few"):
+        table.add_column(col, justify="left" if col == "probe" else "right")
+    for callback in trainer.callbacks:
+        metrics = getattr(callback, "last_metrics", None)
+        prefix = getattr(callback, "prefix", None)
+        if not metrics or not prefix:
+            continue
+        cells = [metrics.get(f"{prefix}/acc_top1")] + [metrics.get(f"{prefix}/{rule}/acc_{g}")
+                                                      for g in ("many", "medium", "few")]
+        table.add_row(prefix, *["-" if v is None else f"{100 * float(v):.2f}" for v in cells])
+    console = Console()
+    if table.row_count:
+        console.print(table)
+    ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or getattr(trainer.checkpoint_callback,
+                                                                                  "best_model_path", "")
+    if ckpt:
+        console.print(f"checkpoint: {ckpt}   (lssl probe {ckpt})", soft_wrap=True)
+    for logger in trainer.loggers:
+        console.print(f"{type(logger).__name__}: {logger.log_dir}", soft_wrap=True)

@@ -15,26 +15,68 @@ USAGE = """usage: lssl COMMAND ...
   sweep SPEC              expand and launch a benchmark sweep (local, slurm, wandb; --dry-run)
   report SPEC|DIR         tables and plots from a sweep's results
   bench                   the default benchmark on the embedded dataset
+  help NAME               a method's or dataset's options (also: lssl fit --model NAME --help)
+
+  --debug                 show the traceback of a usage error (otherwise one line, exit status 2)
+  --verbose               fit: keep Lightning's tips and repeated warnings (silenced by default)
 """
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``lssl`` command; returns its exit status. Bad input (a :class:`UsageError`) is one
+    line on stderr and status 2; ``--debug`` (anywhere) shows the traceback instead."""
+    from datamodules.errors import DataInputError
+    from lightning_ssl.config.errors import UsageError
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    # user methods/datamodules in the working directory are importable by class path
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    # user methods/datamodules in the working directory are importable by class path; appended, not
+    # prepended, and after the suite's own packages are bound (an editable install resolves them after
+    # every sys.path entry), so that a user's own package (say a `datamodules/` folder) cannot shadow them
+    import datamodules  # noqa: F401  (cheap: its datamodules load lazily)
+
     if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+        sys.path.append(os.getcwd())
+    try:
+        return _dispatch(argv)
+    except (UsageError, DataInputError) as err:  # bad input: one line naming it and the fix
+        if debug:
+            raise
+        print(f"lssl {argv[0]}: {err}" if argv else f"lssl: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command == "help":
+        from lightning_ssl.cli.help import print_help
+
+        if not rest:
+            print(USAGE)
+            return 0
+        print_help(rest[0])
+        return 0
     if command == "data":
         from lightning_ssl.cli.data_stats import run
 
         return run(rest)
     if command in ("fit", "validate", "test"):
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        from lightning_ssl.checkpoints import preemption_exit_code
         from lightning_ssl.cli.lightning import run_lightning_cli
 
-        run_lightning_cli([command, *rest])
+        try:
+            run_lightning_cli([command, *rest])
+        except SIGTERMException as stop:  # preempted after its checkpoint was saved: not "finished"
+            code = preemption_exit_code(stop) or 143
+            print(f"lssl {command}: preempted (signal {code - 128}); state saved, run the same command to resume",
+                  file=sys.stderr)
+            return code
         return 0
     if command == "probe":
         from lightning_ssl.cli.probe import run

@@ -19,7 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from datamodules.base import LongTailDataModule
-from lightning_ssl.eval.finetune import finetune_and_predict
+from lightning_ssl.config.errors import UsageError
+from lightning_ssl.config.registry import expand_short_names, import_all_datamodules
+from lightning_ssl.eval.features import feature_dim
+from lightning_ssl.eval.finetune import finetune_and_predict, finetune_recipe
+from lightning_ssl.eval.linear import DEFAULT_RECIPE, RECIPES
 from lightning_ssl.eval.metrics import group_report, per_class_accuracy
 from lightning_ssl.eval.offline import evaluate_frozen
 from lightning_ssl.io import atomic_write_json
@@ -31,15 +35,40 @@ def _import(path: str) -> type:
 
 
 def load_method(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
-    """The method stored in a checkpoint written by ``lssl fit`` (class path inside)."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (lssl fit writes runs/.../checkpoints/last.ckpt)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if "method_class" not in ckpt:
-        raise ValueError(f"{path} was not written by an lssl method (no 'method_class' key)")
-    model = _import(ckpt["method_class"]).load_from_checkpoint(path, map_location="cpu")
+    """The module stored in a checkpoint written by ``lssl fit`` or ``lssl sweep`` (its class path
+    is inside): rebuilt from its saved hyper-parameters, or, for a ``LightningModule`` that saves
+    none, from the config ``lssl fit`` recorded (``model_config``) and the state dict."""
+    path = _checkpoint_file(checkpoint)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any failure to load is the same usage error
+        raise UsageError(f"{path} is not a readable checkpoint ({type(err).__name__}); pass a .ckpt written by "
+                         "lssl fit, e.g. runs/<run>/checkpoints/last.ckpt") from None
+    if not isinstance(ckpt, dict) or "method_class" not in ckpt:
+        raise UsageError(f"{path} was not written by lssl fit (no 'method_class' key); pass a checkpoint from "
+                         "runs/<run>/checkpoints/")
+    cls = _import(ckpt["method_class"])
+    if ckpt.get("hyper_parameters") is not None or "model_config" not in ckpt:
+        return cls.load_from_checkpoint(path, map_location="cpu"), ckpt
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(cls, "model")
+    model = parser.instantiate_classes(parser.parse_object({"model": ckpt["model_config"]})).model
+    model.load_state_dict(ckpt["state_dict"])
+    model.on_load_checkpoint(ckpt)
     return model, ckpt
+
+
+def _checkpoint_file(checkpoint: str | Path) -> Path:
+    """``checkpoint`` when it is a file; a one-line error naming the checkpoints to pass otherwise."""
+    path = Path(checkpoint)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        found = sorted(str(p) for p in path.rglob("*.ckpt"))
+        hint = f"e.g. {found[0]}" + (f" ({len(found)} checkpoints inside)" if len(found) > 1 else "") if found \
+            else "it holds no *.ckpt file"
+        raise UsageError(f"{path} is a folder, not a checkpoint: pass a .ckpt file; {hint}")
+    raise UsageError(f"checkpoint {path} does not exist (lssl fit writes runs/<run>/checkpoints/last.ckpt)")
 
 
 def datamodule_from_checkpoint(ckpt: dict[str, Any]) -> LongTailDataModule:
@@ -52,19 +81,27 @@ def datamodule_from_checkpoint(ckpt: dict[str, Any]) -> LongTailDataModule:
 
 
 def build_parser() -> ArgumentParser:
+    import_all_datamodules()  # so that --data takes every dataset's short name
     p = ArgumentParser(prog="lssl probe", description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", type=str, help="a checkpoint written by lssl fit")
     p.add_subclass_arguments(LongTailDataModule, "data", required=False,
                              help="evaluate on another datamodule (transfer); default: the checkpoint's")
     p.add_argument("--out", type=str | None, default=None, help="result JSON (default: next to the checkpoint)")
     p.add_argument("--probe_sets", type=list[str] | None, default=None, help="probe sets (default: all)")
-    p.add_argument("--linear_epochs", type=int, default=100, help="linear probe epochs (MTTV: 100)")
-    p.add_argument("--linear_optimizer", type=str, default="adamw", help="adamw (MTTV) or sgd (SDCLR/rwSAM)")
-    p.add_argument("--linear_lr", type=float | None, default=None, help="default: 0.005 adamw, 30 sgd")
+    p.add_argument("--linear_recipe", type=str, default=DEFAULT_RECIPE,
+                   help=f"linear probe recipe (docs/protocols.md §5): {', '.join(RECIPES)}")
+    p.add_argument("--linear_epochs", type=int | None, default=None, help="epochs of a mini-batch recipe "
+                   "(default: the recipe's, e.g. mttv 100)")
+    p.add_argument("--linear_steps", type=int | None, default=None, help="L-BFGS iterations (default: the recipe's)")
+    p.add_argument("--linear_lr", type=float | None, default=None, help="default: the recipe's (mttv 0.005, rwsam 30)")
     p.add_argument("--knn_k", type=int, default=200, help="kNN neighbours (InstDisc/MTTV: 200)")
     p.add_argument("--knn_temperature", type=float, default=0.1, help="kNN vote temperature (0.1)")
     p.add_argument("--finetune", type=bool, default=False, help="fine-tune the whole network (rwSAM's transfer)")
     p.add_argument("--finetune_epochs", type=int, default=20, help="fine-tuning epochs")
+    p.add_argument("--finetune_recipe", type=str, default="rwsam",
+                   help="rwsam (rwSAM's transfer recipe: SGD Nesterov, 20 x 2000 iterations) or simple")
+    p.add_argument("--finetune_iterations", type=int | None, default=None,
+                   help="iterations per fine-tuning epoch (default: the recipe's, rwsam 2000)")
     p.add_argument("--device", type=str | None, default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -78,12 +115,16 @@ def probe(cfg: Any) -> dict[str, Any]:
     else:
         dm = datamodule_from_checkpoint(ckpt)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    result = evaluate_frozen(model, dm, probe_sets=cfg.probe_sets, linear_epochs=cfg.linear_epochs,
-                             linear_optimizer=cfg.linear_optimizer, linear_lr=cfg.linear_lr, knn_k=cfg.knn_k,
+    options = {"epochs": cfg.linear_epochs, "steps": cfg.linear_steps, "lr": cfg.linear_lr}
+    result = evaluate_frozen(model, dm, probe_sets=cfg.probe_sets, linear_recipe=cfg.linear_recipe,
+                             linear_options={k: v for k, v in options.items() if v is not None}, knn_k=cfg.knn_k,
                              knn_temperature=cfg.knn_temperature, seed=cfg.seed, progress=True, device=device)
     if cfg.finetune:
-        pred, target = finetune_and_predict(model, model.feature_dim, dm, epochs=cfg.finetune_epochs,
+        recipe = finetune_recipe(cfg.get("finetune_recipe") or "rwsam", epochs=cfg.finetune_epochs,
+                                 iterations_per_epoch=cfg.get("finetune_iterations"))
+        pred, target = finetune_and_predict(model, feature_dim(model, dm.test_dataloader()), dm, recipe=recipe,
                                             accelerator="gpu" if device.startswith("cuda") else "cpu", seed=cfg.seed)
+        result["finetune_recipe"] = recipe.record()
         groups = result["groups"]
         result["metrics"].update(group_report(pred, target, dm.num_classes, groups, dm.group_rule, "finetune"))
         result["per_class"]["finetune"] = per_class_accuracy(pred, target, dm.num_classes).tolist()
@@ -112,7 +153,12 @@ def print_result(result: dict[str, Any], console: Console) -> None:
 
 
 def run(argv: list[str]) -> int:
+    try:
+        argv = expand_short_names(argv, keys=("--data",))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     cfg = build_parser().parse_args(argv)
+    _checkpoint_file(cfg.checkpoint)  # before any data is built
     result = probe(cfg)
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).with_suffix(".probe.json")
     atomic_write_json(out, result)

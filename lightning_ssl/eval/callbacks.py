@@ -4,10 +4,16 @@ Both read the datamodule's ``num_classes``, ``class_groups`` and ``group_rule`` 
 pre-training set), log :func:`~lightning_ssl.eval.metrics.group_report` metrics, and keep the
 per-class accuracy vectors in ``last_per_class`` (a logger cannot log a vector as a scalar; the
 W&B hook charts them from there).
+
+They work with any ``LightningModule`` whose ``forward(images)`` returns ``B×D`` features: a module
+without a ``validation_step`` gets one that returns ``{"features": self(images), "target": ...}``
+(:func:`add_feature_validation`), and a ``training_step`` that returns no ``features`` has them
+computed by the probe from the first view (one extra forward pass in eval mode).
 """
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import nn
 
 from lightning_ssl import distributed as dist
@@ -37,6 +44,35 @@ def _eval_spec(trainer: pl.Trainer) -> tuple[int, Mapping[str, Any], str]:
     return int(dm.num_classes), dm.class_groups, str(dm.group_rule)
 
 
+def _feature_validation_step(self: pl.LightningModule, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+    images, target, _ = batch
+    return {"features": self(images), "target": target}
+
+
+def add_feature_validation(module: pl.LightningModule) -> bool:
+    """Give ``module`` a ``validation_step`` returning ``{"features": module(images), "target"}``
+    when it defines none (Lightning skips validation, and with it these callbacks, otherwise).
+    Returns whether one was added; the module's class is not changed."""
+    if is_overridden("validation_step", module, pl.LightningModule):
+        return False
+    module.validation_step = types.MethodType(_feature_validation_step, module)
+    return True
+
+
+@torch.no_grad()
+def _features_of_first_view(pl_module: pl.LightningModule, batch: Any) -> torch.Tensor:
+    """``pl_module(views[0])`` in eval mode (no batch-norm statistics updated), modes restored."""
+    views = batch[0]
+    images = views[0] if isinstance(views, (list, tuple)) else views
+    modes = {m: m.training for m in pl_module.modules()}
+    pl_module.eval()
+    try:
+        return pl_module(images).flatten(1)
+    finally:
+        for m, training in modes.items():
+            m.train(training)
+
+
 def _first_of_each_index(*tensors: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Sort by sample index and drop repeats (a DistributedSampler pads ranks with repeats)."""
     order = index.argsort(stable=True)
@@ -49,7 +85,8 @@ def _first_of_each_index(*tensors: torch.Tensor, index: torch.Tensor) -> tuple[t
 class OnlineLinearProbe(pl.Callback):
     """A linear head trained on detached features alongside pre-training, tested each validation.
 
-    Each training step's ``outputs["features"]`` (detached backbone features of the first view) and
+    Each training step's ``outputs["features"]`` (detached backbone features of the first view; when
+    ``training_step`` returns none, ``pl_module(views[0])`` in eval mode) and
     ``batch[1]`` (labels; ``-1`` = unknown, skipped) are gathered from all ranks before the step:
     the head is not part of the DDP-wrapped module, so nothing would synchronise its gradients, and
     heads trained on per-rank shards would drift apart; with gathered inputs every rank takes the
@@ -116,6 +153,9 @@ class OnlineLinearProbe(pl.Callback):
             weight = self._pending["head"]["weight"]
             self._build(weight.shape[1], weight.shape[0], pl_module.device)
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        add_feature_validation(pl_module)
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_pending(pl_module)
 
@@ -131,13 +171,10 @@ class OnlineLinearProbe(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if not isinstance(outputs, Mapping) or "features" not in outputs:
-            raise ValueError(
-                "OnlineLinearProbe needs training_step to return a dict with 'features' "
-                f"(detached B×D backbone features of the first view); got {type(outputs).__name__}"
-                + (f" with keys {sorted(outputs)}" if isinstance(outputs, Mapping) else "")
-            )
-        feats = outputs["features"].detach().float()
+        if isinstance(outputs, Mapping) and "features" in outputs:
+            feats = outputs["features"].detach().float()
+        else:
+            feats = _features_of_first_view(pl_module, batch).float()
         target = torch.as_tensor(batch[1]).to(feats.device).long()
         feats, target = dist.all_gather(feats), dist.all_gather(target)
         if self.head is None:
@@ -282,6 +319,9 @@ class KNNMonitor(pl.Callback):
     @property
     def state_key(self) -> str:
         return self._generate_state_key(prefix=self.prefix)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        add_feature_validation(pl_module)
 
     def _due(self, trainer: pl.Trainer) -> bool:
         if trainer.sanity_checking:

@@ -149,3 +149,23 @@ def _concat_or_empty(
         return torch.cat(feats), torch.cat(labels), torch.cat(indices)
     empty = torch.empty(0, dtype=torch.long, device=device)
     return torch.empty(0, int(dim), device=device), empty, empty.clone()
+
+
+@torch.no_grad()
+def feature_dim(model: nn.Module, loader: Iterable) -> int:
+    """``D`` of the module's ``B×D`` features: its ``feature_dim`` attribute when it has one
+    (every ``SSLMethod``), else measured with one forward pass, in eval mode, over the first batch of
+    ``loader`` (an ``(image, target, index)`` evaluation loader); train/eval modes are restored."""
+    dim = getattr(model, "feature_dim", None)
+    if isinstance(dim, int):
+        return dim
+    image, _, _ = _split_batch(next(iter(loader)))
+    param = next(model.parameters(), None)
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        out = model(image[:2].to(param.device if param is not None else "cpu"))
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+    return int(out.flatten(1).shape[1])

@@ -9,6 +9,7 @@ re-weighting composes with every method without the method knowing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -19,9 +20,16 @@ from torch import Tensor, nn
 
 from lightning_ssl.backbones import build_backbone
 from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.methods.views import Views
 from lightning_ssl.optim.factory import OPTIMIZERS, build_optimizer
 from lightning_ssl.optim.param_groups import split_decay_groups
-from lightning_ssl.optim.sam import SAMConfig, sam_perturb, sam_restore
+from lightning_ssl.optim.sam import (
+    SAMConfig,
+    grads_finite,
+    sam_perturb,
+    sam_restore,
+    skip_nonfinite_step,
+)
 from lightning_ssl.schedules import cosine_schedule
 
 Batch = tuple[list[Tensor], Tensor, Tensor]
@@ -133,6 +141,14 @@ class SSLMethod(pl.LightningModule):
             self.automatic_optimization = False  # two forward/backward passes per step
             self.sam_weighter = SampleWeighter(sam)
 
+    @classmethod
+    def views_needed(cls, options: Mapping[str, Any] | None = None) -> Views:
+        """The views this method reads from ``batch[0]``, given its ``__init__`` options (what
+        ``lssl fit`` passes, or ``self.hparams``); the CLI and the sweep set the datamodule's view
+        options from it (docs/design.md "batch contract"). The base requires nothing: override it
+        when the loss needs a number of crops or the clean view."""
+        return Views()
+
     # -- the one thing a method implements ------------------------------------------------------
     def compute_losses(self, batch: Batch) -> LossOutput:
         raise NotImplementedError(f"{type(self).__name__} must implement compute_losses(batch)")
@@ -228,6 +244,11 @@ class SSLMethod(pl.LightningModule):
         opt.zero_grad()
         self.manual_backward(first)
         params = [p for group in opt.param_groups for p in group["params"]]
+        if not grads_finite(params):  # fp16 overflow: no perturbation, no update (GradScaler's rule)
+            self.skipped_steps += 1
+            self.log("train/skipped_steps", float(self.skipped_steps))
+            skip_nonfinite_step(opt, getattr(self.trainer.precision_plugin, "scaler", None), sched)
+            return {"loss": first.detach(), "features": out.features}
         perturbation = sam_perturb(params, cfg.rho, cfg.adaptive)
         opt.zero_grad()
         out2 = self.compute_losses(batch)

@@ -3,6 +3,7 @@ and Contrast", ICCV 2021; METHODS.md §2.2). The base model and the experts of D
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from lightning_ssl.heads import mlp
 from lightning_ssl.losses import info_nce_in_batch
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
 from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.methods.views import Views
 from lightning_ssl.schedules import momentum_schedule
 
 
@@ -100,6 +102,11 @@ class MoCLR(SSLMethod):
         super().on_fit_start()
         hp = self.hparams
         self.momentum_values = momentum_schedule(hp.base_momentum, hp.final_momentum, self.total_steps())
+
+    @classmethod
+    def views_needed(cls, options: Mapping[str, Any] | None = None) -> Views:
+        """Two large crops (one per encoder, Tian et al. 2021 §3.1)."""
+        return Views(num_large=2)
 
     def compute_losses(self, batch: Batch) -> LossOutput:
         views = batch[0]

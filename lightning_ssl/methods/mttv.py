@@ -4,6 +4,7 @@ Padmanabhan, arXiv 2509.08469), as released in its official code (METHODS.md §3
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from lightning_ssl.heads import mlp
 from lightning_ssl.losses import masked_nt_xent
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
 from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.methods.views import Views
 
 
 class MTTV(SSLMethod):
@@ -126,6 +128,12 @@ class MTTV(SSLMethod):
         return u, v, feats[:batch].detach()
 
     # -- the method ---------------------------------------------------------------------------
+    @classmethod
+    def views_needed(cls, options: Mapping[str, Any] | None = None) -> Views:
+        """An augmented view first and the clean view n(.) last (class docstring;
+        docs/methods.md §3.2); a second large view, when present, is the partner's."""
+        return Views(clean=True)
+
     def compute_losses(self, batch: Batch) -> LossOutput:
         views = batch[0]
         if len(views) < 2:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -10,6 +11,7 @@ from lightning_ssl.heads import mlp
 from lightning_ssl.losses import nt_xent, nt_xent_multi
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
 from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.methods.views import Views, init_option
 
 
 class SimCLR(SSLMethod):
@@ -47,6 +49,11 @@ class SimCLR(SSLMethod):
         if num_views < 2:
             raise ValueError(f"num_views={num_views}: contrastive learning needs at least 2 views")
         self.projector = mlp([self.feature_dim, proj_hidden_dim, proj_output_dim])
+
+    @classmethod
+    def views_needed(cls, options: Mapping[str, Any] | None = None) -> Views:
+        """The first ``num_views`` large crops (two in SimCLR, Chen et al. 2020 §2.1)."""
+        return Views(num_large=int(init_option(cls, options, "num_views")))
 
     def compute_losses(self, batch: Batch) -> LossOutput:
         views = batch[0][: self.hparams.num_views]

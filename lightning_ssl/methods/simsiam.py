@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from lightning_ssl.heads import mlp
 from lightning_ssl.losses import negative_cosine
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
 from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.methods.views import Views
 
 
 class SimSiam(SSLMethod):
@@ -56,6 +58,11 @@ class SimSiam(SSLMethod):
         self.projector = mlp([self.feature_dim, proj_hidden_dim, proj_output_dim], last_bn=True,
                              last_bn_affine=False)
         self.predictor = mlp([proj_output_dim, pred_hidden_dim, proj_output_dim])
+
+    @classmethod
+    def views_needed(cls, options: Mapping[str, Any] | None = None) -> Views:
+        """Two large crops (Chen & He 2021 §3)."""
+        return Views(num_large=2)
 
     def compute_losses(self, batch: Batch) -> LossOutput:
         views = batch[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -12,6 +13,7 @@ from lightning_ssl.heads import mlp
 from lightning_ssl.losses import sinkhorn_knopp, swav_loss
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
 from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.methods.views import Views, init_option
 
 
 class SwAV(SSLMethod):
@@ -97,6 +99,13 @@ class SwAV(SSLMethod):
         self.register_buffer("queue", torch.zeros(num_large_views, queue_length, proj_output_dim))
         self.register_buffer("queue_count", torch.zeros((), dtype=torch.long))
         self._pending: Tensor | None = None
+
+    @classmethod
+    def views_needed(cls, options: Mapping[str, Any] | None = None) -> Views:
+        """``num_large_views`` large crops, then ``num_small_views`` small ones (Caron et al. 2020
+        §3.2); ``num_small_views=None`` requires nothing and follows the datamodule."""
+        return Views(num_large=int(init_option(cls, options, "num_large_views")),
+                     num_small=init_option(cls, options, "num_small_views"))
 
     # -- views, codes, loss ---------------------------------------------------------------------
     def split_views(self, views: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:

@@ -1,7 +1,8 @@
 """A run's config through the ``lssl fit`` parser: resolved (defaults filled in) or instantiated.
 
 The same ``SSLCLI`` that ``lssl fit`` uses parses each config, so a sweep accepts exactly what
-``lssl fit`` accepts (DESIGN.md: "typed ``__init__`` is the config"; no second schema).
+``lssl fit`` accepts (docs/design.md: "typed ``__init__`` is the config"; no second schema): any
+``LightningModule`` by class path, and the datamodule's views set from the method's declaration.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 
 from jsonargparse import ArgumentParser
 
-from lightning_ssl.cli.lightning import SSLCLI, _import_all_datamodules
+from lightning_ssl.config.cli import SSLCLI
+from lightning_ssl.config.errors import UsageError
+from lightning_ssl.config.registry import dataset_classes, import_all_datamodules
 
 DROPPED = ("config", "wandb")  # parser bookkeeping, and a logging choice that is set per launch
 
@@ -32,16 +35,12 @@ class _ParseOnly(SSLCLI):
 
 
 def _cli(cls: type[SSLCLI], config: dict[str, Any]) -> SSLCLI:
-    from datamodules.base import LongTailDataModule
-    from lightning_ssl.methods.base import SSLMethod
-    from lightning_ssl.sweep.spec import method_classes
+    from lightning_ssl.config.registry import method_classes
 
-    _import_all_datamodules()
     method_classes()  # imports every built-in method so that bare class names resolve
     with warnings.catch_warnings():  # the config is given as a dict on purpose, not from sys.argv
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        return cls(SSLMethod, LongTailDataModule, subclass_mode_model=True, subclass_mode_data=True, args=config,
-                   run=False, save_config_callback=None,
+        return cls(args=config, run=False, save_config_callback=None,
                    parser_kwargs={"default_env": False, "exit_on_error": False})
 
 
@@ -56,6 +55,8 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     except (argparse.ArgumentError, SystemExit) as err:
         message = str(err) if isinstance(err, argparse.ArgumentError) else stderr.getvalue().strip()
         raise ValueError(f"invalid run config: {_with_choices(message, config)}") from None
+    except UsageError as err:  # e.g. a data option that contradicts the method's views
+        raise ValueError(f"invalid run config: {err}") from None
     resolved = cli.config.as_dict()
     for key in DROPPED:
         resolved.pop(key, None)
@@ -89,15 +90,13 @@ def instantiate(config: dict[str, Any]) -> SSLCLI:
 def _data_parser() -> ArgumentParser:
     from datamodules.base import LongTailDataModule
 
-    _import_all_datamodules()
+    import_all_datamodules()
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LongTailDataModule, "data")
     return parser
 
 
 def _data_config(config: dict[str, Any]) -> dict[str, Any]:
-    from lightning_ssl.sweep.spec import dataset_classes
-
     config = dict(config)
     classes = dataset_classes()
     name = str(config.get("class_path", ""))

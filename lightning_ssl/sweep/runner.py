@@ -137,8 +137,8 @@ def _session_config(run: Run, paths: SweepPaths, trainer_overrides: dict[str, An
     trainer["logger"] = [{"class_path": "lightning_ssl.loggers.ResumableCSVLogger",
                           "init_args": {"save_dir": str(run_dir), "name": "logs", "version": 0}}]
     callbacks = [c for c in trainer.get("callbacks") or [] if not str(c.get("class_path", "")).endswith("ModelCheckpoint")]
-    callbacks.append({"class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint",
-                      "init_args": {"dirpath": str(run_dir / "checkpoints")}})
+    callbacks.append({"class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint",  # last.ckpt only: one copy
+                      "init_args": {"dirpath": str(run_dir / "checkpoints"), "save_top_k": 0}})
     trainer["callbacks"] = callbacks
     if wandb:
         config["wandb"] = wandb
@@ -203,6 +203,7 @@ def _fit_dnc(run: Run, paths: SweepPaths, config: dict[str, Any]) -> tuple[Any, 
 
 
 def _transfer(model: Any, entry: dict[str, Any], evaluation: dict[str, Any], seed: int, device: str) -> dict[str, Any]:
+    from lightning_ssl.eval.features import feature_dim
     from lightning_ssl.eval.finetune import finetune_and_predict, finetune_recipe
     from lightning_ssl.eval.metrics import group_report, per_class_accuracy
     from lightning_ssl.eval.offline import evaluate_frozen
@@ -218,7 +219,7 @@ def _transfer(model: Any, entry: dict[str, Any], evaluation: dict[str, Any], see
     recipe = finetune_recipe(entry.get("recipe", "rwsam"), epochs=entry.get("epochs"),
                              iterations_per_epoch=entry.get("iterations"), head_lr=lr,
                              backbone_lr=None if lr is None else 0.1 * float(lr))
-    pred, target = finetune_and_predict(tuned, tuned.feature_dim, dm, recipe=recipe,
+    pred, target = finetune_and_predict(tuned, feature_dim(tuned, dm.test_dataloader()), dm, recipe=recipe,
                                         accelerator="gpu" if device == "cuda" else "cpu", seed=seed)
     groups = {k: list(map(int, v)) for k, v in dm.class_groups.items()}
     return {"metrics": group_report(pred, target, dm.num_classes, groups, dm.group_rule, "finetune"),
@@ -247,7 +248,8 @@ def execute(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dic
     config = _session_config(run, paths, dict(trainer_overrides or {}), wandb)
     fit = _reference if run.reference else _fit_dnc if run.is_dnc else _fit
     model, datamodule, trainer, train = fit(run, paths, config)
-    online = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    online = {k: float(v) for k, v in trainer.callback_metrics.items()
+              if v.numel() == 1 and k not in ("lr", "train/images_per_s")}
     eval_started = time.perf_counter()
     device = _device(trainer)
     model.eval()

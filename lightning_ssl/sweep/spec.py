@@ -40,11 +40,11 @@ import importlib
 import inspect
 import itertools
 import json
-import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning_ssl.config.registry import dataset_classes, method_classes
 from lightning_ssl.io import load_yaml
 
 TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "methods", "datasets", "evaluation", "transfer", "dnc",
@@ -63,29 +63,6 @@ NOT_HASHED_TRAINER = ("logger", "default_root_dir", "enable_progress_bar", "enab
 NOT_HASHED = ("resume", "wandb_id", "ckpt_path")  # how a run is launched and resumed, not what it computes
 # the reference encoders computed for every (dataset, probe set) of a sweep (docs/protocols.md §8)
 FLOORS = ("RawPixels", "RandomInit")
-
-
-def method_classes() -> dict[str, str]:
-    """Built-in methods: bare class name -> class path (every ``SSLMethod`` subclass in
-    ``lightning_ssl.methods``). ``DnC`` is the multi-stage pipeline, run as a method too."""
-    import lightning_ssl.methods as pkg
-    from lightning_ssl.methods.base import SSLMethod
-
-    found: dict[str, str] = {}
-    for info in pkgutil.iter_modules(pkg.__path__):
-        module = importlib.import_module(f"{pkg.__name__}.{info.name}")
-        for name, obj in vars(module).items():
-            if inspect.isclass(obj) and issubclass(obj, SSLMethod) and obj is not SSLMethod \
-                    and obj.__module__ == module.__name__:
-                found[name] = f"{obj.__module__}.{name}"
-    return found
-
-
-def dataset_classes() -> dict[str, str]:
-    """Registered datamodules: class name -> class path (``datamodules.REGISTRY``)."""
-    import datamodules
-
-    return {v.split(":")[1]: v.replace(":", ".") for v in datamodules.REGISTRY.values()}
 
 
 def _importable(path: str) -> bool:

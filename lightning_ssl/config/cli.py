@@ -1,0 +1,206 @@
+"""The ``lssl fit`` parser: LightningCLI over any ``LightningModule`` and every datamodule.
+
+``lssl fit`` and the sweeps (``lightning_ssl.sweep.resolve``) both build this class, so a sweep
+accepts exactly what ``lssl fit`` accepts (docs/design.md: "typed ``__init__`` is the config").
+Before anything is built it
+
+* fills in the model's ``image_size`` from the datamodule when unset;
+* sets the datamodule's view options from the method's declaration (``views_needed``, see
+  :mod:`lightning_ssl.methods.views`); an explicit data option that contradicts it is an error;
+* for ``fit``, puts checkpoints and logs together in ``runs/<method>-<dataset>-<hash>/`` and
+  resumes from the newest readable checkpoint there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.cli import LightningCLI
+
+from datamodules.base import LongTailDataModule
+from lightning_ssl.config.callbacks import RunInfo, StepLogging
+from lightning_ssl.config.errors import UsageError, condense
+from lightning_ssl.config.registry import import_all_datamodules, import_class
+from lightning_ssl.methods.views import init_option
+
+RUNS = "runs"
+
+
+def default_callbacks() -> list[dict[str, Any]]:
+    """The evaluation and checkpoint callbacks of every ``lssl fit``: the online linear probe, the kNN
+    monitor, per-class charts in TensorBoard and one checkpoint (``last.ckpt``, rewritten each epoch;
+    ``--trainer.callbacks`` replaces the list)."""
+    return [
+        {"class_path": "lightning_ssl.eval.callbacks.OnlineLinearProbe"},
+        {"class_path": "lightning_ssl.eval.callbacks.KNNMonitor"},
+        {"class_path": "lightning_ssl.tensorboard_charts.TensorBoardPerClassCharts"},
+        {"class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint", "init_args": {"save_top_k": 0}},
+    ]
+
+
+def default_loggers() -> list[dict[str, Any]]:
+    """CSV and TensorBoard logs, moved into the run's folder (``<run>/csv``, ``<run>/tb``) by ``fit``."""
+    return [
+        {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": RUNS, "name": "csv"}},
+        {"class_path": "pytorch_lightning.loggers.TensorBoardLogger", "init_args": {"save_dir": RUNS, "name": "tb"}},
+    ]
+
+
+def short_hash(payload: Any, digits: int = 8) -> str:
+    """The first ``digits`` hex digits of the SHA-1 of ``payload``'s canonical JSON."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:digits]
+
+
+def _plain(value: Any) -> Any:
+    return value.as_dict() if hasattr(value, "as_dict") else value
+
+
+def _init_args(block: Any) -> Any:
+    return block.init_args if "init_args" in block else block
+
+
+class SSLCLI(LightningCLI):
+    """LightningCLI whose ``--model`` is any ``LightningModule`` (``SSLMethod`` subclasses by bare
+    name) and ``--data`` any ``LongTailDataModule``; see the module docstring for what it adds."""
+
+    def __init__(self, model_class: type | None = None, datamodule_class: type | None = None, *args: Any,
+                 **kwargs: Any) -> None:
+        import_all_datamodules()
+        import lightning_ssl.methods  # noqa: F401  (registers the built-in methods as subclasses)
+
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        self._model_config: dict[str, Any] | None = None
+        self._auto_log_interval = True
+        super().__init__(model_class or pl.LightningModule, datamodule_class or LongTailDataModule, *args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument("--wandb", type=str | None, default=None,
+                            help="log to Weights & Biases under this project (offline without credentials)")
+        parser.add_argument("--wandb_id", type=str | None, default=None,
+                            help="W&B run id; give the same id when resuming to continue the same W&B run")
+        parser.add_argument("--resume", type=bool, default=True,
+                            help="fit: resume from the newest readable checkpoint of an earlier run with the same "
+                                 "model, data, seed and length (runs/<method>-<dataset>-<hash>/checkpoints/); "
+                                 "false starts afresh")
+        parser.set_defaults({"trainer.callbacks": default_callbacks(), "trainer.logger": default_loggers()})
+
+    # -- before anything is built ------------------------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        _check_length(cfg.trainer)
+        model_cls, data_cls = import_class(cfg.model.class_path), import_class(cfg.data.class_path)
+        model_args, data_args = _init_args(cfg.model), _init_args(cfg.data)
+        data_size = data_args.get("image_size") or data_cls.card.image_size
+        if "image_size" in model_args and model_args.get("image_size") is None and data_size:
+            model_args["image_size"] = int(data_size)
+        apply_views(model_cls, data_cls, model_args, data_args)
+        # a method option that both sides declare (SwAV's view counts) follows the datamodule when unset
+        for key in ("num_large_views", "num_small_views"):
+            if key in model_args and model_args.get(key) is None and data_args.get(key) is not None:
+                model_args[key] = data_args[key]
+        self._model_config = {"class_path": cfg.model.class_path, "init_args": _plain(model_args)}
+        self._auto_log_interval = cfg.trainer.get("log_every_n_steps") is None
+        if self.subcommand == "fit":
+            self._use_run_folder(cfg, run_folder(cfg, model_cls, data_cls))
+        if cfg.get("wandb"):
+            from lightning_ssl.loggers import wandb_logger_config
+
+            loggers = cfg.trainer.get("logger")
+            extra = wandb_logger_config(cfg.wandb, run_id=cfg.get("wandb_id"))
+            kept = [*loggers] if isinstance(loggers, list) else [loggers] if loggers not in (None, True, False) else []
+            cfg.trainer.logger = kept + [extra]
+            callbacks = cfg.trainer.get("callbacks") or []
+            cfg.trainer.callbacks = [*callbacks, {"class_path": "lightning_ssl.loggers.WandbPerClassCharts"}]
+
+    def _use_run_folder(self, cfg: Any, folder: Path) -> None:
+        """Checkpoints in ``<folder>/checkpoints``, the default CSV / TensorBoard logs in
+        ``<folder>/csv`` and ``<folder>/tb``; the same command started again (after a kill, a
+        preemption or a node loss) resumes from the newest readable checkpoint there."""
+        from lightning_ssl.checkpoints import latest_valid_checkpoint
+
+        self.run_folder = folder
+        trainer = cfg.trainer
+        for callback in trainer.get("callbacks") or []:
+            path = callback.get("class_path", "") if hasattr(callback, "get") else ""
+            init = callback.get("init_args") if hasattr(callback, "get") else None
+            if path.endswith("AtomicModelCheckpoint") and not (init or {}).get("dirpath"):
+                if init is None:
+                    callback["init_args"] = init = {}
+                init["dirpath"] = str(folder / "checkpoints")
+        loggers = trainer.get("logger")
+        for logger in loggers if isinstance(loggers, list) else []:
+            init = logger.get("init_args") if hasattr(logger, "get") else None
+            if init is not None and init.get("save_dir") == RUNS and init.get("name") in ("csv", "tb") \
+                    and init.get("version") is None:
+                init["version"], init["name"], init["save_dir"] = init["name"], "", str(folder)
+        checkpoints = folder / "checkpoints"
+        if cfg.get("resume") and cfg.get("ckpt_path") is None and checkpoints.is_dir():
+            last = latest_valid_checkpoint(checkpoints.glob("*.ckpt"))
+            if last is not None:
+                print(f"lssl fit: resuming from {last} (pass --resume false to start afresh)")
+                cfg.ckpt_path = str(last)
+
+    # -- building ----------------------------------------------------------------------------------
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except UsageError:
+            raise
+        except (ValueError, TypeError) as err:  # an __init__ refused a value; jsonargparse wraps it in union noise
+            raise UsageError(condense(str(err))) from err
+        from lightning_ssl.eval.callbacks import add_feature_validation
+
+        add_feature_validation(self.model)
+        self.trainer.callbacks.append(RunInfo(self._model_config))
+        if self.trainer.loggers:
+            self.trainer.callbacks.append(StepLogging(auto_interval=self._auto_log_interval))
+
+
+def run_folder(cfg: Any, model_cls: type, data_cls: type) -> Path:
+    """``runs/<method>-<dataset>-<hash of model, data, seed and length>`` (under ``default_root_dir``)."""
+    trainer = cfg.trainer
+    identity = {"model": _plain(cfg.model), "data": _plain(cfg.data), "seed": cfg.get("seed_everything"),
+                "max_epochs": trainer.get("max_epochs"), "max_steps": trainer.get("max_steps")}
+    name = f"{model_cls.__name__}-{data_cls.__name__}-{short_hash(identity)}".lower()
+    return Path(trainer.get("default_root_dir") or ".") / RUNS / name
+
+
+def _check_length(trainer: Any) -> None:
+    for key in ("max_epochs", "max_steps"):
+        value = trainer.get(key)
+        if value is not None and (value == 0 or value < -1):
+            raise UsageError(f"--trainer.{key} {value}: a run needs at least one {key[4:-1]}; pass --trainer.{key} N "
+                             "with N >= 1 (or -1 for no limit)")
+
+
+def apply_views(model_cls: type, data_cls: type, model_args: Any, data_args: Any) -> dict[str, Any]:
+    """Set the datamodule's view options from ``model_cls.views_needed(model_args)``; an option
+    the user set to another value than both the datamodule's default and the method's need is a
+    :class:`UsageError` naming both. Returns the options that were set."""
+    views_needed = getattr(model_cls, "views_needed", None)
+    if views_needed is None:  # a plain LightningModule that declares nothing
+        return {}
+    options = _plain(model_args) or {}
+    needed = views_needed(options).data_options()
+    changed: dict[str, Any] = {}
+    for key, value in needed.items():
+        if key not in data_args:
+            raise UsageError(f"{model_cls.__name__} needs data.{key}={value}, but {data_cls.__name__} has no "
+                             f"{key} option: use a datamodule with that view option")
+        current = data_args.get(key)
+        if current == value:
+            continue
+        if current != init_option(data_cls, None, key):
+            own = ", ".join(f"{k}={options[k]}" for k in ("num_views", "num_large_views", "num_small_views")
+                            if k in options) or "its defaults"
+            raise UsageError(f"--data.{key} {current} contradicts --model {model_cls.__name__} ({own}), which "
+                             f"reads {key}={value}: drop --data.{key} (the method sets it) or change the method's option")
+        data_args[key] = value
+        changed[key] = value
+    return changed
