@@ -35,12 +35,14 @@ from datamodules.views import MultiViewTransform, simclr_spec
 from lightning_ssl.cluster import available_backends, kmeans
 from lightning_ssl.eval.knn import knn_predict
 from lightning_ssl.io import atomic_write_json
-from lightning_ssl.methods import MoCoV2, SimCLR, SimSiam
+from lightning_ssl.methods import MoCoV2, SimCLR, SimSiam, SwAV
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
 # dense bf16 tensor-core peak (NVIDIA datasheets); MFU is reported only for known devices
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A6000": 155e12, "L40": 181e12}
-METHODS = {"simclr": SimCLR, "mocov2": MoCoV2, "simsiam": SimSiam}
+METHODS = {"simclr": SimCLR, "mocov2": MoCoV2, "simsiam": SimSiam, "swav": SwAV}
+# SwAV small crops of the conventional pipeline: area 0.05-0.14 (Caron et al. 2020 §3.2, official code)
+SWAV_SMALL_SCALE = (0.05, 0.14)
 
 
 def sync(device: torch.device) -> None:
@@ -62,32 +64,41 @@ def device_peak_flops(device: torch.device) -> float | None:
 
 
 class PILPairs(Dataset):
-    """The conventional pipeline: PIL images, two torchvision views per item, in workers."""
+    """The conventional pipeline: PIL images, two torchvision views per item (plus ``num_small``
+    SwAV small crops of side ``small_size``), in workers."""
 
-    def __init__(self, images: np.ndarray, size: int) -> None:
+    def __init__(self, images: np.ndarray, size: int, num_small: int = 0, small_size: int | None = None) -> None:
         import torchvision.transforms as T
 
         self.images = images
-        self.transform = T.Compose([
-            T.RandomResizedCrop(size, scale=(0.08, 1.0)), T.RandomHorizontalFlip(),
-            T.RandomApply([T.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8), T.RandomGrayscale(0.2),
-            T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+        self.num_small = num_small
+
+        def views(side: int, scale: tuple[float, float]) -> Callable:
+            return T.Compose([
+                T.RandomResizedCrop(side, scale=scale), T.RandomHorizontalFlip(),
+                T.RandomApply([T.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8), T.RandomGrayscale(0.2),
+                T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+
+        self.transform = views(size, (0.08, 1.0))
+        self.small_transform = views(small_size or max(1, round(size * 96 / 224)), SWAV_SMALL_SCALE)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int):  # noqa: ANN204
         img = Image.fromarray(self.images[i])
-        return [self.transform(img), self.transform(img)], -1, i
+        small = [self.small_transform(img) for _ in range(self.num_small)]
+        return [self.transform(img), self.transform(img), *small], -1, i
 
 
-def build_model(method: str, backbone: str, size: int, channels_last: bool, compile_: bool, device: torch.device):  # noqa: ANN201
-    model = METHODS[method](backbone=backbone, image_size=size, lr=0.1, channels_last=channels_last)
+def build_model(method: str, backbone: str, size: int, channels_last: bool, compile_: bool, device: torch.device,  # noqa: ANN201
+                compile_backend: str = "inductor", **method_options: object):
+    model = METHODS[method](backbone=backbone, image_size=size, lr=0.1, channels_last=channels_last, **method_options)
     model = model.to(device)
     if channels_last:
         model.backbone.to(memory_format=torch.channels_last)
     if compile_:
-        model.__dict__["_compiled_backbone"] = torch.compile(model.backbone)
+        model.__dict__["_compiled_backbone"] = torch.compile(model.backbone, backend=compile_backend)
     return model
 
 
@@ -110,6 +121,7 @@ def train_step_fn(model, opt, autocast_dtype, device):  # noqa: ANN001, ANN201
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        model.after_optimizer_step()  # EMA encoders and queues (MoCo v2) are part of the step
     return run
 
 
@@ -117,8 +129,14 @@ def step_flops(model, views: list[torch.Tensor], device: torch.device) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     batch = (views, torch.full((views[0].shape[0],), -1, device=device), torch.arange(views[0].shape[0], device=device))
-    with FlopCounterMode(display=False) as counter:
-        model.compute_losses(batch).losses.mean().backward()
+    # counted on the eager backbone: the same FLOPs, and no recompilation under the counting mode
+    compiled = model.__dict__.pop("_compiled_backbone", None)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model.compute_losses(batch).losses.mean().backward()
+    finally:
+        if compiled is not None:
+            model.__dict__["_compiled_backbone"] = compiled
     model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
 
@@ -126,13 +144,18 @@ def step_flops(model, views: list[torch.Tensor], device: torch.device) -> float:
 def bench_method(args: argparse.Namespace, method: str, images: np.ndarray, device: torch.device) -> dict:
     size, bs = args.image_size, args.batch_size
     dtype = torch.bfloat16 if args.precision == "bf16" else None
-    out: dict = {"method": method}
+    num_small = getattr(args, "num_small", 0) if method == "swav" else 0
+    small_size = getattr(args, "small_size", None)
+    out: dict = {"method": method, "compile": args.compile, "num_small_views": num_small}
     # --- suite path
     torch.manual_seed(0)
-    model = build_model(method, args.backbone, size, args.channels_last, args.compile, device)
+    options = {"num_small_views": num_small} if method == "swav" else {}
+    model = build_model(method, args.backbone, size, args.channels_last, args.compile, device,
+                        getattr(args, "compile_backend", "inductor"), **options)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     resident = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
-    transform = MultiViewTransform(size, CIFAR_MEAN, CIFAR_STD, recipe="simclr", num_large=2)
+    transform = MultiViewTransform(size, CIFAR_MEAN, CIFAR_STD, recipe="simclr", num_large=2,
+                                   num_small=num_small, small_size=small_size)
     run = train_step_fn(model, opt, dtype, device)
     gen = torch.Generator(device=device).manual_seed(0)
 
@@ -148,7 +171,7 @@ def bench_method(args: argparse.Namespace, method: str, images: np.ndarray, devi
     out["suite"] = {"s_per_step": t, "images_per_s": bs / t, "peak_memory_mb": peak_memory_mb(device),
                     "flops_per_step": flops, "mfu": (flops / t / peak) if peak else None}
     # --- conventional path
-    loader = DataLoader(PILPairs(images, size), batch_size=bs, shuffle=True, drop_last=True,
+    loader = DataLoader(PILPairs(images, size, num_small, transform.small_size), batch_size=bs, shuffle=True, drop_last=True,
                         num_workers=args.workers, pin_memory=device.type == "cuda",
                         persistent_workers=args.workers > 0)
     it = iter(loader)
@@ -229,10 +252,13 @@ def bench_knn(device: torch.device, bank: int, queries: int, dim: int) -> dict:
     return {"bank": bank, "queries": queries, "dim": dim, "seconds": time.perf_counter() - start}
 
 
-def bench_kmeans(device: torch.device, n: int, dim: int, k: int) -> dict:
+def bench_kmeans(device: torch.device, n: int, dim: int, k: int, backends: list[str] | None = None) -> dict:
+    """Seconds of ``kmeans`` (20 iterations) per backend, each after a 1-iteration warm-up on 4k rows."""
     x = torch.randn(n, dim, generator=torch.Generator().manual_seed(0)).to(device)
     out = {"n": n, "dim": dim, "k": k, "iterations": 20, "seconds": {}}
-    for backend in available_backends():
+    for backend in backends or available_backends():
+        kmeans(x[: min(n, 4 * k)], k, iterations=1, backend=backend)
+        sync(device)
         start = time.perf_counter()
         kmeans(x, k, iterations=20, backend=backend)
         sync(device)
@@ -253,6 +279,9 @@ def main() -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager/aot_eager: no codegen)")
+    p.add_argument("--num-small", type=int, default=6, help="SwAV small crops (Caron et al. 2020: 6)")
+    p.add_argument("--small-size", type=int, default=None, help="SwAV small-crop side (default size*96/224)")
     p.add_argument("--knn", nargs=3, type=int, default=[50_000, 10_000, 512], metavar=("BANK", "QUERIES", "DIM"))
     p.add_argument("--kmeans", nargs=3, type=int, default=[50_000, 4096, 10], metavar=("N", "DIM", "K"))
     p.add_argument("--decode", nargs=3, type=int, default=[512, 500, 256], metavar=("N", "JPEG_SIDE", "LOAD_SIZE"))

@@ -158,7 +158,9 @@ class SSLMethod(pl.LightningModule):
         """Backbone features ``B×D`` (what probes and kNN evaluate)."""
         if self.hparams.get("channels_last"):
             x = x.contiguous(memory_format=torch.channels_last)
-        backbone = self.__dict__.get("_compiled_backbone") or self.backbone
+        backbone = self.__dict__.get("_compiled_backbone")
+        if backbone is None:  # not `or`: a compiled module's __len__ raises for timm backbones
+            backbone = self.backbone
         return backbone(x).flatten(1)
 
     def on_fit_start(self) -> None:
