@@ -1,7 +1,7 @@
 """The shared LightningDataModule of every long-tailed dataset.
 
 A subclass builds its splits (:class:`Splits`); this base turns them into the batch contract of
-DESIGN.md:
+docs/design.md §3:
 
 * pre-training batches ``(views, target, index)``: the loaders yield raw uint8 images of one size,
   and the views are made batch-wise, each image with its own random parameters, in
@@ -97,7 +97,7 @@ class LongTailDataModule(pl.LightningDataModule):
             resident: keep the pre-training images on the training device as uint8 (in-memory
                 datasets): the loader yields only indices and the images are gathered on the
                 device after transfer, so no image is collated or copied per batch (the GPU
-                path of DESIGN.md "Performance"; the same code runs on the CPU).
+                path of docs/design.md §10; the same code runs on the CPU).
         """
         super().__init__()
         self.save_hyperparameters()  # stored in checkpoints: `lssl probe` rebuilds the same data

@@ -1,10 +1,10 @@
 """CIFAR-10-LT and CIFAR-100-LT under the two protocols of the long-tailed SSL literature.
 
-* ``ldam`` (Cao et al., NeurIPS 2019, ``imbalance_cifar.py``; PROTOCOLS.md §1.1): the profile path of
+* ``ldam`` (Cao et al., NeurIPS 2019, ``imbalance_cifar.py``; docs/protocols.md §2.1): the profile path of
   :class:`InMemoryLTDataModule` with its defaults (``exp``, ratio 0.01, seed 0, class 0 = head), which
   selects exactly LDAM's indices (12,406 / 10,847 images at rho = 100). Probe ``full`` = the whole
   balanced 50k training set (GH, MTTV, rwSAM).
-* ``sdclr`` (Jiang et al., ICML 2021; PROTOCOLS.md §1.2): the released index files, read as given
+* ``sdclr`` (Jiang et al., ICML 2021; docs/protocols.md §2.2): the released index files, read as given
   (their within-class sampling cannot be regenerated). Pre-training set ``split{k}_D_i.npy``
   (``split{k}_D_b.npy``, the balanced twin of the same size, with ``balanced_twin=True``); probe
   ``full`` = ``trainIdxList.npy`` (45k / 40k held-in images), probe ``1pct`` = ``split{k}_S_b.npy``.
@@ -33,7 +33,7 @@ PROTOCOLS = ("ldam", "sdclr")
 # VITA-Group/SDCLR, folder split/, pinned to the commit the protocol notes were checked against.
 SDCLR_URL = "https://raw.githubusercontent.com/VITA-Group/SDCLR/34c932ec9c2169a3c615abb1a469c0c8ecadbf86/split"
 
-# md5[:12] of the released files (PROTOCOLS.md §1.2), checked after a download.
+# md5[:12] of the released files (docs/protocols.md §2.2), checked after a download.
 SDCLR_MD5 = {
     "trainIdxList.npy": "5f7467f0a7b0",
     "cifar100_trainIdxList.npy": "62cf0ce5400e",

@@ -1,9 +1,9 @@
 """Many / medium / few class groups, by a named rule.
 
-* ``thirds`` (SDCLR ``exp_analyse.py``, BCL, GH; PROTOCOLS.md §3): classes sorted by pre-training
+* ``thirds`` (SDCLR ``exp_analyse.py``, BCL, GH; docs/protocols.md §4): classes sorted by pre-training
   frequency (ties by class id); few = the ``C // 3`` rarest, medium = the next ``C // 3``, many =
   the rest (CIFAR-10: many = 4 classes, 3, 3; CIFAR-100: 34 / 33 / 33).
-* ``thresholds`` (Kang et al. 2020, the ImageNet-LT / Places-LT convention; PROTOCOLS.md §1.5):
+* ``thresholds`` (Kang et al. 2020, the ImageNet-LT / Places-LT convention; docs/protocols.md §4):
   many ``> 100`` images, medium ``20..100``, few ``< 20``.
 * ``none``: no groups (all three empty). A balanced pre-training set (every class the same count:
   ``imbalance_ratio=1.0``, ``profile="balanced"``, a balanced twin) has no frequent or rare class,

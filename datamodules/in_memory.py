@@ -3,7 +3,7 @@
 A subclass loads its source arrays (:meth:`load_source`); this class applies the long-tail
 profile (:func:`datamodules.profiles.long_tail_indices`) to the training source and builds the
 probe sets: ``full`` = the whole balanced training source (the "full balanced training set"
-linear-probe protocol of GH, MTTV and rwSAM; PROTOCOLS.md §3) and ``{k}shot`` = ``k`` images per
+linear-probe protocol of GH, MTTV and rwSAM; docs/protocols.md §3) and ``{k}shot`` = ``k`` images per
 class drawn from it with a seeded RNG (BCL's 100/50-shot probes).
 """
 

@@ -2,12 +2,12 @@
 Places-LT, iNaturalist 2018.
 
 A list file has one ``relative/path label`` per line (OLTR, Liu et al. CVPR 2019; SDCLR for
-ImageNet-100-LT). The lists are read as given, never regenerated (DESIGN.md). Images live under
+ImageNet-100-LT). The lists are read as given, never regenerated (docs/design.md §6). Images live under
 ``root``; the lists under ``lists_dir`` (default ``root``). A leading ``/`` of a listed path is
 ignored, so the OLTR-style ``/a/airfield/...`` also resolves under ``root``.
 
 Groups: many ``> 100`` / medium ``20..100`` / few ``< 20`` training images (Kang et al. 2020;
-PROTOCOLS.md §1.5).
+docs/protocols.md §4).
 
 Without images: ``ImageNetLT(root=..., lists_dir=..., lists_only=True)`` builds every split from
 the lists alone (``stats()``, ``class_counts``, ``class_groups`` work; loading an item then raises

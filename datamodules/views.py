@@ -77,7 +77,7 @@ def mocov2_spec(size: int, blur: bool | None = None) -> ViewSpec:
 
     Crop area 0.2-1, ``ColorJitter(0.4, 0.4, 0.4, 0.1)`` with p = 0.8, grayscale p = 0.2, blur
     p = 0.5 with sigma in [0.1, 2], flip 0.5. ``blur=None`` drops the blur up to
-    :data:`SMALL_IMAGE_MAX` px, as the CIFAR MoCo v2 / SimSiam recipe of rwSAM does (METHODS.md §1.5).
+    :data:`SMALL_IMAGE_MAX` px, as the CIFAR MoCo v2 / SimSiam recipe of rwSAM does (docs/methods.md §9.5).
     """
     return ViewSpec(
         size=size,
@@ -96,7 +96,7 @@ def mocov2_spec(size: int, blur: bool | None = None) -> ViewSpec:
 
 
 def byol_specs(size: int, blur: bool | None = None) -> tuple[ViewSpec, ViewSpec]:
-    """BYOL's asymmetric pair (T, T') (Grill et al. 2020, Table 6; used by DnC/MoCLR, METHODS.md §2.2).
+    """BYOL's asymmetric pair (T, T') (Grill et al. 2020, Table 6; used by DnC/MoCLR, docs/methods.md §5).
 
     Both: crop area 0.08-1, ratio 3/4-4/3, flip 0.5, ``ColorJitter(0.4, 0.4, 0.2, 0.1)`` with
     p = 0.8, grayscale p = 0.2, blur sigma in [0.1, 2] with a 23×23 kernel at 224 px (10%).
@@ -123,7 +123,7 @@ def byol_specs(size: int, blur: bool | None = None) -> tuple[ViewSpec, ViewSpec]
 
 
 def swav_large_spec(size: int, blur: bool | None = None) -> ViewSpec:
-    """SwAV's large crops (Caron et al. 2020, §4 / App. A; METHODS.md §4.4).
+    """SwAV's large crops (Caron et al. 2020, §4 / App. A; docs/methods.md §4.2).
 
     Area 0.14-1, SimCLR's colour distortion with s = 1 (jitter 0.8/0.8/0.8/0.2 with p = 0.8,
     grayscale 0.2), blur p = 0.5, flip 0.5.
@@ -148,7 +148,7 @@ def swav_small_spec(size: int, base: ViewSpec | None = None, blur: bool | None =
 
 
 def mttv_spec(size: int) -> ViewSpec:
-    """MTTV's augmented view a(.) (official code, ``MTTVDataAugmentation.py``; METHODS.md §3.2).
+    """MTTV's augmented view a(.) (official code, ``MTTVDataAugmentation.py``; docs/methods.md §8).
 
     ``ColorJitter(0.4, 0.4, 0.4, 0.1)`` with p = 0.8, grayscale 0.2, crop area 0.08-1, flip 0.5,
     blur p = 0.5 with sigma in [0.1, 2] and kernel int(0.1·size) made odd (3 at 32 px, 21 at
@@ -174,13 +174,13 @@ def mttv_spec(size: int) -> ViewSpec:
 
 
 def small_gray_spec(size: int) -> ViewSpec:
-    """Views for small grey-scale images (Fashion-MNIST, digits; our recipe, docs/methods.md §0).
+    """Views for small grey-scale images (Fashion-MNIST, digits; our recipe, docs/methods.md §0.5).
 
     SimCLR's recipe is for 224 px RGB: at 16 px its smallest crop (8 % of the area) is 4.5 px wide,
     and saturation, hue and grey-scale conversion do nothing to a grey image. Here: crop area
     0.3-1 (ratio 3/4-4/3), flip 0.5, brightness and contrast jitter 0.4 with p = 0.8, no saturation,
-    hue, grey-scale or blur. The crop area 0.3 is the lower bound measured to learn on 16 px
-    Fashion-MNIST within a CPU budget (README, "Recipes").
+    hue, grey-scale or blur. The default benchmark and the Fashion-MNIST robustness study use it
+    (README, "Recipes for small images").
     """
     return ViewSpec(size=size, scale=(0.3, 1.0), flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
                     saturation=0.0, hue=0.0, grayscale_p=0.0, blur_p=0.0, blur_sigma=(0.1, 2.0),
@@ -302,7 +302,7 @@ class MultiViewTransform:
         small_size: side of the small crops; default ``round(image_size · 96 / 224)`` (SwAV's
             96 px for 224 px; the proportional rule for other sizes is our choice).
         clean_view: append the un-augmented normalised view resized to ``image_size``
-            (MTTV's "normalized view" n(.), METHODS.md §3.2).
+            (MTTV's "normalized view" n(.), docs/methods.md §8.2).
         out_channels: 1-channel images are repeated to this many channels (1 or 3).
 
     ``__call__(images, seed)`` draws every view from one generator on the images' device seeded

@@ -1,5 +1,5 @@
 """CIFAR-10/100-LT: the pickle reader, the LDAM and SDCLR protocols against the community's files
-(PROTOCOLS.md §1.1-1.2, shared/data/README.md), errors, downloads (mocked) and the batch contract."""
+(docs/protocols.md §2.1-2.2, shared/data/README.md), errors, downloads (mocked) and the batch contract."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def test_ldam_cifar100_counts(fake_cifar_root):
 def test_step_and_pareto_profiles_on_real_labels(real_labels, tmp_path):
     labels = real_labels["cifar10"]
     step = CIFAR10LT(root=str(tmp_path), profile="step").pretrain_indices(labels)
-    assert np.bincount(labels[step]).tolist() == [5000] * 5 + [50] * 5  # 25,250 (PROTOCOLS §1.1)
+    assert np.bincount(labels[step]).tolist() == [5000] * 5 + [50] * 5  # 25,250 (docs/protocols.md §2.1)
     pareto = CIFAR10LT(root=str(tmp_path), profile="pareto").pretrain_indices(labels)
     counts = np.bincount(labels[pareto], minlength=10)
     # the rank-size law written out: n_r = int(5000 * 0.01 ** (ln(r+1) / ln 10))
@@ -151,13 +151,13 @@ def test_sdclr_cifar10_split1(fake_cifar_root, sdclr_dirs, real_labels):
     dm = CIFAR10LT(root=str(fake_cifar_root), protocol="sdclr", sdclr_dir=str(sdclr_dirs["cifar10"]))
     dm.setup()
     d_i = sdclr_dirs["cifar10"] / "split1_D_i.npy"
-    assert cifar.md5_prefix(d_i) == "2eca0a41acdf"  # the file is SDCLR's (PROTOCOLS.md §1.2)
+    assert cifar.md5_prefix(d_i) == "2eca0a41acdf"  # the file is SDCLR's (docs/protocols.md §2.2)
     np.testing.assert_array_equal(dm.source_indices, np.load(d_i))  # read as given, order kept
     assert len(dm.splits.pretrain) == 11165
     counts = dm.class_counts
     assert sorted(counts.tolist(), reverse=True) == [4500, 2697, 1617, 969, 581, 348, 208, 125, 75, 45]
     head_to_tail = np.lexsort((np.arange(10), -counts)).tolist()
-    assert head_to_tail == [6, 8, 4, 1, 7, 0, 3, 2, 5, 9]  # PROTOCOLS.md §1.2, split 1
+    assert head_to_tail == [6, 8, 4, 1, 7, 0, 3, 2, 5, 9]  # docs/protocols.md §2.2, split 1
     assert dm.class_groups["many"].tolist() == [1, 4, 6, 8]
     assert dm.probe_sets == ["full", "1pct"]
     assert len(dm.splits.probe["full"]) == 45000

@@ -1,4 +1,4 @@
-"""Group metrics against hand-counted predictions (SDCLR conventions, docs/PROTOCOLS.md §3, §6.7)."""
+"""Group metrics against hand-counted predictions (SDCLR conventions, docs/protocols.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Group rules against PROTOCOLS.md's hand-counted group sizes."""
+"""Group rules against the group sizes of docs/protocols.md §4."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""List-file datamodules: the community's real lists (shared/data/lists, PROTOCOLS.md §1.3-1.6),
+"""List-file datamodules: the community's real lists (shared/data/lists, docs/protocols.md §2.3-2.5),
 list errors, lazy/eager missing-image checks, decoding, and the batch contract on tiny images."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Long-tail profiles against PROTOCOLS.md's exact counts and the LDAM md5 checks."""
+"""Long-tail profiles against the exact counts of docs/protocols.md §2.1 and the LDAM md5 checks."""
 
 from __future__ import annotations
 

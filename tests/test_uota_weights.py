@@ -30,7 +30,7 @@ def _embeddings(v: int, b: int, d: int, seed: int = 0) -> torch.Tensor:
 
 
 def _numpy_weights(e: np.ndarray, refs: tuple[int, ...], tau: float, eps: float = 1e-8) -> np.ndarray:
-    """METHODS.md §4.2 step by step, with loops and an explicit inverse."""
+    """docs/methods.md §7.2 step by step, with loops and an explicit inverse."""
     v, b, d = e.shape
     e = e / np.linalg.norm(e, axis=2, keepdims=True)
     mu = np.mean([e[r] for r in refs], axis=0)

@@ -3,7 +3,7 @@
 DnC clusters the 4096-d hidden layer of the base model's projector once, with "vanilla k-means
 with cosine distance" (spherical k-means: Lloyd iterations on L2-normalised features, centroids
 re-normalised after each update) into K = 5 or 10 clusters (the paper's clustering stage,
-summarised in docs/METHODS.md §2.3).
+summarised in docs/methods.md §6.2).
 
 Three backends with one contract: FAISS on the GPU, FAISS on the CPU, and a pure-torch fallback
 that runs on the features' device. Only the Lloyd iterations differ between them: the seeded
@@ -269,7 +269,7 @@ def kmeans(
 
     Args:
         features: N×D features (DnC: the projector's hidden layer on centre-crop views).
-        k: number of clusters, 1 ≤ k ≤ N. DnC uses K = 5 or 10 (METHODS.md §2.3).
+        k: number of clusters, 1 ≤ k ≤ N. DnC uses K = 5 or 10 (docs/methods.md §6.2).
         iterations: Lloyd iterations. The paper is silent; 20 is our choice (FAISS uses 25).
         seed: seeds the initialisation and any subsampling; same seed, same result (torch backend).
         spherical: cosine-distance k-means on L2-normalised features, as in DnC; False gives
@@ -277,7 +277,7 @@ def kmeans(
         backend: "auto" (faiss-gpu if usable, else faiss-cpu, else torch), or one of those names.
         max_points_per_centroid: fit the centroids on a seeded random subset of at most
             k × this many samples, then assign every sample (DnC fits on a 1.5M-image subset of
-            JFT/YFCC, METHODS.md §2.3). None fits on all samples.
+            JFT/YFCC, docs/methods.md §6.2). None fits on all samples.
         n_init: independent starts (k-means++ seeding and Lloyd iterations, start ``i`` seeded
             with ``seed + i``); the one with the best objective over all N samples is kept
             (highest mean cosine similarity when spherical, lowest mean squared distance

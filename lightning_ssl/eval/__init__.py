@@ -2,7 +2,7 @@
 
 Every number reports overall top-1, per-class accuracy, many / medium / few accuracy and their
 population standard deviation, with the group rule and the probe type in the metric name
-(DESIGN.md "Evaluation", docs/PROTOCOLS.md §0 and §3).
+(docs/design.md §7, docs/protocols.md §4 and §10).
 """
 
 from lightning_ssl.eval.callbacks import KNNMonitor, OnlineLinearProbe

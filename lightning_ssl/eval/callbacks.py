@@ -103,7 +103,7 @@ class OnlineLinearProbe(pl.Callback):
         lr: SGD learning rate of the head. Our choice (no LT-SSL paper specifies an online probe);
             0.1 is solo-learn's online-classifier default.
         momentum: SGD momentum (our choice, the usual 0.9).
-        weight_decay: L2 penalty of the head (0, as in the offline probes of METHODS.md §0.3).
+        weight_decay: L2 penalty of the head (0, as in the offline probes of docs/protocols.md §5.2).
         prefix: metric-name prefix naming the probe type.
     """
 
@@ -274,7 +274,7 @@ class KNNMonitor(pl.Callback):
     At the end of every ``every_n_epochs``-th validation epoch (and of the last epoch, and of every
     ``trainer.validate``), the features of the balanced probe set (``probe_dataloader(probe_set)``,
     the memory bank) and of the test set (``test_dataloader()``, the queries) are extracted with the
-    eval transform (never augmented training views: the solo-learn pitfall of STYLE.md), sharded
+    eval transform (never augmented training views: the solo-learn pitfall, docs/protocols.md §6), sharded
     over ranks, and classified by :func:`~lightning_ssl.eval.knn.knn_predict`. Metrics are logged
     under ``knn_k{k}_t{T}[_{probe_set}]/...``. Every rank computes the same predictions.
 

@@ -62,7 +62,7 @@ def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         size = len(batch) if isinstance(batch, Sequence) else "?"
         raise ValueError(
             "evaluation batches must be (image, target, index) tuples (the batch contract in "
-            f"DESIGN.md), got {type(batch).__name__} of length {size}"
+            f"docs/design.md §3), got {type(batch).__name__} of length {size}"
         )
     return batch[0], torch.as_tensor(batch[1]), torch.as_tensor(batch[2])
 

@@ -1,5 +1,5 @@
 """Full fine-tuning on a probe set: the out-of-domain transfer protocol of rwSAM (Liu et al., ICLR
-2022 §3 and its ``ft_moco.py``; docs/protocols.md, "Transfer").
+2022 §3 and its ``ft_moco.py``; docs/protocols.md §7).
 
 Two recipes (:func:`finetune_recipe`):
 

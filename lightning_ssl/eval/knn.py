@@ -1,10 +1,10 @@
 """Weighted cosine k-nearest-neighbour classifier on frozen features.
 
 The vote is the one of InstDisc (Wu et al., CVPR 2018, §3.4 "weighted k-NN"), used by the MoCo
-CIFAR-10 demo and by MTTV's monitor (docs/METHODS.md §0.3): features are L2-normalised, the k most
+CIFAR-10 demo and by MTTV's monitor (docs/protocols.md §6): features are L2-normalised, the k most
 cosine-similar bank entries vote for their label with weight ``exp(sim / T)``, and the class with
 the largest summed weight wins. Defaults k = 200, T = 0.1 are theirs; solo-learn uses k = 20,
-T = 0.07, and rwSAM's code k = 1 (docs/PROTOCOLS.md §0.4).
+T = 0.07, and rwSAM's code k = 1 (docs/protocols.md §6).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def knn_predict(
     Args:
         query: ``Q×D`` features to classify (any device; moved to the bank's device chunk-wise).
         bank: ``N×D`` labelled memory bank: the clean (un-augmented) features of the whole
-            balanced probe set (docs/PROTOCOLS.md §0.4), not augmented training views.
+            balanced probe set (docs/protocols.md §6), not augmented training views.
         bank_labels: ``N`` class ids in ``[0, num_classes)``.
         num_classes: number of classes ``C``.
         k: neighbours that vote; a ``k`` larger than the bank means "all of the bank".

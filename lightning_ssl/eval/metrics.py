@@ -1,6 +1,6 @@
 """Long-tailed evaluation metrics: overall, per-class and many / medium / few accuracy.
 
-Conventions (docs/PROTOCOLS.md §0.3, §3, §6.7):
+Conventions (docs/protocols.md §4):
 
 - every accuracy is a fraction in [0, 1];
 - a group's accuracy is the **mean of the per-class accuracies** of its classes, as in SDCLR's
@@ -118,7 +118,7 @@ def group_report(
         num_classes: number of classes ``C``.
         groups: group name -> class ids, normally ``{"many", "medium", "few"}`` from the
             datamodule's ``class_groups`` (counts of the *pre-training* set, never of the balanced
-            probe set: MTTV's released code makes that mistake, docs/PROTOCOLS.md §3).
+            probe set: MTTV's released code makes that mistake, docs/protocols.md §4).
         rule: name of the rule that formed the groups ("thirds", "thresholds>100/20-100/<20").
         prefix: names the probe, e.g. ``"knn_k200_t0.1"`` or ``"online_linear"``.
 

@@ -2,7 +2,7 @@
 
 For each probe set the datamodule defines (``full`` = the balanced training set; few-shot sets
 such as SDCLR's ``1pct`` or BCL's ``100shot``) a linear classifier is trained on the features and
-tested on the test set; a weighted kNN uses the ``full`` probe set as its bank (PROTOCOLS.md §0).
+tested on the test set; a weighted kNN uses the ``full`` probe set as its bank (docs/protocols.md §3, §6).
 Every result carries overall, per-class, many/medium/few accuracy and their population std,
 named by probe and group rule.
 """

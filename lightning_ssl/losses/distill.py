@@ -9,10 +9,10 @@ from lightning_ssl.helpers import check_embeddings, l2_normalize, upcast
 
 def regression_distill(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``1/2 ||pred - target/||target|| ||^2`` per sample (Tian et al. 2021, distillation stage;
-    METHODS.md Sec. 2.3).
+    docs/methods.md §6.4).
 
     The teacher's target is L2-normalised and detached; the student's regression-head output is
-    *not* normalised (normalising it gives 75.4 vs 75.8 top-1, METHODS.md Sec. 2.3). DnC's loss
+    *not* normalised (normalising it gives 75.4 vs 75.8 top-1, docs/methods.md §6.4). DnC's loss
     per view sums this over the base teacher and the image's cluster expert; that sum is the
     caller's job.
 

@@ -55,7 +55,7 @@ def info_nce_in_batch(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.1
 
     Args:
         q, k: ``B x D`` queries and keys (L2-normalised here); same ``B`` on every rank.
-        temperature: T. DnC does not state MoCLR's value (METHODS.md Sec. 2.2); 0.1 is our choice.
+        temperature: T. DnC does not state MoCLR's value (docs/methods.md §5.2); 0.1 is our choice.
     """
     check_embeddings(q=q, k=k)
     check_positive("temperature", temperature)

@@ -24,7 +24,7 @@ def masked_nt_xent(
     mask_positive: bool = False,
     log_of_mean: bool = False,
 ) -> torch.Tensor:
-    """NT-Xent over the global batch in which extreme similarities drop out (METHODS.md Sec. 3.2).
+    """NT-Xent over the global batch in which extreme similarities drop out (docs/methods.md §8.3).
 
     The ``2N`` embeddings ``u_1..u_N, v_1..v_N`` of all ranks are each an anchor; an anchor's
     positive is the other side of its pair. A similarity ``S`` (cosine) is *extreme* when
@@ -33,7 +33,7 @@ def masked_nt_xent(
 
         ratio_a = exp(S_ap / t) / (exp(S_ap / t) + sum_{n != a, p; not extreme} exp(S_an / t))
 
-    Default (the clean re-implementation recommended in METHODS.md Sec. 3.2): the positive is
+    Default (the clean re-implementation recommended in docs/methods.md §8.3): the positive is
     never masked and the loss is the mean of ``-log ratio_a``; entry ``i`` is the mean over the
     anchors ``u_i`` and ``v_i``, so ``.mean()`` is the loss over the global batch.
 

@@ -73,7 +73,7 @@ def swav_loss(
 
     the loss of *predicting view v* of sample ``i`` (``C = len(assign_views)``). The factor makes
     ``E.mean()`` equal the official SwAV loss ``1/C sum_c 1/(V-1) sum_{v != c} mean_i l(c, v, i)``,
-    and ``(w * E).mean()`` equal UOTA's weighted loss (Eq. M.12, METHODS.md Sec. 4.3), whose weight
+    and ``(w * E).mean()`` equal UOTA's weighted loss (Eq. M.12, docs/methods.md §7.3), whose weight
     ``w[v, i]`` multiplies the prediction view. Relative to the plain average of ``l(c, v, i)``
     over the ``n_v`` code views ``c != v``, ``E[v, i]`` is ``n_v V / (C (V - 1))`` times larger:
     exactly 1 for the two-crop case (V = C = 2), and 4/7 vs 8/7 for an assignment view vs a

@@ -232,7 +232,7 @@ class SSLMethod(pl.LightningModule):
             self.log(f"train/{name}", value)
 
     def _sam_training_step(self, batch: Batch) -> dict[str, Tensor]:
-        """rwSAM (Liu et al. 2022 §4; METHODS.md §1.2): the perturbation from the sample-weighted
+        """rwSAM (Liu et al. 2022 §4; docs/methods.md §9.2): the perturbation from the sample-weighted
         loss, the update from the unweighted loss at the perturbed point, then restore and step."""
         cfg = self.sam_config
         opt, sched = self.optimizers(), self.lr_schedulers()

@@ -181,7 +181,7 @@ class DnC(SSLMethod):
     @torch.no_grad()
     def teacher_targets(self, x: Tensor, cluster: Tensor) -> tuple[Tensor, Tensor]:
         """``(z_b, z_k)``: the base's and each row's own expert's projector outputs on ``x``.
-        Expert k runs only on the rows of cluster k (METHODS.md §2.7: batch routing)."""
+        Expert k runs only on the rows of cluster k (docs/methods.md §6.4: batch routing)."""
         for teacher in self._teachers:  # not submodules: follow the student's device here
             param = next(teacher.parameters(), None)
             if param is not None and param.device != x.device:

@@ -1,4 +1,4 @@
-"""What determines a stage of the DnC pipeline, as a JSON fingerprint (docs/design.md, "DnC").
+"""What determines a stage of the DnC pipeline, as a JSON fingerprint (docs/design.md §9).
 
 A stage's fingerprint holds the identity of the pre-training data (the datamodule's class and
 init options, e.g. profile, head order and seeds, and checksums of the selected indices and

@@ -1,5 +1,5 @@
 """Divide-and-Contrast as one resumable pipeline (Tian, Hénaff, van den Oord; ICCV 2021, §3;
-docs/methods.md §DnC).
+docs/methods.md §6).
 
 Four stages, each a directory of ``work_dir`` finished by a ``done.json`` marker written last and
 atomically (temporary file + ``os.replace``):
@@ -100,7 +100,7 @@ class StageMismatchError(ValueError):
 
 def expert_steps(sizes: list[int] | np.ndarray, total_epochs: float, batch_size: int) -> list[int]:
     """Optimiser steps of each expert (§3.3: N2 epochs measured on the full dataset, split in
-    proportion to cluster size; docs/methods.md §DnC).
+    proportion to cluster size; docs/methods.md §6.3).
 
     The budget is ``total_epochs x N`` image passes; expert k's share ``n_k / N`` of it is
     ``total_epochs x n_k`` passes. A step of expert k sees ``b_k = min(batch_size, n_k)`` images
@@ -179,7 +179,7 @@ class DnCPipeline:
             ``set_pretrain_subset``, ``batch_size`` and ``view_seed``).
         work_dir: where the stage folders go.
         num_clusters: K (§3.2 / Table 12: 5, or 10 for DnC-4500; use 2-5 on small long-tailed
-            sets, whose clusters otherwise get tiny, docs/methods.md §DnC).
+            sets, whose clusters otherwise get tiny, docs/methods.md §6.2).
         base_epochs: N1 (Table 12: 200 for DnC-1000, 1000 for DnC-3000/4500).
         expert_epochs: N2, the experts' total budget in full-dataset epochs (Table 12: 600,
             1500, 3000), spent as :func:`expert_steps`.

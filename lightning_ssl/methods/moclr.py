@@ -1,5 +1,5 @@
 """MoCLR: SimCLR with a momentum encoder and no predictor (Tian, Hénaff, van den Oord, "Divide
-and Contrast", ICCV 2021; METHODS.md §2.2). The base model and the experts of DnC."""
+and Contrast", ICCV 2021; docs/methods.md §5). The base model and the experts of DnC."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from lightning_ssl.schedules import momentum_schedule
 
 
 def moclr_projector(in_dim: int, hidden_dim: int = 4096, out_dim: int = 256) -> nn.Sequential:
-    """MoCLR's projector ``in -> hidden (BN, ReLU) -> out (BN)`` (DnC; METHODS.md §2.2: 2048-4096-256).
+    """MoCLR's projector ``in -> hidden (BN, ReLU) -> out (BN)`` (DnC; docs/methods.md §5: 2048-4096-256).
 
     DnC's distillation student builds the same projector with this function, so that a MoCLR
     checkpoint's ``backbone.*`` and ``projector.*`` weights load into it unchanged.
@@ -42,7 +42,7 @@ class MoCLR(SSLMethod):
         name="MoCLR",
         paper="Tian, Henaff, van den Oord, Divide and Contrast: Self-supervised Learning from "
         "Uncurated Data, ICCV 2021",
-        defaults_from="METHODS.md §2.2: projector 2048-4096-256 (BN), EMA momentum 0.996 -> 1 "
+        defaults_from="docs/methods.md §5: projector 2048-4096-256 (BN), EMA momentum 0.996 -> 1 "
         "(BYOL cosine), in-batch InfoNCE; temperature not stated (0.1, our choice)",
         notes="Paper optimisation (BYOL's): LARS, base lr 0.3 x batch/256, wd 1.5e-6, 10-epoch "
         "warm-up, cosine; BYOL augmentation pair (--data.recipe byol).",
@@ -59,10 +59,10 @@ class MoCLR(SSLMethod):
     ) -> None:
         """
         Args:
-            proj_hidden_dim: projector hidden width (4096, METHODS.md §2.2); its output is the layer DnC
+            proj_hidden_dim: projector hidden width (4096, docs/methods.md §5); its output is the layer DnC
                 clusters (:meth:`projector_hidden`).
-            proj_output_dim: embedding width z (256, METHODS.md §2.2).
-            temperature: InfoNCE temperature tau_c. The paper does not state it (METHODS.md §2.2);
+            proj_output_dim: embedding width z (256, docs/methods.md §5).
+            temperature: InfoNCE temperature tau_c. The paper does not state it (docs/methods.md §5.2);
                 0.1 is our choice (SimCLR's ImageNet value at large batch). With small batches
                 or few classes 0.2 is a common alternative.
             base_momentum: EMA momentum at step 0 (tau_base = 0.996, BYOL's "implementation
@@ -92,7 +92,7 @@ class MoCLR(SSLMethod):
     def projector_hidden(self, x: Tensor) -> Tensor:
         """The projector's hidden layer (after BN and ReLU) for images ``x``: ``B x proj_hidden_dim``.
 
-        DnC clusters this layer (METHODS.md §2.3: 51.6% vs 40.1% cluster-majority accuracy for the
+        DnC clusters this layer (docs/methods.md §6.2: 51.6% vs 40.1% cluster-majority accuracy for the
         pooled features). Whether the paper takes it before or after the ReLU is not stated; after
         is our choice.
         """

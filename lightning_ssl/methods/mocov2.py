@@ -1,6 +1,6 @@
 """MoCo v2 (Chen, Fan, Girshick, He; arXiv 2003.04297, 2020), on MoCo (He et al., CVPR 2020).
 
-Batch normalisation (docs/methods.md §MoCo v2): MoCo shuffles the key batch across GPUs before the
+Batch normalisation (docs/methods.md §2 v2): MoCo shuffles the key batch across GPUs before the
 key encoder ("shuffling BN", He et al. §3.3) so that a query and its positive key are not
 normalised with statistics of the same few samples, which lets the model lower the loss through
 BN statistics instead of features. The suite does not shuffle. Under DDP ``sync_bn=True``

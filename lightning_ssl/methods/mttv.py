@@ -1,5 +1,5 @@
 """MTTV, "Maximally Useful and Minimally Redundant: The Key to SSL for Imbalanced Data" (Sharma &
-Padmanabhan, arXiv 2509.08469), as released in its official code (METHODS.md §3.2)."""
+Padmanabhan, arXiv 2509.08469), as released in its official code (docs/methods.md §8)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class MTTV(SSLMethod):
         name="MTTV",
         paper="Sharma & Padmanabhan, Maximally Useful and Minimally Redundant: The Key to "
         "Self-supervised Learning for Imbalanced Data, arXiv 2509.08469",
-        defaults_from="official code (models/MTTVModel.py, Loss/loss.py, config/*; METHODS.md §3.2): "
+        defaults_from="official code (models/MTTVModel.py, Loss/loss.py, config/*; docs/methods.md §8): "
         "head d-d-d-d/4, t=0.3, lambda_l=0.1, lambda_h=0.9, key momentum 0.9",
         notes="Official optimisation: SGD lr 3.0, wd 1e-4, batch 1024, 2000 epochs with 200 warm-up; "
         "views: --data.recipe mttv --data.clean_view true.",
@@ -72,9 +72,9 @@ class MTTV(SSLMethod):
             key_momentum: EMA momentum of the key encoder, updated at the start of every step
                 before the keys are computed (official: 0.9, much lower than MoCo's 0.999).
             mask_positive: also mask an extreme positive, as the official code (off: the clean
-                re-implementation recommended in METHODS.md §3.2 never masks the positive).
+                re-implementation recommended in docs/methods.md §8.3 never masks the positive).
             log_of_mean: the official ``-log(mean ratio)`` instead of the mean of ``-log ratio``
-                (off by default: mean-of-logs is the standard InfoNCE, METHODS.md §3.2).
+                (off by default: mean-of-logs is the standard InfoNCE, docs/methods.md §8.3).
             partner_seed: seed of the partner permutation (each step and rank derive their own).
             **kwargs: backbone and optimisation options of :class:`SSLMethod`.
         """

@@ -26,7 +26,7 @@ class SimSiam(SSLMethod):
     card = MethodCard(
         name="SimSiam",
         paper="Chen & He, Exploring Simple Siamese Representation Learning, CVPR 2021",
-        defaults_from="App. D (CIFAR) and rwSAM's CIFAR code (METHODS.md §1.5): projector d-2048-2048 "
+        defaults_from="App. D (CIFAR) and rwSAM's CIFAR code (docs/methods.md §9.5): projector d-2048-2048 "
         "(last BN without affine), predictor 2048-512-2048",
         notes="Paper CIFAR optimisation: SGD lr 0.03 x batch/256, wd 5e-4, momentum 0.9, cosine, "
         "no warm-up, 800 epochs (rwSAM: lr 0.06, batch 512); pass them as --model.lr/weight_decay/"

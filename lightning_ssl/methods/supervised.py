@@ -16,7 +16,7 @@ class Supervised(SSLMethod):
 
     It reads ``target``, which SSL methods must not; the probe then evaluates its backbone exactly
     as an SSL backbone, so the balanced-vs-long-tailed gap of SSL and SL can be compared
-    (rwSAM's relative gap, METHODS.md §0.2).
+    (rwSAM's relative gap, docs/protocols.md §9).
     """
 
     card = MethodCard(

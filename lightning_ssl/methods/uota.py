@@ -1,5 +1,5 @@
 """UOTA (Wang, Lin, Zou, Pan, Yao, Mei; NeurIPS 2021): a base method whose per-view losses are
-weighted by unsupervised outlier scores of the views (METHODS.md §4).
+weighted by unsupervised outlier scores of the views (docs/methods.md §7).
 
 ``UOTA(base="swav")`` (the paper's released setting) returns a :class:`UOTASwAV`;
 ``base="simclr"`` / ``"mocov2"`` return :class:`UOTASimCLR` / :class:`UOTAMoCoV2`. Each is the base
@@ -25,7 +25,7 @@ BASES = ("swav", "simclr", "mocov2")
 _CARD = dict(
     paper="Wang et al., Improving Self-supervised Learning with Automated Unsupervised Outlier "
     "Arbitration, NeurIPS 2021",
-    defaults_from="official code (src/uota.py, main_uota.py; METHODS.md §4.2-4.4): tau_u=350, "
+    defaults_from="official code (src/uota.py, main_uota.py; docs/methods.md §7.2-7.4): tau_u=350, "
     "start at epoch 100 of 200, eps=1e-8, centre = mean of the two 224 crops",
 )
 
@@ -69,7 +69,7 @@ class UOTA(SSLMethod, metaclass=_ChooseBase):
     or ``UOTAMoCoV2``.
 
     The weights need several views per image: with two views (SimCLR, MoCo v2 symmetric, SwAV
-    without small crops) both views of an image get equal weights (METHODS.md §4.6) and a warning
+    without small crops) both views of an image get equal weights (docs/methods.md §7.5) and a warning
     is issued; the paper's setting is SwAV multi-crop 2 x 224 + 6 x 96.
     """
 
@@ -97,7 +97,7 @@ class UOTA(SSLMethod, metaclass=_ChooseBase):
                 (``round(fraction x max_epochs)``): 0.5 is the paper's half-way for any run length.
             uota_ref_views: views whose mean is each image's centre (the two large crops).
             lr_boost_at_start: from ``uota_start_epoch`` on, follow the cosine schedule recomputed
-                with twice the peak lr, as the official run does (METHODS.md §4.3). Off by default:
+                with twice the peak lr, as the official run does (docs/methods.md §7.3). Off by default:
                 it changes the optimisation too, confounding UOTA's effect with a larger lr.
             **kwargs: options of the base method and of :class:`SSLMethod`.
         """
@@ -165,7 +165,7 @@ class UOTA(SSLMethod, metaclass=_ChooseBase):
 
 
 class UOTASwAV(UOTA, SwAV):
-    """UOTA on SwAV multi-crop, the official implementation's setting (METHODS.md §4.3)."""
+    """UOTA on SwAV multi-crop, the official implementation's setting (docs/methods.md §7.3)."""
 
     card = MethodCard(name="UOTA (SwAV)", **_CARD)
 
@@ -174,7 +174,7 @@ class UOTASwAV(UOTA, SwAV):
 
 
 class UOTASimCLR(UOTA, SimCLR):
-    """UOTA on SimCLR: each anchor's NT-Xent term is weighted by its view's weight (§4.6)."""
+    """UOTA on SimCLR: each anchor's NT-Xent term is weighted by its view's weight (docs/methods.md §7.5)."""
 
     card = MethodCard(name="UOTA (SimCLR)", **_CARD)
 
@@ -183,7 +183,7 @@ class UOTASimCLR(UOTA, SimCLR):
 
 
 class UOTAMoCoV2(UOTA, MoCoV2):
-    """UOTA on MoCo v2 with the symmetric loss: each query's InfoNCE term is weighted (§4.6)."""
+    """UOTA on MoCo v2 with the symmetric loss: each query's InfoNCE term is weighted (docs/methods.md §7.5)."""
 
     card = MethodCard(name="UOTA (MoCo v2)", **_CARD)
 

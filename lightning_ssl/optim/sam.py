@@ -2,7 +2,7 @@
 
 Foret et al., "Sharpness-Aware Minimization", ICLR 2021, Eq. 2: ``eps = rho * g / ||g||``.
 Kwon et al., "ASAM", ICML 2021, Eq. 9: ``eps = rho * T^2 g / ||T g||`` with ``T = |w|`` element-wise
-(the variant rwSAM's code runs, METHODS.md §1.2). The norm is taken jointly over all parameters.
+(the variant rwSAM's code runs, docs/methods.md §9.2). The norm is taken jointly over all parameters.
 
 Under fp16 mixed precision one overflowing gradient (inf/NaN) would make the perturbation write
 NaN into the weights, which GradScaler's skipped step cannot undo. So, as GradScaler does for a
@@ -29,7 +29,7 @@ class SAMConfig:
     Args:
         rho: neighbourhood radius. SAM's default is 0.05 (Foret et al. §3); ASAM needs a larger
             one because it scales by |w|: rwSAM's CIFAR command uses 7.0 with ``adaptive``
-            (METHODS.md §1.5) and its ImageNet command 2.0.
+            (docs/methods.md §9.5) and its ImageNet command 2.0.
         adaptive: ASAM (Kwon et al. 2021), as rwSAM's code (on by default there).
         weights: sample weights of the perturbation (rwSAM, Liu et al. ICLR 2022 §4): ``none``
             (plain SAM), ``kde`` (label-free density weights, the paper's method) or

@@ -70,7 +70,7 @@ def _save(fig: Any, path: Path) -> Path:
 def _log_axis(ax: Any) -> None:
     """Log x axis with plain numbers at a few major ticks and no minor labels (no overlap)."""
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=6))
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0), numticks=6))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
 
@@ -183,16 +183,23 @@ def gap_plot(records: list[dict[str, Any]], path: Path, metric: str, title: str)
         for g in rows:
             if g.evaluation == evaluation:
                 lines[str(g.axes.get("method"))].append((g.num_pretrain, 100 * g.gap[0], 100 * np.nan_to_num(g.gap[1])))
+        sizes = sorted({p[0] for points in lines.values() for p in points})
         for i, (method, points) in enumerate(sorted(lines.items())):
             points.sort()
             x, y, e = zip(*points)
-            ax.errorbar(np.asarray(x) * (1 + 0.03 * (i - len(lines) / 2)), y, yerr=e, marker="o", capsize=3,
-                        label=method)
+            # one size: methods side by side; several: Δ against n on a log axis
+            xs = [i] if len(sizes) == 1 else np.asarray(x) * (1 + 0.03 * (i - len(lines) / 2))
+            ax.errorbar(xs, y, yerr=e, marker="o", capsize=3, label=method)
         ax.axhline(0, color="grey", lw=0.5)
-        _log_axis(ax)
+        if len(sizes) == 1:
+            ax.set_xticks(range(len(lines)))
+            ax.set_xticklabels(sorted(lines), rotation=20, ha="right", fontsize=8)
+            ax.set_xlim(-0.5, len(lines) - 0.5)
+        else:
+            _log_axis(ax)
         ax.set_title("in-domain" if evaluation == "ID" else f"out of domain: {evaluation.split(':', 1)[-1]}",
                      fontsize=9)
-        ax.set_xlabel("pre-training set size n")
+        ax.set_xlabel(f"method (n = {sizes[0]:,.0f})" if len(sizes) == 1 else "pre-training set size n")
         ax.grid(alpha=0.3, lw=0.5)
     axes[0][0].set_ylabel("relative gap Δ = (A_bal − A_LT) / A_bal (%)")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

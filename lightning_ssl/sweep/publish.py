@@ -46,7 +46,7 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path, title: str 
     written = {"summary.csv": atomic_write_text(out / "summary.csv", csv_text)}
     if long_md:
         parts += [f"## Robustness: balanced vs long-tailed at equal n ({metric})", "",
-                  "Δ = (A_bal − A_LT) / A_bal (Liu et al., ICLR 2022, METHODS.md §0.2)", "", side_md, "", long_md, ""]
+                  "Δ = (A_bal − A_LT) / A_bal (Liu et al., ICLR 2022, docs/protocols.md §9)", "", side_md, "", long_md, ""]
         written["robustness.csv"] = atomic_write_text(out / "robustness.csv", gap_csv)
         per_class = per_class_gap_table(records, metric)
         if per_class:

@@ -2,12 +2,12 @@
 
 * The main table has one row per run group (every axis but the seed: method, dataset, imbalance
   ratio, ...) and, per probe (linear probes, kNN), all / many / medium / few accuracy and the
-  population std of the three group accuracies (SDCLR's balancedness, PROTOCOLS.md §3), then the
+  population std of the three group accuracies (SDCLR's balancedness, docs/protocols.md §4), then the
   time per epoch and the peak memory. Accuracies are in %, final epoch (no best-epoch selection,
-  ANCHORS.md §6). Across seeds we report mean ± sample std (``ddof=1``; our choice, the papers do
+  docs/protocols.md §10). Across seeds we report mean ± sample std (``ddof=1``; our choice, the papers do
   not say which); one seed gives no std.
 * The robustness table pairs each long-tailed run group with its balanced twin of the same size
-  (METHODS.md §0.2) and gives A_bal, A_LT and the relative gap Δ = (A_bal − A_LT) / A_bal,
+  (docs/protocols.md §9) and gives A_bal, A_LT and the relative gap Δ = (A_bal − A_LT) / A_bal,
   computed per seed then averaged, for the in-domain probe and each transfer set, with the
   methods side by side (SSL with and without rwSAM vs supervised).
 """
@@ -271,13 +271,20 @@ def floor_notes(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> 
     margins = floor_margins(records, metric)
     if not margins or not any("clear" in e for e in margins.values()):
         return ["- floors: no RawPixels/RandomInit results to compare with (add `floors:` to the spec)"]
+    def where(axes: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in axes.items() if k != "method")
+
     bad = [dict(k) for k, e in margins.items() if e.get("clear") is False]
+    lines = [f"- **{b.get('method')}** ({where(b)}) does not beat RandomInit by a clear margin on {metric}: it "
+             "has not been trained yet at this budget, not a finding" for b in bad]
     if not bad:
-        return [f"- every method beats RandomInit on {metric} by a clear margin (>= {100 * CLEAR_MARGIN:.0f} "
-                "point and > 2 standard errors over seeds)"]
-    return [f"- **{b.get('method')}** ({', '.join(f'{k}={v}' for k, v in b.items() if k != 'method')}) does not beat "
-            f"RandomInit by a clear margin on {metric}: it has not been trained yet at this budget, not a finding"
-            for b in bad]
+        lines.append(f"- every method beats RandomInit on {metric} by a clear margin (>= {100 * CLEAR_MARGIN:.0f} "
+                     "point and > 2 standard errors over seeds)")
+    below = [(dict(k), e["RawPixels"][0]) for k, e in margins.items() if "RawPixels" in e and e["RawPixels"][0] <= 0]
+    lines += [f"- **{b.get('method')}** ({where(b)}) is {100 * -m:.2f} points below RawPixels on {metric}: an encoder "
+              "that loses to raw pixels has not been trained enough yet; its numbers are not a finding"
+              for b, m in below]
+    return lines
 
 
 def eval_metrics(record: dict[str, Any], metric: str) -> dict[str, float]:
@@ -315,7 +322,7 @@ def _twin_pairs(records: list[dict[str, Any]]) -> dict[tuple, dict[bool, dict[tu
 
 def robustness_rows(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> list[GapRow]:
     """Pair long-tailed runs with their balanced twins (same axes and replicate) and compute
-    Δ = (A_bal − A_LT) / A_bal per replicate (METHODS.md §0.2); with each method's margin
+    Δ = (A_bal − A_LT) / A_bal per replicate (docs/protocols.md §9); with each method's margin
     A_LT − floor over the floors of the same long-tailed data."""
     twins = _twin_pairs(records)
     floor_lt = {f: {tuple(x for x in k if x[0] != "method"): v[False]
@@ -388,7 +395,8 @@ def per_class_gap_rows(records: list[dict[str, Any]], metric: str = DEFAULT_METR
     long-tailed set (and over all classes), per replicate, then mean ± std over replicates (seeds
     and permuted head orders). Unlike the group accuracies it does not inherit class difficulty."""
     probe = metric.rsplit("/", 1)[0]
-    twins = _twin_pairs([r for r in records if probe in (r.get("per_class") or {})])
+    twins = _twin_pairs([r for r in records if probe in (r.get("per_class") or {})
+                         and r["axes"].get("method") not in FLOORS])
     rows = []
     for key, pair in twins.items():
         reps = sorted(set(pair[True]) & set(pair[False]), key=str)
@@ -424,7 +432,7 @@ def per_class_gap_table(records: list[dict[str, Any]], metric: str = DEFAULT_MET
 
 
 def setting_lines(records: list[dict[str, Any]]) -> list[str]:
-    """What every table must state (ANCHORS.md §6): data, backbone, epochs, batch, devices, hardware."""
+    """What every table must state (docs/protocols.md §10): data, backbone, epochs, batch, devices, hardware."""
     methods = [r for r in records if r["axes"].get("method") not in FLOORS] or records
 
     def values(get: Any, among: list[dict[str, Any]] = methods) -> str:
@@ -433,7 +441,7 @@ def setting_lines(records: list[dict[str, Any]]) -> list[str]:
 
     return [
         f"- runs: {len(records)} ({len(records) - len(methods)} floors); distinct seeds: {values(lambda r: r['seed'])}",
-        f"- linear probe: {values(lambda r: _probe_recipe(r))}",
+        f"- linear probe: {values(lambda r: _probe_recipe(r), records)}",
         f"- datasets: {values(lambda r: r['dataset'])}",
         f"- backbone: {values(lambda r: r['config'].get('model', {}).get('init_args', {}).get('backbone'))}",
         f"- epochs: {values(lambda r: r['config'].get('trainer', {}).get('max_epochs'))}; global batch: "
@@ -446,7 +454,9 @@ def setting_lines(records: list[dict[str, Any]]) -> list[str]:
 
 
 def _probe_recipe(record: dict[str, Any]) -> str:
+    """The probe recipe of a result, and where it did not meet its tolerance within its budget."""
     linear = (record.get("evaluation") or {}).get("linear") or {}
     runs = linear.get("runs") or {}
     converged = all(v.get("converged", True) for v in runs.values())
-    return f"{linear.get('recipe', 'mttv (before the converged probe)')}{'' if converged else ' (NOT converged)'}"
+    name = linear.get("recipe", "mttv (before the converged probe)")
+    return name if converged else f"{name} (budget spent before the tolerance: {record['axes'].get('method')})"

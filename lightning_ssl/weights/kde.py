@@ -1,7 +1,7 @@
 """Label-free sample weights from a kernel density estimate (rwSAM, Liu et al. ICLR 2022 §4).
 
 The paper weights rare examples up, estimating rarity by KDE "on top of the representations";
-its KDE script is unreleased, so this follows METHODS.md §1.3's faithful-in-spirit recipe:
+its KDE script is unreleased, so this follows docs/methods.md §9.3's faithful-in-spirit recipe:
 Gaussian kernel on L2-normalised features, self excluded, bandwidth by the median heuristic,
 ``w = density ** -alpha`` normalised to mean 1.
 """
@@ -61,7 +61,7 @@ def density_weights(log_density: Tensor, alpha: float = 0.5) -> Tensor:
 
 
 def label_exp_weights(target: Tensor, base: float = 1.2) -> Tensor:
-    """The official rwSAM CIFAR script's oracle weights ``base ** y`` (METHODS.md §1.3).
+    """The official rwSAM CIFAR script's oracle weights ``base ** y`` (docs/methods.md §9.3).
 
     USES LABELS: meaningful only where class index grows with rarity (LDAM's CIFAR-LT order);
     provided so that the released numbers can be compared, not as the label-free method.

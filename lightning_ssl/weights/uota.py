@@ -1,5 +1,5 @@
 """UOTA's view weights (Wang et al., "Improving Self-supervised Learning with Automated
-Unsupervised Outlier Arbitration", NeurIPS 2021; METHODS.md §4.2).
+Unsupervised Outlier Arbitration", NeurIPS 2021; docs/methods.md §7.2).
 
 Each view's deviation from its image's centre (the mean of the reference views) is scored by a
 Mahalanobis distance under one covariance shared by the whole global batch; views far out get
@@ -40,7 +40,7 @@ def uota_view_weights(
     tau: float = 350.0,
     eps: float = 1e-8,
 ) -> Tensor:
-    """UOTA weights ``V x B`` of the local views, normalised over the global batch (§4.2).
+    """UOTA weights ``V x B`` of the local views, normalised over the global batch (docs/methods.md §7.2).
 
     With ``e_iv`` the L2-normalised embedding of view ``v`` of image ``i``:
 
@@ -90,7 +90,7 @@ class UOTAWeighter:
     """A ``loss_weighters`` entry that applies UOTA's view weights from ``start_epoch`` on.
 
     Returns ``None`` (no weights) before ``start_epoch`` (0-based; the official run switches on at
-    epoch index 100 of 200, METHODS.md §4.3), then :func:`uota_view_weights` of the method's
+    epoch index 100 of 200, docs/methods.md §7.3), then :func:`uota_view_weights` of the method's
     ``LossOutput.embeddings``, which must be ``V x B x D`` with the same ``V`` as the ``V x B``
     losses. The weights multiply the loss of each *predicted* view (Eq. M.12).
     """
@@ -123,7 +123,7 @@ class UOTAWeighter:
             warnings.warn(
                 f"UOTA with {emb.shape[0]} views, all of them reference views {self.ref_views}: with two "
                 "views the deviations are +-(e1 - e2)/2, both views of an image get the same weight and "
-                "UOTA only re-weights images (METHODS.md §4.6); use multi-crop (--data.num_small_views 6)",
+                "UOTA only re-weights images (docs/methods.md §7.5); use multi-crop (--data.num_small_views 6)",
                 stacklevel=2,
             )
             self._warned = True
