@@ -67,7 +67,7 @@ def test_fit_simclr_logs_probe_metrics_and_probe_reproduces(tmp_path: Path, monk
     transfer = json.loads(out.read_text())
     assert transfer["transfer"] and transfer["datamodule"].endswith("CIFAR10LT")
     assert transfer["class_counts"] == [30] * 10
-    for key in ("linear_full/acc_top1", "knn_k20_t0.1/acc_top1", "finetune/acc_top1", "finetune/thirds/acc_few"):
+    for key in ("linear_full/acc_top1", "knn_k20_t0.1/acc_top1", "finetune/acc_top1", "finetune/acc_mean_class"):
         assert 0.0 <= transfer["metrics"][key] <= 1.0, key
 
 

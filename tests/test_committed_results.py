@@ -23,7 +23,7 @@ COMMITTED = sorted(p for p in (ROOT / "results").iterdir() if (ROOT / "benchmark
 
 
 def table(report: str) -> str:
-    return report.split("## Results", 1)[1].split("## Robustness", 1)[0].strip()
+    return report.split("## Results", 1)[1].split("## Robustness", 1)[0].split("## Plots", 1)[0].strip()
 
 
 @pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])

@@ -87,7 +87,7 @@ def test_sweep_prints_summary_and_exits_nonzero_when_a_run_is_preempted(tmp_path
         "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 64}},
         "trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False, "num_sanity_val_steps": 0,
                     "callbacks": [{"class_path": "tests.test_preemption.SignalAtStep"}]}},
-        "grid": {"seed": [0, 1]}, "evaluation": {"knn_k": 5}}
+        "grid": {"seed": [0, 1]}, "evaluation": {"knn_k": 5}, "floors": []}
     path = tmp_path / "pre.yaml"
     path.write_text(yaml.safe_dump(spec))
     listed = lssl(["sweep", str(path), "--results", "res", "--work", "work", "--dry-run"], tmp_path)

@@ -38,7 +38,8 @@ SPEC = {
                                   {"class_path": "test_sweep_runner.FailOnce"}]},
     },
     "grid": {"seed": [3]},
-    "evaluation": {"linear_epochs": 3, "knn_k": 20},
+    "evaluation": {"linear_options": {"steps": 50}, "knn_k": 20},
+    "floors": [],
 }
 
 

@@ -137,8 +137,8 @@ def _session_config(run: Run, paths: SweepPaths, trainer_overrides: dict[str, An
     trainer["logger"] = [{"class_path": "lightning_ssl.loggers.ResumableCSVLogger",
                           "init_args": {"save_dir": str(run_dir), "name": "logs", "version": 0}}]
     callbacks = [c for c in trainer.get("callbacks") or [] if not str(c.get("class_path", "")).endswith("ModelCheckpoint")]
-    callbacks.append({"class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint",  # last.ckpt only: one copy
-                      "init_args": {"dirpath": str(run_dir / "checkpoints"), "save_top_k": 0}})
+    callbacks.append({"class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint",
+                      "init_args": {"dirpath": str(run_dir / "checkpoints")}})
     trainer["callbacks"] = callbacks
     if wandb:
         config["wandb"] = wandb
