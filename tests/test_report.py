@@ -182,3 +182,13 @@ def test_report_skips_an_unreadable_result_naming_it(tmp_path: Path, capsys: pyt
     assert "skipped 1 result(s)" in captured.err
     assert "broken.json: not a readable result" in (folder / "report.md").read_text()
     assert (folder / "broken.json").read_text() == '{"run_id": "broken", "metr'  # left as it was
+
+
+def test_a_missing_floor_seed_is_not_filled_in_by_another_seed() -> None:
+    from lightning_ssl.sweep.report import floor_margins
+
+    # RandomInit finished for seed 0 only: seed 1 of SimCLR has no floor to be paired with
+    recs = records() + [floor("RandomInit", 0, False, 0.45)]
+    margin = next(v for k, v in floor_margins(recs).items()
+                  if dict(k)["method"] == "SimCLR" and not dict(k)["balanced_twin"] and dict(k)["subsample"] == 1.0)
+    assert margin["RandomInit_n"] == 1 and margin["RandomInit"][0] == pytest.approx(0.05)

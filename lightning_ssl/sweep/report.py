@@ -55,8 +55,9 @@ def group_key(record: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 
 def replicate(record: dict[str, Any]) -> tuple[Any, ...]:
-    """The replicate a result is within its row: (seed, data seed)."""
-    return tuple(record["axes"].get(a, record.get("seed") if a == "seed" else None) for a in REPLICATE_AXES)
+    """The replicate a result is within its row: (seed, data seed), ``None`` for an axis the run has
+    not got (RawPixels has no seed: nothing in it is random)."""
+    return tuple(record["axes"].get(a) for a in REPLICATE_AXES)
 
 
 def _differing(records: list[dict[str, Any]]) -> list[str]:
@@ -191,11 +192,11 @@ def floor_margins(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -
 
 
 def _floor_value(match: dict[tuple, Any], rep: tuple) -> Any:
-    """A floor's value for a replicate; a floor with one replicate (RawPixels: nothing random)
-    serves them all."""
+    """A floor's value for a replicate: the floor of the same seed and data seed, else a seedless
+    floor (RawPixels) of the same data seed; a seeded floor whose seed is missing serves no one."""
     if rep in match:
         return match[rep]
-    return next(iter(match.values())) if len(match) == 1 else None
+    return match.get((None, *rep[1:]))
 
 
 def _by_group(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
