@@ -54,6 +54,10 @@ def test_run_id_ignores_where_it_runs_but_not_what() -> None:
     ({"grid": {"methd": ["SimCLR"]}}, ["unknown grid axis 'methd'", "method"]),
     ({"grid": {"method": ["SimCLR"]}, "evaluaton": {}}, ["unknown key(s) ['evaluaton']", "evaluation"]),
     ({"grid": {"method": ["SimCLR"]}, "evaluation": {"linear_epoch": 3}}, ["linear_epoch", "linear_recipe"]),
+    ({"grid": {"method": ["SimCLR"]}, "evaluation": {"linear_recipe": "sdcrl"}},
+     ["evaluation: unknown linear probe recipe 'sdcrl'", "sdclr"]),
+    ({"grid": {"method": ["SimCLR"]}, "evaluation": {"linear_options": {"step": 9}}},
+     ["evaluation: unknown linear probe option(s) ['step']", "steps"]),
 ])
 def test_bad_spec_names_the_key_and_choices(raw: dict, words: list[str]) -> None:
     with pytest.raises(ValueError) as err:
