@@ -361,3 +361,44 @@ sys.exit(dnc.run({args!r}))
     sizes = json.loads((work / "cluster" / "clusters.json").read_text())["sizes"]
     assert min(sizes) > 16  # so the killed expert had >= 2 steps: the kill was not at its end
     assert not (work / "experts" / "done.json").exists() and not (work / "distill").exists()
+
+
+class CrashAt(pl.Callback):
+    """Stands in for a kill: raises at the first batch of the fit in folder ``name`` (no save)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if Path(trainer.default_root_dir).name == self.name:
+            raise KeyError("killed")
+
+
+def test_a_stage_interrupted_mid_way_continues_from_its_checkpoints(reference, tmp_path):
+    """A crash in the second expert's fit: the stage is not done, the first expert's epoch
+    checkpoints are on disk; the resumed pipeline does not retrain the first expert (no images
+    counted for it) and every output equals the uninterrupted run's bit for bit."""
+    ref, _ = reference
+    work = tmp_path / "dnc"
+    with pytest.raises(KeyError):
+        make_pipeline(work, callbacks=[CrashAt("expert_1")]).run()
+    assert not (work / "experts" / "done.json").exists()
+    assert (work / "experts" / "expert_0" / "checkpoints" / "last.ckpt").is_file()
+    assert (work / "experts" / "started.json").is_file()
+    counter = CountImages()
+    make_pipeline(work, callbacks=[counter]).run()
+    assert "expert_0" not in counter.images and counter.images["expert_1"] > 0
+    assert "base" not in counter.images
+    for ckpt in ("base/model.ckpt", "experts/expert_0.ckpt", "experts/expert_1.ckpt", "distill/model.ckpt"):
+        assert_bitwise_equal(work / ckpt, ref / ckpt)
+
+
+def test_a_stage_started_with_other_settings_is_redone(reference, tmp_path):
+    """An interrupted stage whose settings changed since is cleared, not continued."""
+    work = tmp_path / "dnc"
+    with pytest.raises(KeyError):
+        make_pipeline(work, callbacks=[CrashAt("expert_1")]).run()
+    pipeline = make_pipeline(work)
+    pipeline.expert_epochs = 0.5
+    assert not pipeline._started_with_these_settings("experts")
+    assert make_pipeline(work)._started_with_these_settings("experts")

@@ -57,14 +57,16 @@ FIT = ["fit", "--model", "SimCLR", "--model.backbone", "resnet_tiny", "--model.p
        "--trainer.callbacks+=tests.test_preemption.SignalAtStep"]
 
 
-@pytest.mark.parametrize(("sig", "code"), [("SIGTERM", 143), ("SIGUSR1", 138)])
-def test_fit_exits_128_plus_signal_after_saving(tmp_path: Path, sig: str, code: int) -> None:
+@pytest.mark.parametrize(("sig", "code", "why"), [("SIGTERM", 143, "preempted (signal 15)"),
+                                                 ("SIGUSR1", 138, "preempted (signal 10)"),
+                                                 ("SIGINT", 130, "interrupted (Ctrl-C)")])
+def test_fit_exits_128_plus_signal_after_saving(tmp_path: Path, sig: str, code: int, why: str) -> None:
     proc = lssl(FIT, tmp_path, f"{sig}:3")
     assert proc.returncode == code, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines()[-1] == (
-        f"lssl fit: preempted (signal {code - 128}); state saved, run the same command to resume")
-    assert "Traceback" not in proc.stderr
     (last,) = (tmp_path / "runs").rglob("last.ckpt")  # the run's own folder
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"lssl fit: {why}; state saved in {last.relative_to(tmp_path)}, run the same command to resume")
+    assert "Traceback" not in proc.stderr
     folder = last.parent
     assert torch.load(last, weights_only=False)["global_step"] == 3
     saved = (folder / "last.ckpt").read_bytes()
@@ -79,7 +81,9 @@ def test_exit_code_helper() -> None:
     assert preemption_exit_code(RuntimeError("crash")) is None
 
 
-def test_sweep_prints_summary_and_exits_nonzero_when_a_run_is_preempted(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "code", "by"), [("SIGTERM", 143, "signal 15"), ("SIGINT", 130, "Ctrl-C")])
+def test_sweep_prints_summary_and_exits_nonzero_when_a_run_is_preempted(tmp_path: Path, sig: str, code: int,
+                                                                        by: str) -> None:
     spec = {"name": "pre", "base": {
         "seed_everything": 0,
         "model": {"class_path": "SimCLR", "init_args": {"backbone": "resnet_tiny", "image_size": 16,
@@ -96,11 +100,11 @@ def test_sweep_prints_summary_and_exits_nonzero_when_a_run_is_preempted(tmp_path
     done.parent.mkdir(parents=True)
     done.write_text(json.dumps({"run_id": second, "metrics": {"linear_full/acc_top1": 0.5}, "seed": 1}))
     before = done.read_bytes()
-    proc = lssl(["sweep", str(path), "--results", "res", "--work", "work"], tmp_path, "SIGTERM:2")
-    assert proc.returncode == 143, proc.stderr[-2000:]
+    proc = lssl(["sweep", str(path), "--results", "res", "--work", "work"], tmp_path, f"{sig}:2")
+    assert proc.returncode == code, proc.stderr[-2000:]
     summary = proc.stdout.strip().splitlines()[-1]
     assert summary.startswith("sweep 'pre': ") and summary.endswith(
-        f"1 interrupted, stopped by signal 15: re-run the same command to resume ({Path('res', 'pre')})")
+        f"1 interrupted, stopped by {by}: re-run the same command to resume ({Path('res', 'pre')})")
     assert re.search(rf"^1/\d+ interrupted {first} SimCLR seed=0  preempted", proc.stderr, re.M)  # one line per run
     assert "Traceback" not in proc.stderr
     assert done.read_bytes() == before  # nothing already computed is touched
@@ -157,7 +161,8 @@ def test_logs_and_checkpoints_continue_across_a_preemption(tmp_path: Path) -> No
         fit(cut, stop_at=5)
     assert [r["step"] for r in csv_rows(cut)] == ["0", "1", "2", "3", "4"]  # 494 / 64 = 7 steps per epoch
     ckpts = cut / "checkpoints"
-    assert {p.name for p in ckpts.iterdir()} == {"epoch=0-step=4.ckpt", "epoch=0-step=5.ckpt", "last.ckpt"}
+    # last.ckpt rolled every 2 steps, then the save at the preemption (step 5) and last.ckpt with it
+    assert {p.name for p in ckpts.iterdir()} == {"epoch=0-step=5.ckpt", "last.ckpt"}
     (ckpts / "epoch=0-step=5.ckpt.tmp").write_bytes(b"a write killed before its rename")
     fit(cut)
     # the resumed run's CSV holds every row, once, with the values of the uninterrupted run
@@ -165,6 +170,6 @@ def test_logs_and_checkpoints_continue_across_a_preemption(tmp_path: Path) -> No
     assert len(csv_rows(cut)) == 14
     assert tb_steps(cut, "train/loss") == tb_steps(full, "train/loss") == list(range(14))
     # the checkpoint saved at the preemption and the orphan temporary file are gone: what remains is
-    # what the callback keeps (save_top_k=1 and last)
-    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch=1-step=14.ckpt", "last.ckpt"]
-    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == ["epoch=1-step=14.ckpt", "last.ckpt"]
+    # what the callback keeps (save_top_k=0: the rolling last.ckpt only)
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == ["last.ckpt"]

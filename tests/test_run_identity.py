@@ -112,3 +112,29 @@ def test_uota_in_shipped_specs_gets_swavs_crops_and_a_half_way_start() -> None:
                 assert uota[section]["init_args"][key] == swav[section]["init_args"][key] > 0, (name, section)
         assert uota["data"]["init_args"]["small_size"] == swav["data"]["init_args"]["small_size"]
         assert uota["model"]["init_args"]["num_prototypes"] == swav["model"]["init_args"]["num_prototypes"]
+
+
+def test_rerun_stale_trains_afresh_instead_of_resuming_the_stale_checkpoint(tmp_path: Path) -> None:
+    """A run finished under another code version: its result is stale and its last.ckpt is at the
+    end of training. ``rerun_stale`` must train again from step 0 (not resume that checkpoint and
+    train 0 epochs), and replace the result only once the new one is written."""
+    base = {"model": {"init_args": {"backbone": "resnet_tiny", "proj_hidden_dim": 16, "proj_output_dim": 8}},
+            "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 64}},
+            "trainer": {"max_epochs": 1, "accelerator": "cpu", "limit_val_batches": 0}}
+    spec = spec_from_dict({"name": "t", "base": base, "grid": {"method": ["SimCLR"]}, "floors": [],
+                           "evaluation": {"knn_k": 5}})
+    (run,) = expand(spec)
+    paths = SweepPaths(tmp_path / "results", tmp_path / "work")
+    assert run_one(run, spec, paths) == "done"
+    first = json.loads(paths.result(run.run_id).read_text())
+    assert first["train"]["session_epochs"] == 1 and first["train"]["resumed_from"] is None
+    # the same result as written by an older code version, its finished checkpoint still on disk
+    first["compute_version"] = COMPUTE_VERSION - 1
+    paths.result(run.run_id).write_text(json.dumps(first))
+    (paths.run_dir(run.run_id) / runner.IDENTITY).unlink()  # as that version left the folder
+    assert paths.last_checkpoint(run.run_id).is_file()
+    assert run_one(run, spec, paths, rerun_stale=True) == "done"
+    again = json.loads(paths.result(run.run_id).read_text())
+    assert again["compute_version"] == COMPUTE_VERSION
+    assert again["train"]["resumed_from"] is None and again["train"]["session_epochs"] == 1
+    assert again["train"]["global_step"] == 7  # 494 images // 64 (last batch dropped), from step 0

@@ -22,7 +22,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import datamodules
 from datamodules.base import LongTailDataModule
-from lightning_ssl.checkpoints import preemption_exit_code
+from lightning_ssl.checkpoints import preemption_exit_code, stopped_line
 from lightning_ssl.methods.base import SSLMethod
 from lightning_ssl.methods.dnc import DEFAULT_TEACHER
 from lightning_ssl.methods.dnc_pipeline import STAGES, DnCPipeline, StageMismatchError
@@ -147,8 +147,8 @@ def run(argv: list[str]) -> int:
         return 2
     except SIGTERMException as stop:
         code = preemption_exit_code(stop) or 143
-        print(f"lssl dnc: preempted (signal {code - 128}); the finished stages are kept in {pipeline.work_dir}, "
-              "run the same command to resume", file=sys.stderr)
+        print(stopped_line("lssl dnc", code, f"the finished stages and the interrupted stage's checkpoints are "
+                                             f"kept in {pipeline.work_dir}"), file=sys.stderr)
         return code
     for stage, folder in stages.items():
         print(f"{stage}: {folder}")

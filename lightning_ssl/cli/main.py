@@ -67,16 +67,19 @@ def _dispatch(argv: list[str]) -> int:
     if command in ("fit", "validate", "test"):
         from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-        from lightning_ssl.checkpoints import preemption_exit_code
+        from lightning_ssl.checkpoints import preemption_exit_code, stopped_line
         from lightning_ssl.cli.lightning import run_lightning_cli
 
         try:
             run_lightning_cli([command, *rest])
         except SIGTERMException as stop:  # preempted after its checkpoint was saved: not "finished"
             code = preemption_exit_code(stop) or 143
-            print(f"lssl {command}: preempted (signal {code - 128}); state saved, run the same command to resume",
-                  file=sys.stderr)
+            print(stopped_line(f"lssl {command}", code), file=sys.stderr)
             return code
+        except KeyboardInterrupt:  # before training started, or a second Ctrl-C
+            print(f"lssl {command}: interrupted (Ctrl-C); the checkpoints written after each finished epoch "
+                  "are kept, run the same command to resume", file=sys.stderr)
+            return 130
         return 0
     if command == "probe":
         from lightning_ssl.cli.probe import run

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from lightning_ssl.cli import quiet
@@ -168,7 +169,8 @@ def summary_line(name: str, outcome: launchers.Outcome, finished_before: int, pa
     counts["finished"] = counts.get("finished", 0) + finished_before
     parts = [f"{n} {k}" for k, n in counts.items() if n]
     if outcome.signal is not None:
-        parts.append(f"stopped by signal {outcome.signal}: re-run the same command to resume")
+        by = "Ctrl-C" if outcome.signal == signal.SIGINT else f"signal {outcome.signal}"
+        parts.append(f"stopped by {by}: re-run the same command to resume")
     return f"sweep {name!r}: " + (", ".join(parts) or "nothing to run") + f" ({paths.results})"
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.cli import LightningCLI
 
 from datamodules.base import LongTailDataModule
@@ -32,21 +33,22 @@ RUNS = "runs"
 
 def default_callbacks() -> list[dict[str, Any]]:
     """The evaluation and checkpoint callbacks of every ``lssl fit``: the online linear probe, the kNN
-    monitor, per-class charts in TensorBoard and one checkpoint (``last.ckpt``, rewritten each epoch;
-    ``--trainer.callbacks`` replaces the list)."""
+    monitor, per-class charts in TensorBoard and one rolling checkpoint (``last.ckpt``, rewritten
+    atomically after every epoch; ``--trainer.callbacks`` replaces the list)."""
     return [
         {"class_path": "lightning_ssl.eval.callbacks.OnlineLinearProbe"},
         {"class_path": "lightning_ssl.eval.callbacks.KNNMonitor"},
         {"class_path": "lightning_ssl.tensorboard_charts.TensorBoardPerClassCharts"},
-        {"class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint", "init_args": {"save_top_k": 0}},
+        {"class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint"},
     ]
 
 
 def default_loggers() -> list[dict[str, Any]]:
-    """CSV and TensorBoard logs, moved into the run's folder (``<run>/csv``, ``<run>/tb``) by ``fit``."""
+    """CSV and TensorBoard logs, moved into the run's folder (``<run>/csv``, ``<run>/tb``) by ``fit``;
+    a resumed run continues them (the rows logged before a kill are kept)."""
     return [
-        {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": RUNS, "name": "csv"}},
-        {"class_path": "pytorch_lightning.loggers.TensorBoardLogger", "init_args": {"save_dir": RUNS, "name": "tb"}},
+        {"class_path": "lightning_ssl.loggers.ResumableCSVLogger", "init_args": {"save_dir": RUNS, "name": "csv"}},
+        {"class_path": "lightning_ssl.loggers.ResumableTensorBoardLogger", "init_args": {"save_dir": RUNS, "name": "tb"}},
     ]
 
 
@@ -88,7 +90,48 @@ class SSLCLI(LightningCLI):
                             help="fit: resume from the newest readable checkpoint of an earlier run with the same "
                                  "model, data, seed and length (runs/<method>-<dataset>-<hash>/checkpoints/); "
                                  "false starts afresh")
+        parser.add_argument("--ckpt_config", type=bool, default=False,
+                            help="with --ckpt_path: train the checkpoint's own model config where it differs from "
+                                 "the command (by default such a checkpoint is refused, naming the differences)")
         parser.set_defaults({"trainer.callbacks": default_callbacks(), "trainer.logger": default_loggers()})
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning lets a checkpoint's hyper-parameters silently replace the command's model; here a
+        checkpoint whose model class, model options or data options differ from the command is
+        refused by name, unless ``--ckpt_config true`` asks for the checkpoint's config (said so)."""
+        sub = self.config.get("subcommand")
+        cfg = self.config[sub] if sub else None
+        ckpt_path = cfg.get("ckpt_path") if cfg is not None else None
+        if not ckpt_path:
+            return
+        if not Path(ckpt_path).is_file():
+            raise UsageError(f"--ckpt_path {ckpt_path}: no such checkpoint file; pass a .ckpt file, e.g. "
+                             "runs/<run>/checkpoints/last.ckpt")
+        before = {"class_path": cfg.model.class_path, **_plain(_init_args(cfg.model))}
+        try:
+            ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        except Exception as err:  # noqa: BLE001 - any failure to read is the same user error
+            raise UsageError(f"--ckpt_path {ckpt_path} is not a readable checkpoint ({type(err).__name__}); "
+                             "pass a .ckpt file written by lssl fit") from err
+        super()._parse_ckpt_path()
+        cfg = self.config[sub]
+        after = {"class_path": cfg.model.class_path, **_plain(_init_args(cfg.model))}
+        differ = _differences(before, after, "model")
+        data_args = _plain(_init_args(cfg.data)) or {}
+        stored = ckpt.get("datamodule_hyper_parameters") or {}
+        differ += _differences({k: data_args[k] for k in stored if k in data_args},
+                               {k: stored[k] for k in stored if k in data_args}, "data")
+        if not differ:
+            return
+        shown = "; ".join(differ[:4]) + (f"; and {len(differ) - 4} more" if len(differ) > 4 else "")
+        if not cfg.get("ckpt_config"):
+            raise UsageError(f"--ckpt_path {ckpt_path} was trained with other settings than this command ({shown}): "
+                             "pass the checkpoint's settings, drop --ckpt_path to start afresh, or add "
+                             "--ckpt_config true to train the checkpoint's model config")
+        if stored and any(d.startswith("data.") for d in differ):
+            raise UsageError(f"--ckpt_path {ckpt_path} was trained on other data ({shown}); --ckpt_config covers the "
+                             "model only: pass the checkpoint's --data options")
+        print(f"lssl {sub}: --ckpt_config: training the checkpoint's model config ({shown})")
 
     # -- before anything is built ------------------------------------------------------------------
     def before_instantiate_classes(self) -> None:
@@ -136,8 +179,7 @@ class SSLCLI(LightningCLI):
         loggers = trainer.get("logger")
         for logger in loggers if isinstance(loggers, list) else []:
             init = logger.get("init_args") if hasattr(logger, "get") else None
-            if init is not None and init.get("save_dir") == RUNS and init.get("name") in ("csv", "tb") \
-                    and init.get("version") is None:
+            if init is not None and init.get("save_dir") == RUNS and init.get("name") in ("csv", "tb"):
                 init["version"], init["name"], init["save_dir"] = init["name"], "", str(folder)
         checkpoints = folder / "checkpoints"
         if cfg.get("resume") and cfg.get("ckpt_path") is None and checkpoints.is_dir():
@@ -169,6 +211,20 @@ def run_folder(cfg: Any, model_cls: type, data_cls: type) -> Path:
                 "max_epochs": trainer.get("max_epochs"), "max_steps": trainer.get("max_steps")}
     name = f"{model_cls.__name__}-{data_cls.__name__}-{short_hash(identity)}".lower()
     return Path(trainer.get("default_root_dir") or ".") / RUNS / name
+
+
+def _differences(command: dict[str, Any], checkpoint: dict[str, Any], prefix: str) -> list[str]:
+    """``model.backbone: resnet_tiny here, resnet18 in the checkpoint`` for each key that differs; a
+    key the command leaves unset (``None``: filled in later, e.g. ``image_size``) is no difference."""
+    out = []
+    for key in sorted(set(command) | set(checkpoint)):
+        a, b = command.get(key), checkpoint.get(key)
+        if a is None:
+            continue
+        if json.dumps(_plain(a), sort_keys=True, default=str) != json.dumps(_plain(b), sort_keys=True, default=str):
+            name = "model" if key == "class_path" else f"{prefix}.{key}"
+            out.append(f"{name}: {a} here, {b} in the checkpoint")
+    return out
 
 
 def _check_length(trainer: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -204,9 +205,9 @@ class SSLMethod(pl.LightningModule):
         terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.logs.items()) or "none logged"
         saved = "no trainer to save with"
         if self._trainer is not None:
-            from pathlib import Path
-
-            path = Path(self.trainer.default_root_dir) / "checkpoints" / "last-good.ckpt"
+            callback = self.trainer.checkpoint_callback
+            folder = getattr(callback, "dirpath", None) or Path(self.trainer.default_root_dir) / "checkpoints"
+            path = Path(folder) / "last-good.ckpt"
             self.trainer.save_checkpoint(path)
             saved = f"the last good weights (before this step) are in {path}"
         raise FloatingPointError(

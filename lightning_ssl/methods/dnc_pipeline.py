@@ -19,8 +19,11 @@ atomically (temporary file + ``os.replace``):
 4. ``distill``: a fresh :class:`~lightning_ssl.methods.dnc.DnC` student regressing the base and the
    image's own expert for N3 epochs -> ``distill/model.ckpt``.
 
-**Resume.** Re-running starts at the first stage without its marker; that stage and every later
-one are cleared and redone (an interrupted stage is redone from its start). Each marker records
+**Resume.** Re-running starts at the first stage without its marker. Every fit of a stage writes
+``<stage>/checkpoints/last.ckpt`` (or ``experts/expert_{k}/checkpoints/``) after each epoch, and
+an interrupted stage whose ``started.json`` fingerprint matches the current one continues from
+those checkpoints (finished experts are not retrained); a stage started with other settings, and
+every later stage, is cleared and redone. Each marker records
 the stage's fingerprint (:mod:`lightning_ssl.methods.dnc_fingerprint`: the data's identity, the
 method, stage and trainer options that change the result, the checksums of the earlier stages'
 outputs); a finished stage whose fingerprint differs from the current one is an error
@@ -71,8 +74,10 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
 from lightning_ssl import distributed as D
+from lightning_ssl.checkpoints import AtomicModelCheckpoint, latest_valid_checkpoint
 from lightning_ssl.cluster.kmeans import distributed_kmeans
 from lightning_ssl.eval.features import extract_features
+from lightning_ssl.loggers import ResumableCSVLogger
 from lightning_ssl.methods.dnc import DEFAULT_TEACHER, DnC, import_class
 from lightning_ssl.methods.dnc_fingerprint import (
     array_sha1,
@@ -86,6 +91,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ("base", "cluster", "experts", "distill")
 DONE = "done.json"
+STARTED = "started.json"  # the fingerprint an unfinished stage was started with
 # the options of the teachers that the student shares (architecture and optimisation)
 SHARED_WITH_STUDENT = (
     "backbone", "image_size", "in_chans", "optimizer", "lr", "weight_decay", "momentum",
@@ -314,6 +320,16 @@ class DnCPipeline:
                 return i
         return len(STAGES)
 
+    def _started_with_these_settings(self, stage: str) -> bool:
+        """Whether the unfinished ``stage`` was started with the current fingerprint, so that its
+        per-epoch checkpoints may be resumed."""
+        marker = self.stage_dir(stage) / STARTED
+        try:
+            recorded = json.loads(marker.read_text()).get("fingerprint")
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return False
+        return not differing_keys(recorded, self.fingerprint(stage))
+
     def _mark_done(self, stage: str, artifacts: dict[str, Any], started: float) -> None:
         if self._rank() == 0:
             write_json_atomic(self.stage_dir(stage) / DONE, {
@@ -344,10 +360,19 @@ class DnCPipeline:
             self.datamodule.view_seed = view_seed  # type: ignore[attr-defined]
 
     def _fit(self, model: pl.LightningModule, stage_dir: Path, ckpt: Path, **limits: int) -> None:
-        kwargs = {"logger": pl.loggers.CSVLogger(str(stage_dir), name="logs"), "enable_checkpointing": False,
-                  "limit_val_batches": 0, "num_sanity_val_steps": 0, **self.trainer_kwargs, **limits}
+        """One fit of a stage, with ``last.ckpt`` in ``stage_dir/checkpoints`` after every epoch;
+        a fit interrupted earlier (same stage fingerprint, see :meth:`run`) continues from it."""
+        checkpoints = stage_dir / "checkpoints"
+        callbacks = [*(self.trainer_kwargs.get("callbacks") or []), AtomicModelCheckpoint(dirpath=str(checkpoints))]
+        kwargs = {"logger": ResumableCSVLogger(str(stage_dir), name="logs"), "limit_val_batches": 0,
+                  "num_sanity_val_steps": 0, **self.trainer_kwargs, "callbacks": callbacks,
+                  "enable_checkpointing": True, **limits}
         trainer = self.trainer_factory(default_root_dir=str(stage_dir), **kwargs)
-        trainer.fit(model, datamodule=self.datamodule)  # a SIGTERMException propagates: not done
+        last = latest_valid_checkpoint(checkpoints.glob("*.ckpt")) if checkpoints.is_dir() else None
+        if last is not None:
+            log.info("DnC: %s continues from %s", stage_dir.name, last)
+        # a SIGTERMException (or Ctrl-C) propagates after the checkpoint is saved: not done
+        trainer.fit(model, datamodule=self.datamodule, ckpt_path=str(last) if last else None)
         if trainer.state.status != TrainerStatus.FINISHED:
             raise RuntimeError(f"DnC fit in {stage_dir} ended as {trainer.state.status}; the stage is not "
                                "marked done, run again to redo it")
@@ -373,8 +398,9 @@ class DnCPipeline:
         self.check()
         start = self.first_unfinished()
         stop = STAGES.index(until) + 1 if until is not None else len(STAGES)
+        resumable = start < len(STAGES) and self._started_with_these_settings(STAGES[start])
         if self._rank() == 0:
-            for stage in STAGES[start:]:
+            for stage in STAGES[start + int(resumable):]:
                 shutil.rmtree(self.stage_dir(stage), ignore_errors=True)
         self._barrier()
         runners = {"base": self.run_base, "cluster": self.run_cluster, "experts": self.run_experts,
@@ -383,6 +409,9 @@ class DnCPipeline:
             for stage in STAGES[start:stop]:
                 log.info("DnC stage %r in %s", stage, self.stage_dir(stage))
                 self.stage_dir(stage).mkdir(parents=True, exist_ok=True)
+                if self._rank() == 0:
+                    write_json_atomic(self.stage_dir(stage) / STARTED, {"fingerprint": self.fingerprint(stage)})
+                self._barrier()
                 runners[stage]()
         finally:
             self.datamodule.set_pretrain_subset(None)

@@ -26,21 +26,26 @@ log = logging.getLogger(__name__)
 
 
 class _StopRequest:
-    """While active, SIGTERM / SIGUSR1 (a scheduler's preemption notice) mark the sweep to stop
-    before its next run. Lightning chains this handler into its own during a fit (which then
+    """While active, SIGTERM / SIGUSR1 (a scheduler's preemption notice) and Ctrl-C mark the sweep to
+    stop before its next run. During a fit the checkpoint callback's handlers take over (the fit
     stops after the current step and saves); between fits (evaluation) the current run finishes
-    and writes its result first."""
+    and writes its result first. A second Ctrl-C quits at once."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        if signum == signal.SIGINT:
+            if self.signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            print("\nCtrl-C: the sweep stops after this run's evaluation (Ctrl-C again to quit at once)",
+                  file=sys.stderr, flush=True)
         self.signum = self.signum or int(signum)
 
     def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+            for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)):
                 if sig is not None:
                     self._previous[sig] = signal.signal(sig, self._handler)
         return self

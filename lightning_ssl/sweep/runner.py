@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 import traceback
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ SCHEMA = 1
 # Bumped whenever the code changes what a run computes without changing its config (the probe's
 # algorithm, a loss, an augmentation): a stored result of another version is stale.
 COMPUTE_VERSION = 2
+IDENTITY = "training.json"  # in the run folder: what its checkpoints were trained for
 DNC_TRAINER_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision", "log_every_n_steps",
                     "limit_train_batches", "enable_progress_bar")
 
@@ -278,6 +280,31 @@ def _set_aside(path: Path) -> Path:
     return target
 
 
+def training_identity(run: Run) -> dict[str, Any]:
+    """What the checkpoints of a run folder were trained for: a checkpoint of another identity
+    (an older code version, another config) is never resumed."""
+    return {"compute_version": COMPUTE_VERSION, "config": run.config, "dnc": run.dnc}
+
+
+def _claim_run_dir(run: Run, paths: SweepPaths) -> None:
+    """Before training: clear the run folder when its checkpoints were trained for another identity
+    (e.g. ``--rerun-stale`` after a code or config change: the stale run's finished checkpoint
+    must not be resumed), then record the current identity. A folder without a record (from a
+    version of the suite that wrote none) is cleared too when a stored result of the run is stale."""
+    folder, marker = paths.run_dir(run.run_id), paths.run_dir(run.run_id) / IDENTITY
+    want = json.loads(json.dumps(training_identity(run), default=str))
+    recorded = None
+    if marker.is_file():
+        try:
+            recorded = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            recorded = None
+    stale_result = paths.result(run.run_id).is_file()  # existing() let it through: stale or unreadable
+    if folder.is_dir() and recorded != want and (recorded is not None or stale_result):
+        shutil.rmtree(folder)
+    atomic_write_json(marker, want)
+
+
 def run_one(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dict[str, Any] | None = None,
             wandb: str | None = None, rerun_stale: bool = False) -> str:
     """Run ``run`` unless it is finished or held by another runner. Returns ``finished`` (already
@@ -307,6 +334,7 @@ def run_one(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dic
         status = existing()  # finished while we waited for the lock
         if status:
             return status
+        _claim_run_dir(run, paths)
         try:
             record = execute(run, spec, paths, trainer_overrides, wandb)
         except Exception:

@@ -60,7 +60,7 @@ DNC = "DnC"
 # trainer options that say where/how a run executes, not what it computes: not part of the run id
 NOT_HASHED_TRAINER = ("logger", "default_root_dir", "enable_progress_bar", "enable_model_summary", "devices",
                       "num_nodes", "accelerator", "strategy")
-NOT_HASHED = ("resume", "wandb_id", "ckpt_path")  # how a run is launched and resumed, not what it computes
+NOT_HASHED = ("resume", "wandb_id", "ckpt_path", "ckpt_config")  # how a run is launched and resumed, not what it computes
 # the reference encoders computed for every (dataset, probe set) of a sweep (docs/protocols.md §8)
 FLOORS = ("RawPixels", "RandomInit")
 
