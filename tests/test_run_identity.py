@@ -120,14 +120,14 @@ def test_rerun_stale_trains_afresh_instead_of_resuming_the_stale_checkpoint(tmp_
     train 0 epochs), and replace the result only once the new one is written."""
     base = {"model": {"init_args": {"backbone": "resnet_tiny", "proj_hidden_dim": 16, "proj_output_dim": 8}},
             "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 64}},
-            "trainer": {"max_epochs": 1, "accelerator": "cpu", "limit_val_batches": 0}}
+            "trainer": {"max_epochs": 2, "accelerator": "cpu", "limit_val_batches": 0}}
     spec = spec_from_dict({"name": "t", "base": base, "grid": {"method": ["SimCLR"]}, "floors": [],
                            "evaluation": {"knn_k": 5}})
     (run,) = expand(spec)
     paths = SweepPaths(tmp_path / "results", tmp_path / "work")
     assert run_one(run, spec, paths) == "done"
     first = json.loads(paths.result(run.run_id).read_text())
-    assert first["train"]["session_epochs"] == 1 and first["train"]["resumed_from"] is None
+    assert first["train"]["session_epochs"] == 2 and first["train"]["resumed_from"] is None
     # the same result as written by an older code version, its finished checkpoint still on disk
     first["compute_version"] = COMPUTE_VERSION - 1
     paths.result(run.run_id).write_text(json.dumps(first))
@@ -136,5 +136,9 @@ def test_rerun_stale_trains_afresh_instead_of_resuming_the_stale_checkpoint(tmp_
     assert run_one(run, spec, paths, rerun_stale=True) == "done"
     again = json.loads(paths.result(run.run_id).read_text())
     assert again["compute_version"] == COMPUTE_VERSION
-    assert again["train"]["resumed_from"] is None and again["train"]["session_epochs"] == 1
-    assert again["train"]["global_step"] == 7  # 494 images // 64 (last batch dropped), from step 0
+    assert again["train"]["resumed_from"] is None and again["train"]["session_epochs"] == 2
+    assert again["train"]["global_step"] == 14  # 494 images // 64 (last batch dropped) x 2, from step 0
+    # every record carries the collapse diagnostics and the loss curve's trend
+    diag = again["diagnostics"]
+    assert 1 < diag["features"]["rankme"] <= diag["features"]["dim"] and "alignment" in diag["embedding"]
+    assert diag["rows"] == 494 and diag["loss_trend"]["first"] > 0

@@ -84,3 +84,17 @@ def test_dry_run_expands_every_shipped_spec(tmp_path: Path, capsys: pytest.Captu
         out = capsys.readouterr().out
         assert " pending " in out and f"{tmp_path / path.stem}" in out
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
+
+
+def test_exclude_drops_the_matching_grid_points_only() -> None:
+    from lightning_ssl.sweep.spec import expand, spec_from_dict
+
+    raw = {"name": "x", "base": {"model": {"init_args": {"backbone": "resnet_tiny"}}, "data": {"class_path": "DigitsLT"}},
+           "grid": {"method": ["SimCLR", "MoCoV2", "Supervised"], "balanced_twin": [False, True]}, "floors": []}
+    assert len(expand(spec_from_dict(raw), validate=False)) == 6
+    raw["exclude"] = [{"balanced_twin": True, "method": ["MoCoV2", "Supervised"]}]
+    kept = [(r.method, r.axes["balanced_twin"]) for r in expand(spec_from_dict(raw), validate=False)]
+    assert sorted(kept) == [("MoCoV2", False), ("SimCLR", False), ("SimCLR", True), ("Supervised", False)]
+    raw["exclude"] = [{"seed": 1}]
+    with pytest.raises(ValueError, match="exclude entry"):
+        spec_from_dict(raw)

@@ -26,6 +26,7 @@ from datamodules.base import LongTailDataModule
 from lightning_ssl.config.callbacks import RunInfo, StepLogging
 from lightning_ssl.config.errors import UsageError, condense
 from lightning_ssl.config.registry import import_all_datamodules, import_class
+from lightning_ssl.eval.diagnostics import CollapseMonitor
 from lightning_ssl.methods.views import init_option
 
 RUNS = "runs"
@@ -200,6 +201,8 @@ class SSLCLI(LightningCLI):
 
         add_feature_validation(self.model)
         self.trainer.callbacks.append(RunInfo(self._model_config))
+        if not any(isinstance(c, CollapseMonitor) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(CollapseMonitor())
         if self.trainer.loggers:
             self.trainer.callbacks.append(StepLogging(auto_interval=self._auto_log_interval))
 

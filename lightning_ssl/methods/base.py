@@ -54,6 +54,10 @@ class LossOutput:
     logs: dict[str, Tensor] = field(default_factory=dict)
 
 
+def _detached(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach()
+
+
 class LossWeighter(Protocol):
     """Returns weights broadcastable to ``out.losses`` (``B``, ``V×1`` or ``V×B``) or ``None``."""
 
@@ -164,6 +168,12 @@ class SSLMethod(pl.LightningModule):
             backbone = self.backbone
         return backbone(x).flatten(1)
 
+    def embed(self, x: Tensor) -> Tensor | None:
+        """The embedding the loss sees (the projector's output, MTTV's head), for the collapse
+        diagnostics (docs/protocols.md §9); ``None`` for a method without one."""
+        head = getattr(self, "projector", None) or getattr(self, "head", None)
+        return head(self(x)) if isinstance(head, nn.Module) else None
+
     def on_fit_start(self) -> None:
         if self.hparams.get("channels_last"):
             self.backbone.to(memory_format=torch.channels_last)
@@ -191,7 +201,7 @@ class SSLMethod(pl.LightningModule):
         if self.hparams.get("nonfinite", "raise") != "ignore" and not torch.isfinite(loss):
             return self._nonfinite(loss, out, batch)
         self._log_step(loss, out)
-        return {"loss": loss, "features": out.features}
+        return {"loss": loss, "features": out.features, "embeddings": _detached(out.embeddings)}
 
     def _nonfinite(self, loss: Tensor, out: LossOutput, batch: Batch) -> None:
         """A NaN/Inf loss: skip the step (counted), or save the last good weights and stop."""
@@ -251,7 +261,7 @@ class SSLMethod(pl.LightningModule):
             self.skipped_steps += 1
             self.log("train/skipped_steps", float(self.skipped_steps))
             skip_nonfinite_step(opt, getattr(self.trainer.precision_plugin, "scaler", None), sched)
-            return {"loss": first.detach(), "features": out.features}
+            return {"loss": first.detach(), "features": out.features, "embeddings": _detached(out.embeddings)}
         perturbation = sam_perturb(params, cfg.rho, cfg.adaptive)
         opt.zero_grad()
         out2 = self.compute_losses(batch)
@@ -262,7 +272,7 @@ class SSLMethod(pl.LightningModule):
         sched.step()
         self.after_optimizer_step()
         self._log_step(loss.detach(), out2)
-        return {"loss": loss.detach(), "features": out.features}
+        return {"loss": loss.detach(), "features": out.features, "embeddings": _detached(out.embeddings)}
 
     def on_train_epoch_start(self) -> None:
         if self.sam_weighter is not None:

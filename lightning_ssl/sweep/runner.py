@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_ssl.checkpoints import latest_valid_checkpoint
+from lightning_ssl.eval.diagnostics import CollapseMonitor, loss_trend, offline_diagnostics, training_view_batches
 from lightning_ssl.io import atomic_write_json
 from lightning_ssl.sweep import environment
 from lightning_ssl.sweep.lock import RunLock, is_stale
@@ -257,6 +258,9 @@ def execute(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dic
     model.eval()
     offline = evaluate_frozen(model, datamodule, seed=run.seed, device=device, **run.evaluation)
     transfer = {entry["name"]: _transfer(model, entry, run.evaluation, run.seed, device) for entry in run.transfer}
+    diagnostics = offline_diagnostics(model, training_view_batches(datamodule, seed=run.seed), device)
+    monitor = next((c for c in trainer.callbacks if isinstance(c, CollapseMonitor)), None)
+    diagnostics["loss_trend"] = loss_trend(monitor.losses) if monitor is not None else None
     train["eval_seconds"] = time.perf_counter() - eval_started
     return {
         "schema": SCHEMA, "compute_version": COMPUTE_VERSION, "sweep": spec.name, "reference": run.reference,
@@ -264,7 +268,7 @@ def execute(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dic
         "axes": run.axes, "seed": run.seed, "config": run.config, "evaluation_protocol": run.evaluation,
         "transfer_protocol": run.transfer, "dnc": run.dnc,
         "metrics": offline.pop("metrics"), "per_class": offline.pop("per_class"), "online": online,
-        "evaluation": offline, "transfer": transfer,
+        "evaluation": offline, "transfer": transfer, "diagnostics": diagnostics,
         "num_pretrain": int(sum(offline["class_counts"])),
         "train": train, "wall_time_s": time.time() - started, "peak_memory": environment.peak_memory(),
         "hardware": environment.hardware(), "versions": environment.versions(),

@@ -14,6 +14,8 @@ Format (every top-level key is optional except ``grid``; unknown keys are an err
       balanced_twin: [false, true]
       seed: [0, 1, 2]
       model.lr: [0.1, 0.3]        # any dotted config key (model./data. keys go to init_args)
+    exclude:                      # grid points left out: every listed axis matches (a value or a list)
+      - {balanced_twin: true, method: [DnC]}
     methods:                      # variants: name -> dotted overrides (``class``: the method class)
       SimCLR+rwSAM: {class: SimCLR, model.sam: {rho: 0.05, weights: kde}}
       MTTV: {data.clean_view: true}
@@ -47,8 +49,8 @@ from typing import Any
 from lightning_ssl.config.registry import dataset_classes, method_classes
 from lightning_ssl.io import load_yaml
 
-TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "methods", "datasets", "evaluation", "transfer", "dnc",
-                  "report", "launcher", "floors")
+TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "exclude", "methods", "datasets", "evaluation", "transfer",
+                  "dnc", "report", "launcher", "floors")
 DATA_AXES = ("profile", "imbalance_ratio", "subsample", "balanced_twin", "head_order")
 NAMED_AXES = ("method", "dataset", "seed", "data_seed", *DATA_AXES)
 DOTTED_ROOTS = ("model", "data", "trainer", "seed_everything")
@@ -174,6 +176,14 @@ class SweepSpec:
     report: dict[str, Any] = field(default_factory=dict)
     launcher: dict[str, Any] = field(default_factory=dict)
     floors: list[str] = field(default_factory=lambda: list(FLOORS))
+    exclude: list[dict[str, Any]] = field(default_factory=list)
+
+    def excludes(self, point: dict[str, Any]) -> bool:
+        """Whether grid ``point`` matches an ``exclude`` entry (each of its axes, a value or a list)."""
+        def hit(value: Any, wanted: Any) -> bool:
+            return value in wanted if isinstance(wanted, list) else value == wanted
+
+        return any(all(hit(point.get(axis), wanted) for axis, wanted in entry.items()) for entry in self.exclude)
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -201,6 +211,10 @@ def spec_from_dict(raw: dict[str, Any], default_name: str = "sweep", path: Path 
                              f"config key under {', '.join(DOTTED_ROOTS)} (e.g. model.lr)")
         if not isinstance(values, list) or not values:
             raise ValueError(f"grid axis {axis!r} must be a non-empty list, got {values!r}")
+    exclude = list(raw.get("exclude") or [])
+    for entry in exclude:
+        if not isinstance(entry, dict) or not entry or set(entry) - set(grid):
+            raise ValueError(f"exclude entry {entry!r}: a mapping of grid axes ({', '.join(grid)}) to a value or a list")
     evaluation = dict(raw.get("evaluation") or {})
     from lightning_ssl.eval.offline import evaluate_frozen
 
@@ -241,6 +255,7 @@ def spec_from_dict(raw: dict[str, Any], default_name: str = "sweep", path: Path 
         base=copy.deepcopy(raw.get("base") or {}), grid=grid, methods=dict(raw.get("methods") or {}),
         datasets=dict(raw.get("datasets") or {}), evaluation=evaluation, transfer=transfer, dnc=dnc,
         report=dict(raw.get("report") or {}), launcher=dict(raw.get("launcher") or {}), floors=floors,
+        exclude=exclude,
     )
 
 
@@ -310,6 +325,8 @@ def expand(spec: SweepSpec, validate: bool = True) -> list[Run]:
     floor_points: dict[str, dict[str, Any]] = {}
     for values in itertools.product(*(spec.grid[a] for a in axes)):
         point = dict(zip(axes, values))
+        if spec.excludes(point):
+            continue
         config = copy.deepcopy(spec.base)
         method = str(point.get("method", get_dotted(config, "model.class_path", "")))
         dataset = str(point.get("dataset", get_dotted(config, "data.class_path", "")))
