@@ -9,6 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lightning_ssl.sweep.diagnosis import (
+    COLLAPSED_RANK,
+    COLLAPSED_STD,
+    UNSTABLE_STD,
+    diagnosis_lines,
+    diagnostics_table,
+    ranking_lines,
+)
 from lightning_ssl.sweep.plots import write_plots
 from lightning_ssl.sweep.report import (
     DEFAULT_METRIC,
@@ -43,6 +51,19 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path, title: str 
         parts.append(f"- skipped {len(skipped)} result(s):")
         parts += [f"  - {line}" for line in skipped]
     parts += ["", "## Results", "", md, ""]
+    parts += ["## Ranking and diagnosis", "", *ranking_lines(records, metric), "",
+              "Rows that miss a floor, and why (docs/protocols.md §9.4: collapsed = features RankMe under "
+              f"{100 * COLLAPSED_RANK:.0f} % of their dimension or embedding std under {COLLAPSED_STD}; under-trained = "
+              "the loss still fell over 2 % in the last quarter in most seeds; unstable = seeds spread over "
+              f"{100 * UNSTABLE_STD:.0f} points; otherwise the recipe):", "", *diagnosis_lines(records, metric), ""]
+    table = diagnostics_table(records)
+    if table:
+        parts += ["### Collapse diagnostics (means over seeds)", "",
+                  "RankMe (Garrido et al. 2023) of the backbone features and of the embedding on 2,048 training "
+                  "images seen as two views; alignment and uniformity (Wang & Isola 2020) and the std of the "
+                  "normalised embedding × √d (SimSiam; 1 isotropic, 0 collapsed) of the embedding (of the "
+                  "features for methods without one); the training loss's fall over the run's last quarter.",
+                  "", table, ""]
     written = {"summary.csv": atomic_write_text(out / "summary.csv", csv_text)}
     if long_md:
         parts += [f"## Robustness: balanced vs long-tailed at equal n ({metric})", "",

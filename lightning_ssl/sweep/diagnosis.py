@@ -1,0 +1,175 @@
+"""Why a method missed its floors, the methods ranked with ties, and the collapse diagnostics table
+(docs/protocols.md §9.4).
+
+For each method row (a run group: every axis but the seed) that does not beat RandomInit clearly or
+does not beat RawPixels on the linear or kNN metric, :func:`diagnosis_lines` names the causes its
+records show, each from a measure in the record (``diagnostics``, written by the runner):
+
+* **collapsed**: the backbone features' RankMe under 10 % of their dimension, or the embedding's
+  normalised std under 0.1 (1 is isotropic, 0 a single point);
+* **under-trained**: in most seeds the training loss still fell by more than 2 % over the last
+  quarter of the run (:func:`lightning_ssl.eval.diagnostics.loss_trend`);
+* **unstable**: the seeds' accuracies spread by more than 2 points (sample std);
+* otherwise **recipe**: not collapsed, converged and stable, so the views, learning rate or loss
+  settings, not the budget, hold it at the floor.
+
+The thresholds are our choice (none of the papers defines a verdict); they are stated here and in
+the report, so a reader can apply another.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from lightning_ssl.sweep.report import (
+    FLOORS,
+    REPLICATE_AXES,
+    _by_group,
+    floor_margins,
+    fmt,
+    markdown_table,
+    mean_std,
+)
+
+COLLAPSED_RANK = 0.10  # features RankMe / dim below this: dimensional collapse
+COLLAPSED_STD = 0.10  # normalised std of the embedding below this: the embedding is (nearly) a point
+UNSTABLE_STD = 0.02  # accuracy std over seeds above 2 points
+
+
+def knn_metric(records: list[dict[str, Any]]) -> str | None:
+    """The kNN top-1 metric the records carry (``knn_k200_t0.1/acc_top1``), if any."""
+    names = sorted({k for r in records for k in r.get("metrics", {}) if k.startswith("knn_") and k.endswith("/acc_top1")})
+    return names[0] if names else None
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _diag(record: dict[str, Any], part: str, key: str) -> float | None:
+    block = (record.get("diagnostics") or {}).get(part) or {}
+    value = block.get(key)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def group_diagnostics(members: list[dict[str, Any]]) -> dict[str, float]:
+    """Means over a run group's seeds of the recorded diagnostics; ``falling`` is the share of seeds
+    whose loss still fell over the last quarter."""
+    out = {f"{part}_{key}": _mean([_diag(r, part, key) for r in members])
+           for part in ("features", "embedding") for key in ("rankme", "dim", "alignment", "uniformity", "std")}
+    trends = [(r.get("diagnostics") or {}).get("loss_trend") for r in members]
+    trends = [t for t in trends if t]
+    out["falling"] = float(np.mean([t["still_falling"] for t in trends])) if trends else float("nan")
+    out["fall"] = _mean([t["fall_last_quarter"] for t in trends]) if trends else float("nan")
+    return out
+
+
+def causes(members: list[dict[str, Any]], metric: str) -> list[str]:
+    """The causes the records of one run group show (see the module docstring)."""
+    d = group_diagnostics(members)
+    found = []
+    rank_share = d["features_rankme"] / d["features_dim"] if d["features_dim"] else float("nan")
+    if rank_share < COLLAPSED_RANK or d["embedding_std"] < COLLAPSED_STD:
+        found.append(f"collapsed (features RankMe {d['features_rankme']:.1f} of {d['features_dim']:.0f}, "
+                     f"embedding std {d['embedding_std']:.2f})")
+    if d["falling"] > 0.5:
+        found.append(f"under-trained (the loss still fell {100 * d['fall']:.1f} % over the last quarter "
+                     f"in {100 * d['falling']:.0f} % of seeds)")
+    values = [r["metrics"][metric] for r in members if metric in r.get("metrics", {})]
+    if len(values) > 1 and float(np.std(values, ddof=1)) > UNSTABLE_STD:
+        found.append(f"unstable (seeds from {100 * min(values):.2f} to {100 * max(values):.2f} %)")
+    if not found:
+        found.append(f"recipe (not collapsed: RankMe {d['features_rankme']:.1f} of {d['features_dim']:.0f}; "
+                     "loss flat; seeds agree): the views, learning rate or loss settings hold it, not the budget")
+    return found
+
+
+def _where(axes: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in axes.items() if k != "method")
+
+
+def diagnosis_lines(records: list[dict[str, Any]], metric: str) -> list[str]:
+    """One line per method row that misses a floor on ``metric`` or on the kNN metric, with its causes;
+    one line saying so when every row beats every floor."""
+    metrics = [metric] + [m for m in [knn_metric(records)] if m and m != metric]
+    groups = _by_group(records)
+    lines = []
+    for m in metrics:
+        for key, entry in floor_margins(records, m).items():
+            missed = [f for f in FLOORS if f in entry and (entry[f][0] <= 0 or (f == "RandomInit" and not entry.get("clear")))]
+            if not missed:
+                continue
+            axes = dict(key)
+            margin = "; ".join(f"{fmt(*entry[f])} points vs {f}" for f in FLOORS if f in entry)
+            lines.append(f"- **{axes.get('method')}** ({_where(axes)}) misses {' and '.join(missed)} on {m} ({margin}): "
+                         + "; ".join(causes(groups[key], m)))
+    if not lines:
+        lines.append(f"- every method beats both floors on {' and '.join(metrics)}")
+    return lines
+
+
+def ranking_lines(records: list[dict[str, Any]], metric: str) -> list[str]:
+    """The methods ranked by mean ``metric`` within each setting (every axis but method and seed),
+    floors left out; two methods whose means differ by less than twice the standard error of the
+    difference are a tie, and said so."""
+    settings: dict[tuple, list[tuple[str, list[float]]]] = defaultdict(list)
+    for key, members in _by_group(records).items():
+        axes = dict(key)
+        if axes.get("method") in FLOORS:
+            continue
+        values = [r["metrics"][metric] for r in members if metric in r.get("metrics", {})]
+        if values:
+            rest = tuple((k, v) for k, v in key if k not in ("method", *REPLICATE_AXES))
+            settings[rest].append((str(axes.get("method")), values))
+    lines = []
+    for rest, entries in sorted(settings.items(), key=lambda kv: str(kv[0])):
+        entries.sort(key=lambda e: -float(np.mean(e[1])))
+        lines.append(f"- ranking on {metric}" + (f" ({_where(dict(rest))})" if rest else "") + ":")
+        for i, (name, values) in enumerate(entries):
+            ties = [other for j, (other, v) in enumerate(entries) if j != i and _tied(values, v)]
+            mean, std = mean_std(values)
+            tie = f"; tied with {', '.join(ties)}" if ties else ""
+            lines.append(f"  {i + 1}. {name} {fmt(mean, std)} ({len(values)} seeds{tie})")
+    return lines
+
+
+def _se(values: list[float]) -> float:
+    return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def _tied(a: list[float], b: list[float]) -> bool:
+    """Means within 2 standard errors of their difference (unknown spread: a tie only when equal)."""
+    se = math.hypot(_se(a), _se(b))
+    gap = abs(float(np.mean(a)) - float(np.mean(b)))
+    return gap <= 2 * se if math.isfinite(se) else gap == 0
+
+
+def diagnostics_table(records: list[dict[str, Any]]) -> str:
+    """Markdown: per run group, the means over seeds of RankMe (features, embedding), alignment,
+    uniformity, normalised std and the loss's fall over the last quarter; empty when no record has
+    diagnostics."""
+    if not any(r.get("diagnostics") for r in records):
+        return ""
+    header = ["method", "setting", "seeds", "RankMe features", "RankMe embedding", "alignment", "uniformity",
+              "std (×√d)", "loss fall, last quarter"]
+    body = []
+    for key, members in sorted(_by_group(records).items(), key=lambda kv: str(kv[0])):
+        axes = dict(key)
+        d = group_diagnostics(members)
+
+        def num(value: float, digits: int = 2, suffix: str = "") -> str:
+            return f"{value:.{digits}f}{suffix}" if math.isfinite(value) else "–"
+
+        body.append([str(axes.get("method")), _where(axes), str(len(members)),
+                     f"{num(d['features_rankme'], 1)} / {num(d['features_dim'], 0)}",
+                     f"{num(d['embedding_rankme'], 1)} / {num(d['embedding_dim'], 0)}",
+                     num(d["embedding_alignment"] if math.isfinite(d["embedding_alignment"]) else d["features_alignment"]),
+                     num(d["embedding_uniformity"] if math.isfinite(d["embedding_uniformity"]) else d["features_uniformity"]),
+                     num(d["embedding_std"] if math.isfinite(d["embedding_std"]) else d["features_std"]),
+                     num(100 * d["fall"], 1, " %")])
+    return markdown_table(header, body)

@@ -1,0 +1,70 @@
+"""The report's verdicts: a row below its floors is named with the causes its records show
+(collapsed / under-trained / unstable / recipe), and the ranking calls close methods a tie."""
+
+from __future__ import annotations
+
+from lightning_ssl.sweep.diagnosis import causes, diagnosis_lines, diagnostics_table, ranking_lines
+
+METRIC = "linear_full/acc_top1"
+KNN = "knn_k200_t0.1/acc_top1"
+
+
+def rec(method: str, seed: int, acc: float, knn: float | None = None, rank: float = 60.0, std: float = 0.8,
+        falling: bool = False) -> dict:
+    diag = {"features": {"rankme": rank, "dim": 128, "uniformity": -3.0, "std": std, "alignment": 0.5},
+            "embedding": {"rankme": rank / 2, "dim": 64, "uniformity": -3.0, "std": std, "alignment": 0.4},
+            "rows": 2048, "loss_trend": {"first": 5.0, "last": 4.0, "fall_last_quarter": 0.05 if falling else 0.001,
+                                         "still_falling": falling}}
+    return {"run_id": f"{method}-{seed}", "method": method, "seed": seed,
+            "axes": {"method": method, "dataset": "D", "seed": seed},
+            "metrics": {METRIC: acc, KNN: acc if knn is None else knn}, "diagnostics": diag}
+
+
+def floors() -> list[dict]:
+    raw = rec("RawPixels", 0, 0.80)
+    raw["axes"].pop("seed")
+    raw["seed"] = None
+    return [raw] + [rec("RandomInit", s, 0.60) for s in (0, 1, 2)]
+
+
+def test_a_collapsed_row_is_named_with_its_rank_and_std() -> None:
+    records = floors() + [rec("SimSiam", s, 0.60 + 0.001 * s, rank=3.0, std=0.02) for s in (0, 1, 2)]
+    lines = diagnosis_lines(records, METRIC)
+    line = next(x for x in lines if "SimSiam" in x and METRIC in x)
+    assert "misses RawPixels and RandomInit" in line
+    assert "collapsed (features RankMe 3.0 of 128, embedding std 0.02)" in line
+
+
+def test_under_trained_unstable_and_recipe_verdicts() -> None:
+    falling = [rec("MoCo", s, 0.61, falling=True) for s in (0, 1, 2)]
+    assert causes(falling, METRIC)[0].startswith("under-trained (the loss still fell 5.0 %")
+    spread = [rec("DnC", s, acc) for s, acc in ((0, 0.86), (1, 0.78), (2, 0.70))]
+    assert any(c.startswith("unstable (seeds from 70.00 to 86.00 %)") for c in causes(spread, METRIC))
+    steady = [rec("SwAV", s, 0.62) for s in (0, 1, 2)]
+    assert causes(steady, METRIC)[0].startswith("recipe (not collapsed")
+
+
+def test_knn_floor_is_checked_too_and_all_clear_is_said() -> None:
+    good = floors() + [rec("SimCLR", s, 0.85 + 0.001 * s) for s in (0, 1, 2)]
+    assert diagnosis_lines(good, METRIC) == [f"- every method beats both floors on {METRIC} and {KNN}"]
+    knn_low = floors() + [rec("SimCLR", s, 0.85 + 0.001 * s, knn=0.79) for s in (0, 1, 2)]
+    (line,) = diagnosis_lines(knn_low, METRIC)
+    assert f"misses RawPixels on {KNN}" in line
+
+
+def test_ranking_says_ties_as_ties() -> None:
+    records = floors() + [rec("A", s, v) for s, v in ((0, 0.80), (1, 0.82), (2, 0.81))] \
+        + [rec("B", s, v) for s, v in ((0, 0.805), (1, 0.815), (2, 0.81))] \
+        + [rec("C", s, v) for s, v in ((0, 0.70), (1, 0.701), (2, 0.702))]
+    lines = ranking_lines(records, METRIC)
+    assert lines[0] == f"- ranking on {METRIC} (dataset=D):"
+    assert lines[1].startswith("  1. ") and "tied with" in lines[1]
+    assert lines[3].startswith("  3. C 70.10") and "tied" not in lines[3]
+    assert "RandomInit" not in "".join(lines)
+
+
+def test_diagnostics_table_has_a_row_per_group() -> None:
+    table = diagnostics_table(floors() + [rec("SimCLR", s, 0.85) for s in (0, 1)])
+    assert table.count("\n") == 4  # header, rule, RandomInit, RawPixels, SimCLR
+    assert "| SimCLR | dataset=D | 2 | 60.0 / 128 | 30.0 / 64 | 0.40 | -3.00 | 0.80 | 0.1 % |" in table
+    assert diagnostics_table([{"axes": {"method": "x"}, "metrics": {}}]) == ""
