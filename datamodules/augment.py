@@ -528,3 +528,244 @@ def augment(images: Tensor, spec: ViewSpec, generator: torch.Generator) -> Tenso
     if spec.solarize_p > 0:
         x = random_solarize(x, spec.solarize_p, generator)
     return x
+
+
+# --------------------------------------------------------------------------- RandAugment (BCL)
+#
+# BCL's per-sample RandAugment (Zhou et al., ICML 2022; official ``data/randaug.py``, itself
+# ildoonet/pytorch-randaugment's; docs/methods.md §13.4): each image draws ``num_ops`` ops with
+# replacement from the 15 below, applies each with its own probability ``p``, at the value
+# ``(m / 30) (max - min) + min`` of its magnitude ``m`` in [0, 30]. The official ops run on PIL uint8
+# images; here every op quantises its input to the uint8 grid and returns values on it, with PIL's
+# rounding: geometric ops sample the nearest pixel at PIL's pixel-centre coordinates and fill with
+# black, blends truncate, Cutout fills grey (125, 123, 114). ``tests/test_bcl.py`` checks each op
+# against PIL. Note that "magnitude" is not monotone in strength for every op: Solarize and
+# Posterize get weaker as m grows and the four enhance ops are the identity at m = 15 (inherited).
+
+RANDAUG_OPS: tuple[tuple[str, float, float], ...] = (
+    ("shear_x", 0.0, 0.6),
+    ("shear_y", 0.0, 0.6),
+    ("translate_x", 0.0, 0.66),
+    ("translate_y", 0.0, 0.66),
+    ("rotate", 0.0, 60.0),
+    ("auto_contrast", 0.0, 1.0),
+    ("invert", 0.0, 1.0),
+    ("equalize", 0.0, 1.0),
+    ("solarize", 0.0, 110.0),
+    ("posterize", 4.0, 8.0),
+    ("contrast", 0.1, 1.9),
+    ("color", 0.1, 1.9),
+    ("brightness", 0.1, 1.9),
+    ("sharpness", 0.1, 1.9),
+    ("cutout", 0.0, 0.4),
+)
+"""(name, min, max) of BCL's 15 ops, in the official ``augment_list()`` order (Identity and
+SamplePairing are commented out there)."""
+RANDAUG_MAX_MAGNITUDE = 30.0
+_OP = {name: i for i, (name, _, _) in enumerate(RANDAUG_OPS)}
+_CUTOUT_FILL = (125.0, 123.0, 114.0)  # official CutoutAbs colour (0-255)
+
+
+def randaug_value(op: str, magnitude: Tensor) -> Tensor:
+    """The op's value at magnitude ``m`` (official ``RandAugment_prob``): ``(m / 30) (max - min) + min``."""
+    _, lo, hi = RANDAUG_OPS[_OP[op]]
+    return magnitude / RANDAUG_MAX_MAGNITUDE * (hi - lo) + lo
+
+
+def _to_uint8_grid(images: Tensor) -> Tensor:
+    """Float images on the 0-255 integer grid (what the official ops receive: PIL uint8)."""
+    return torch.round(images.clamp(0.0, 1.0) * 255.0)
+
+
+def pil_affine(images: Tensor, matrix: Tensor) -> Tensor:
+    """PIL's ``Image.transform(size, AFFINE, (a, b, c, d, e, f))`` with NEAREST, per image: output pixel
+    ``(x, y)`` takes input ``(trunc(a (x + .5) + b (y + .5) + c), trunc(d (x + .5) + e (y + .5) + f))``
+    (PIL's ``COORD``), black outside. ``matrix`` is ``B x 6``."""
+    b, c, h, w = images.shape
+    m = matrix.to(torch.float64)
+    ys = torch.arange(h, device=images.device, dtype=torch.float64).view(1, h, 1) + 0.5
+    xs = torch.arange(w, device=images.device, dtype=torch.float64).view(1, 1, w) + 0.5
+    xin = m[:, 0, None, None] * xs + m[:, 1, None, None] * ys + m[:, 2, None, None]
+    yin = m[:, 3, None, None] * xs + m[:, 4, None, None] * ys + m[:, 5, None, None]
+    ix = torch.where(xin < 0, -1, xin.long())
+    iy = torch.where(yin < 0, -1, yin.long())
+    valid = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+    flat = (iy.clamp(0, h - 1) * w + ix.clamp(0, w - 1)).view(b, 1, h * w).expand(b, c, h * w)
+    out = images.reshape(b, c, h * w).gather(2, flat).view(b, c, h, w)
+    return torch.where(valid.unsqueeze(1), out, torch.zeros_like(out))
+
+
+def pil_rotate_matrix(angle: Tensor, width: int, height: int) -> Tensor:
+    """The affine matrix of PIL's ``Image.rotate(angle)`` (degrees, counter-clockwise, about the centre)."""
+    theta = -torch.deg2rad(torch.remainder(angle.to(torch.float64), 360.0))
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    cx, cy = width / 2.0, height / 2.0
+    a, b, d, e = cos, sin, -sin, cos
+    c = a * -cx + b * -cy + cx
+    f = d * -cx + e * -cy + cy
+    return torch.stack([a, b, c, d, e, f], dim=1)
+
+
+def _blend(degenerate: Tensor, images: Tensor, factor: Tensor) -> Tensor:
+    """PIL ``Image.blend(degenerate, image, f)`` on the 0-255 grid: ``deg + f (img - deg)``, clipped
+    and truncated (``ImageEnhance``)."""
+    f = factor.view(-1, 1, 1, 1).to(images.dtype)
+    return torch.floor((degenerate + f * (images - degenerate)).clamp(0.0, 255.0))
+
+
+def _luma_u8(images: Tensor) -> Tensor:
+    """PIL's ``convert("L")`` of 0-255 RGB: ``(R 19595 + G 38470 + B 7471 + 32768) >> 16``; 1 channel as is."""
+    if images.shape[1] == 1:
+        return images
+    r, g, bl = images.unbind(1)
+    return torch.floor((r * 19595 + g * 38470 + bl * 7471 + 32768) / 65536).unsqueeze(1)
+
+
+def _auto_contrast(q: Tensor) -> Tensor:
+    """``ImageOps.autocontrast`` (cutoff 0) per image and channel on the 0-255 grid."""
+    lo = q.amin(dim=(2, 3), keepdim=True).double()
+    hi = q.amax(dim=(2, 3), keepdim=True).double()
+    # a tensor-by-tensor division: ``255.0 / t`` would round differently from PIL's Python float
+    scale = torch.full_like(hi, 255.0) / torch.where(hi > lo, hi - lo, torch.ones_like(hi))
+    out = torch.floor(q.double() * scale + (-lo * scale)).clamp(0, 255).to(q.dtype)
+    return torch.where(hi > lo, out, q)
+
+
+def _equalize(q: Tensor) -> Tensor:
+    """``ImageOps.equalize`` per image and channel on the 0-255 grid (histogram look-up table)."""
+    b, c, h, w = q.shape
+    flat = q.reshape(b * c, h * w).long()
+    hist = torch.zeros(b * c, 256, dtype=torch.long, device=q.device).scatter_add_(1, flat, torch.ones_like(flat))
+    last = hist.gather(1, flat.amax(dim=1, keepdim=True))
+    step = (h * w - last) // 255
+    cum = torch.cumsum(hist, dim=1) - hist  # counts below each value
+    lut = ((step // 2 + cum) // step.clamp_min(1)).clamp(0, 255)
+    out = lut.gather(1, flat).to(q.dtype).view(b, c, h, w)
+    return torch.where((step > 0).view(b, c, 1, 1), out, q)
+
+
+def _smooth(q: Tensor) -> Tensor:
+    """PIL's ``ImageFilter.SMOOTH`` (3x3 kernel 1 1 1 / 1 5 1 / 1 1 1, /13, rounded), borders kept."""
+    c = q.shape[1]
+    kernel = torch.ones(3, 3, dtype=q.dtype, device=q.device)
+    kernel[1, 1] = 5.0
+    kernel = (kernel / 13.0).view(1, 1, 3, 3).expand(c, 1, 3, 3)
+    inner = torch.round(F.conv2d(q, kernel, groups=c).clamp(0, 255))
+    out = q.clone()
+    out[:, :, 1:-1, 1:-1] = inner
+    return out
+
+
+def _cutout(q: Tensor, value: Tensor, centre: Tensor) -> Tensor:
+    """Official ``Cutout``/``CutoutAbs``: a square of side ``v = value * width`` centred at
+    ``centre * (width, height)``, its corner ``int(max(0, centre - v / 2))``, clipped, filled grey;
+    PIL's rectangle includes its last row and column (``int`` of the far corner). ``value <= 0``: none."""
+    b, c, h, w = q.shape
+    side = value.to(torch.float64) * w
+    x0 = torch.clamp(centre[:, 0].double() * w - side / 2, min=0).floor()
+    y0 = torch.clamp(centre[:, 1].double() * h - side / 2, min=0).floor()
+    x1 = torch.minimum(x0 + side, torch.full_like(x0, float(w))).floor()
+    y1 = torch.minimum(y0 + side, torch.full_like(y0, float(h))).floor()
+    xs = torch.arange(w, device=q.device, dtype=torch.float64).view(1, 1, w)
+    ys = torch.arange(h, device=q.device, dtype=torch.float64).view(1, h, 1)
+    box = ((xs >= x0.view(-1, 1, 1)) & (xs <= x1.view(-1, 1, 1)) & (ys >= y0.view(-1, 1, 1))
+           & (ys <= y1.view(-1, 1, 1)) & (value > 0).view(-1, 1, 1))
+    colours = _CUTOUT_FILL if c == 3 else ((125 * 19595 + 123 * 38470 + 114 * 7471 + 32768) // 65536,)
+    fill = torch.cat([torch.full((1, 1, 1, 1), float(v), dtype=q.dtype, device=q.device) for v in colours], dim=1)
+    return torch.where(box.unsqueeze(1), fill.expand_as(q), q)
+
+
+@dataclass(frozen=True)
+class RandAugmentParams:
+    """One op slot of :func:`rand_augment` for a batch (leading dimension B): ``op`` (index into
+    :data:`RANDAUG_OPS`), ``apply`` (bool), ``value`` (the op's value from the magnitude), ``sign``
+    (+-1, for shear / translate / rotate) and ``centre`` (B x 2 in [0, 1), Cutout's centre)."""
+
+    op: Tensor
+    apply: Tensor
+    value: Tensor
+    sign: Tensor
+    centre: Tensor
+
+
+def sample_rand_augment_params(
+    magnitude: Tensor, probability: Tensor, generator: torch.Generator
+) -> RandAugmentParams:
+    """Draw one op slot for each image: the op uniformly among the 15 (``random.choices``), whether
+    it fires (``U < p``), its sign (``random.random() > 0.5`` negates) and Cutout's centre. Every
+    draw is made whatever the outcome, so the stream does not depend on the data."""
+    b, device = magnitude.shape[0], magnitude.device
+    op = torch.randint(len(RANDAUG_OPS), (b,), generator=generator, device=device)
+    u = torch.rand(b, 4, generator=generator, device=device)
+    value = torch.zeros_like(magnitude)
+    for i, (_, lo, hi) in enumerate(RANDAUG_OPS):  # Python-scalar bounds: no host-to-device copy
+        value = torch.where(op == i, magnitude / RANDAUG_MAX_MAGNITUDE * (hi - lo) + lo, value)
+    sign = torch.where(u[:, 1] > 0.5, -1.0, 1.0).to(magnitude.dtype)
+    return RandAugmentParams(op=op, apply=u[:, 0] < probability, value=value, sign=sign, centre=u[:, 2:])
+
+
+def apply_rand_augment(images: Tensor, params: RandAugmentParams) -> Tensor:
+    """Apply one drawn op slot: image ``b`` gets op ``params.op[b]`` if ``params.apply[b]``, else stays
+    as it is. Float images in [0, 1]; an image an op touched comes back on the uint8 grid."""
+    b, c, h, w = images.shape
+    q = _to_uint8_grid(images)
+    op, v = params.op, params.value.to(torch.float64)
+    sv = v * params.sign.to(torch.float64)
+    zero, one = torch.zeros_like(sv), torch.ones_like(sv)
+    # the five geometric ops are one affine map each (identity for the others), one gather
+    matrix = torch.stack([one, zero, zero, zero, one, zero], dim=1)
+    shear_x = torch.stack([one, sv, zero, zero, one, zero], dim=1)
+    shear_y = torch.stack([one, zero, zero, sv, one, zero], dim=1)
+    trans_x = torch.stack([one, zero, sv * w, zero, one, zero], dim=1)
+    trans_y = torch.stack([one, zero, zero, zero, one, sv * h], dim=1)
+    rotate = pil_rotate_matrix(sv, w, h)
+    for name, mat in (("shear_x", shear_x), ("shear_y", shear_y), ("translate_x", trans_x),
+                      ("translate_y", trans_y), ("rotate", rotate)):
+        matrix = torch.where((op == _OP[name]).view(-1, 1), mat, matrix)
+    geometric = op <= _OP["rotate"]
+    out = torch.where(geometric.view(-1, 1, 1, 1), pil_affine(q, matrix), q)
+    pointwise = {
+        "auto_contrast": lambda: _auto_contrast(q),
+        "invert": lambda: 255.0 - q,
+        "equalize": lambda: _equalize(q),
+        "solarize": lambda: torch.where(q < v.view(-1, 1, 1, 1).to(q.dtype), q, 255.0 - q),
+        "posterize": lambda: torch.floor(q / _bits_step(v)) * _bits_step(v),
+        "contrast": lambda: _blend(torch.floor(_luma_u8(q).mean(dim=(1, 2, 3), keepdim=True) + 0.5)
+                                   .expand_as(q), q, v),
+        "color": lambda: _blend(_luma_u8(q).expand_as(q), q, v) if c == 3 else q,
+        "brightness": lambda: _blend(torch.zeros_like(q), q, v),
+        "sharpness": lambda: _blend(_smooth(q), q, v),
+        "cutout": lambda: _cutout(q, v, params.centre),
+    }
+    for name, make in pointwise.items():
+        chosen = (op == _OP[name]).view(-1, 1, 1, 1)
+        out = torch.where(chosen, make(), out)
+    return torch.where(params.apply.view(-1, 1, 1, 1), out / 255.0, images)
+
+
+def _bits_step(value: Tensor) -> Tensor:
+    """Posterize keeps ``int(v)`` bits (official ``max(1, int(v))``): the quantisation step ``2^(8 - bits)``."""
+    bits = torch.clamp(torch.floor(value), min=1.0, max=8.0)
+    return torch.pow(2.0, 8.0 - bits).view(-1, 1, 1, 1).float()
+
+
+def rand_augment(
+    images: Tensor, num_ops: int, magnitude: Tensor, probability: Tensor, generator: torch.Generator
+) -> Tensor:
+    """BCL's ``RandAugment_prob(n=num_ops, m, p)`` with a magnitude and a probability per image
+    (``B``, m in [0, 30], p in [0, 1]): ``num_ops`` slots, each drawn by
+    :func:`sample_rand_augment_params` and applied by :func:`apply_rand_augment`. With ``p = 0`` the
+    images come back unchanged (BCL's first epoch)."""
+    _check_generator(images, generator)
+    if num_ops < 0:
+        raise ValueError(f"num_ops={num_ops} must be >= 0 (BCL-I: 1, BCL-D: 2)")
+    b = images.shape[0]
+    if magnitude.shape != (b,) or probability.shape != (b,):
+        raise ValueError(f"magnitude and probability need one value per image ({b}), got shapes "
+                         f"{tuple(magnitude.shape)} and {tuple(probability.shape)}")
+    x = images
+    m = magnitude.to(images.device, torch.float32)
+    p = probability.to(images.device, torch.float32)
+    for _ in range(num_ops):
+        x = apply_rand_augment(x, sample_rand_augment_params(m, p, generator))
+    return x

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from datamodules.cards import DatasetCard
+from datamodules.checks import check_choice, check_int, check_seed
 from datamodules.errors import DataInputError
 from datamodules.groups import class_groups, effective_rule, group_rule_name
 from datamodules.samplers import ResumableSampler
@@ -87,7 +88,8 @@ class LongTailDataModule(pl.LightningDataModule):
             recipe: augmentation recipe of the views (``simclr``, ``mocov2``, ``byol``, ...).
             num_large_views: number of large (global) crops per image; 2 for two-view methods.
             num_small_views: number of small crops (SwAV multi-crop, Caron et al. 2020 §3.2).
-            small_size: side of the small crops; default ``image_size * 96 // 224``, as SwAV.
+            small_size: side of the small crops; default ``image_size * 96 // 224`` (as SwAV), at
+                least 8 and at most ``image_size``.
             clean_view: append the un-augmented normalised view (MTTV's n(.)).
             batch_size: pre-training batch size per process.
             eval_batch_size: batch size of the evaluation loaders.
@@ -101,27 +103,26 @@ class LongTailDataModule(pl.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters()  # stored in checkpoints: `lssl probe` rebuilds the same data
-        if recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {recipe!r}; valid recipes: {', '.join(RECIPES)}")
-        if num_large_views < 1:
-            raise ValueError(f"num_large_views={num_large_views} must be >= 1")
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
-        self.image_size = image_size or self.card.image_size
+        self._check_options(image_size, recipe, num_large_views, num_small_views, small_size, batch_size,
+                            eval_batch_size, num_workers, group_rule, view_seed, resident)
+        self.image_size = image_size if image_size is not None else self.card.image_size
         # the resolved sizes, not None, are what the checkpoint and the loggers record: the model's
         # image_size follows the data's, and Lightning refuses hparams that differ between the two
         self._record_resolved(image_size=self.image_size)
         self.recipe = recipe
         self.num_large_views = num_large_views
         self.num_small_views = num_small_views
-        self.small_size = small_size or max(8, self.image_size * 96 // 224)
+        self.small_size = small_size if small_size is not None else min(self.image_size,
+                                                                        max(8, self.image_size * 96 // 224))
+        if self.small_size > self.image_size:
+            raise ValueError(f"small_size={self.small_size} is larger than image_size={self.image_size}: small crops "
+                             f"are at most the large views' size; pass --data.small_size {self.image_size} or less")
         self._record_resolved(small_size=self.small_size)
         self.clean_view = clean_view
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self._group_rule = group_rule or self.card.group_rule
-        group_rule_name(self._group_rule)  # validates
         self.view_seed = view_seed
         self._batches_made = 0
         self._splits: Splits | None = None
@@ -139,6 +140,27 @@ class LongTailDataModule(pl.LightningDataModule):
             clean_view=clean_view,
         )
         self.eval_transform = EvalTransform(self.image_size, self.card.mean, self.card.std)
+
+    in_memory: ClassVar[bool] = False  # the images are held as one uint8 tensor (``resident`` is possible)
+
+    def _check_options(self, image_size: int | None, recipe: str, num_large_views: int, num_small_views: int,
+                       small_size: int | None, batch_size: int, eval_batch_size: int, num_workers: int,
+                       group_rule: str | None, view_seed: int, resident: bool) -> None:
+        """Every view and loader option, before anything is built (datamodules/checks.py)."""
+        check_int("image_size", image_size, 4, 32, optional=True, why="the side of the views in pixels")
+        check_choice("recipe", recipe, RECIPES)
+        check_int("num_large_views", num_large_views, 1, 2)
+        check_int("num_small_views", num_small_views, 0, 2)
+        check_int("small_size", small_size, 4, 8, optional=True, why="the side of the small crops in pixels")
+        check_int("batch_size", batch_size, 1, 64, why="images per pre-training step and process")
+        check_int("eval_batch_size", eval_batch_size, 1, 512)
+        check_int("num_workers", num_workers, 0, 0, why="DataLoader worker processes; 0 loads in the main process")
+        if group_rule is not None:
+            check_choice("group_rule", group_rule, ("thirds", "thresholds", "none"))
+        check_seed("view_seed", view_seed)
+        if resident and not self.in_memory:
+            raise ValueError(f"resident=True needs an in-memory dataset; {type(self).__name__} decodes image files "
+                             "in DataLoader workers: drop --data.resident (or pass --data.resident false)")
 
     def _record_resolved(self, **values: Any) -> None:
         """Store resolved defaults in the hyperparameters (and their logged initial copy)."""
@@ -270,13 +292,22 @@ class LongTailDataModule(pl.LightningDataModule):
         return self._loader(self.splits.pretrain_eval, self.eval_batch_size, False, False)
 
     # -- views --------------------------------------------------------------------------------
-    def make_views(self, images: torch.Tensor) -> list[torch.Tensor]:
+    def make_views(self, images: torch.Tensor, index: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Views of a uint8 batch; each call draws fresh per-image parameters from a seed that is
-        a function of (view_seed, rank, batch counter), so a resumed run makes the same views."""
+        a function of (view_seed, rank, batch counter), so a resumed run makes the same views.
+        ``index`` (the batch's positions in the pre-training set) looks up per-sample strengths."""
         rank = self.trainer.global_rank if self.trainer is not None else 0
         seed = zlib.crc32(f"{self.view_seed}:{rank}:{self._batches_made}".encode())
         self._batches_made += 1
-        return self.view_transform(images, seed=seed)
+        return self.view_transform(images, seed=seed, index=index)
+
+    def set_sample_augmentation(self, num_ops: int, magnitude: torch.Tensor | None,
+                                probability: torch.Tensor | None) -> None:
+        """Per-sample augmentation strength of the large views (BCL's RandAugment, docs/methods.md
+        §13.4): ``magnitude[i]`` in [0, 30] and ``probability[i]`` for the sample at position ``i``
+        of the pre-training set, ``num_ops`` ops per view; ``None`` turns it off. A method sets it
+        (through ``trainer.datamodule``) at the start of every epoch, from its checkpointed state."""
+        self.view_transform.set_sample_augmentation(num_ops, magnitude, probability)
 
     def _gather_resident(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Images and targets of ``index`` from the copy kept on ``index``'s device (made once)."""
@@ -293,7 +324,7 @@ class LongTailDataModule(pl.LightningDataModule):
         if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
             trainer = self.trainer
             if trainer is None or trainer.training:
-                return self.make_views(images), target, index
+                return self.make_views(images, index), target, index
             return self.eval_transform(images), target, index
         return batch
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from datamodules.augment import ViewSpec, augment, to_float
+from datamodules.augment import RANDAUG_MAX_MAGNITUDE, ViewSpec, augment, rand_augment, to_float
 
 __all__ = [
     "SMALL_IMAGE_MAX",
@@ -308,6 +308,14 @@ class MultiViewTransform:
     ``__call__(images, seed)`` draws every view from one generator on the images' device seeded
     with ``seed``, in the order of the returned list, so the same images and seed give identical
     views on the same device (exact resume depends on this).
+
+    Per-sample augmentation strength (BCL, docs/methods.md §13.4): after
+    :meth:`set_sample_augmentation`, every large view of sample ``i`` (looked up by the batch's
+    ``index``) is followed by BCL's RandAugment with ``num_ops`` ops at magnitude ``magnitude[i]``,
+    each applied with probability ``probability[i]`` (the two views share ``m`` and ``p`` and draw
+    their ops independently, as the official ``__getitem__``). Its draws come from a second
+    generator seeded from ``seed``, so the views without it are exactly the views with ``p = 0``.
+    A call without ``index`` (a diagnostic pass over some images) makes the recipe's plain views.
     """
 
     def __init__(
@@ -340,13 +348,49 @@ class MultiViewTransform:
         )
         self.clean_view = clean_view
         self.eval_transform = EvalTransform(image_size, mean, std, out_channels)
+        self.randaug_ops = 0
+        self._strength: tuple[Tensor, Tensor] | None = None  # per-sample magnitude, probability (CPU)
+        self._strength_cache: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_strength_cache": {}}
+
+    def set_sample_augmentation(self, num_ops: int, magnitude: Tensor | None, probability: Tensor | None) -> None:
+        """Give sample ``i`` RandAugment ``magnitude[i]`` (in [0, 30]) and ``probability[i]`` (in [0, 1])
+        with ``num_ops`` ops per view; ``None`` (or ``num_ops = 0``) turns it off. The tables cover the
+        whole pre-training set (indexed by the batch's ``index``) and are copied once per device."""
+        if magnitude is None or probability is None or num_ops == 0:
+            self.randaug_ops, self._strength, self._strength_cache = 0, None, {}
+            return
+        if isinstance(num_ops, bool) or not isinstance(num_ops, int) or num_ops < 0:
+            raise ValueError(f"num_ops must be an int >= 0 (BCL-I: 1, BCL-D: 2), got {num_ops!r}")
+        magnitude = torch.as_tensor(magnitude).detach().float().cpu()
+        probability = torch.as_tensor(probability).detach().float().cpu()
+        if magnitude.ndim != 1 or magnitude.shape != probability.shape:
+            raise ValueError(f"magnitude and probability must be 1-D tables of one length (one value per "
+                             f"sample), got shapes {tuple(magnitude.shape)} and {tuple(probability.shape)}")
+        if magnitude.numel() and not (0 <= float(magnitude.min()) and float(magnitude.max()) <= RANDAUG_MAX_MAGNITUDE):
+            raise ValueError(f"magnitudes must lie in [0, {RANDAUG_MAX_MAGNITUDE:g}], got [{float(magnitude.min()):.3g}, "
+                             f"{float(magnitude.max()):.3g}]")
+        if probability.numel() and not (0 <= float(probability.min()) and float(probability.max()) <= 1):
+            raise ValueError(f"probabilities must lie in [0, 1], got [{float(probability.min()):.3g}, "
+                             f"{float(probability.max()):.3g}]")
+        self.randaug_ops, self._strength, self._strength_cache = num_ops, (magnitude, probability), {}
+
+    def _sample_strength(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        assert self._strength is not None
+        device = index.device
+        if device not in self._strength_cache:  # one copy per device, not one per batch
+            self._strength_cache[device] = tuple(t.to(device) for t in self._strength)  # type: ignore[assignment]
+        magnitude, probability = self._strength_cache[device]
+        return magnitude[index], probability[index]
 
     @property
     def num_views(self) -> int:
         """Length of the returned list."""
         return len(self.large_specs) + self.num_small + int(self.clean_view)
 
-    def __call__(self, images: Tensor, seed: int) -> list[Tensor]:
+    def __call__(self, images: Tensor, seed: int, index: Tensor | None = None) -> list[Tensor]:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got {seed!r}")
         x = to_float(images)
@@ -354,7 +398,13 @@ class MultiViewTransform:
         normalize.check_channels(x)
         generator = torch.Generator(device=x.device)
         generator.manual_seed(seed)
-        views = [normalize(augment(x, spec, generator)) for spec in self.large_specs]
+        large = [augment(x, spec, generator) for spec in self.large_specs]
+        if self._strength is not None and index is not None:
+            magnitude, probability = self._sample_strength(index.to(x.device).long())
+            strength_generator = torch.Generator(device=x.device)
+            strength_generator.manual_seed((seed * 0x9E3779B1 + 0x7F4A7C15) % 2**63)
+            large = [rand_augment(v, self.randaug_ops, magnitude, probability, strength_generator) for v in large]
+        views = [normalize(v) for v in large]
         if self.small_spec is not None:
             views += [normalize(augment(x, self.small_spec, generator)) for _ in range(self.num_small)]
         if self.clean_view:

@@ -38,3 +38,25 @@ def momentum_schedule(base: float, final: float, total_steps: int) -> np.ndarray
         raise ValueError(f"total_steps={total_steps} must be >= 1")
     k = np.arange(total_steps)
     return final - (final - base) * (np.cos(np.pi * k / max(total_steps - 1, 1)) + 1.0) / 2.0
+
+
+def cosine_temperature(epoch: float, tau_min: float, tau_max: float, half_period: float) -> float:
+    """TS's temperature at ``epoch`` (Kukleva et al. ICLR 2023; official ``train_simCLR.py``,
+    ``--adj_tau cos``; docs/methods.md §14): ``tau_min + (tau_max - tau_min) (1 + cos(pi e / t_max)) / 2``
+    with ``t_max = half_period``. It starts at ``tau_max``, falls to ``tau_min`` at ``e = t_max``
+    and is back at ``tau_max`` after one period ``2 t_max``."""
+    return tau_min + 0.5 * (tau_max - tau_min) * (1.0 + float(np.cos(np.pi * epoch / half_period)))
+
+
+def temperature_schedule(
+    tau_min: float, tau_max: float, period_epochs: float, steps_per_epoch: int, total_steps: int
+) -> np.ndarray:
+    """TS's cosine temperature as a per-step array: step ``k`` is in the 1-based epoch
+    ``e = k // steps_per_epoch + 1`` and gets :func:`cosine_temperature` of ``e`` (constant within
+    an epoch; the official loop counts epochs from 1), with ``t_max = period_epochs / 2``."""
+    if total_steps < 1 or steps_per_epoch < 1:
+        raise ValueError(f"total_steps={total_steps} and steps_per_epoch={steps_per_epoch} must be >= 1")
+    if not period_epochs > 0:
+        raise ValueError(f"period_epochs={period_epochs} must be > 0")
+    epochs = np.arange(total_steps) // steps_per_epoch + 1
+    return np.array([cosine_temperature(float(e), tau_min, tau_max, period_epochs / 2.0) for e in epochs])

@@ -90,8 +90,8 @@ def help_text(target: str) -> str:
         lines.append(head)
         lines += textwrap.wrap(o.doc, WIDTH, initial_indent="      ", subsequent_indent="      ")[:4]
     if inherited:
-        lines += ["", f"inherited options ({', '.join(dict.fromkeys(o.owner for o in inherited))}; "
-                  f"lssl help {inherited[0].owner} for their full text):"]
+        lines += ["", *textwrap.wrap(f"inherited options ({', '.join(dict.fromkeys(o.owner for o in inherited))}; "
+                                     f"lssl help {inherited[0].owner} for their full text):", WIDTH)]
         for o in inherited:
             text = f"  --{kind}.{o.name} = {o.default}: {o.doc}"
             lines.append(text if len(text) <= WIDTH else text[: WIDTH - 3] + "...")
@@ -118,9 +118,11 @@ def _is_datamodule(cls: type) -> bool:
 def _resolve(target: str) -> str:
     if "." in target:
         return target
-    if target in ("SSLMethod", "LongTailDataModule"):
-        return {"SSLMethod": "lightning_ssl.methods.base.SSLMethod",
-                "LongTailDataModule": "datamodules.base.LongTailDataModule"}[target]
+    bases = {"SSLMethod": "lightning_ssl.methods.base.SSLMethod",
+             "ScheduledTemperature": "lightning_ssl.methods.temperature.ScheduledTemperature",
+             "LongTailDataModule": "datamodules.base.LongTailDataModule"}
+    if target in bases:
+        return bases[target]
     try:
         return method_path(target)
     except ValueError:

@@ -12,7 +12,7 @@ from lightning_ssl.helpers import check_positive, full_precision, upcast
 
 @torch.no_grad()
 def sinkhorn_knopp(
-    scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3
+    scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3, prior: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Soft codes ``Q`` of the local batch by the Sinkhorn-Knopp algorithm (Caron et al. 2020,
     Eq. 3 and Alg. 1), over the global batch of all ranks.
@@ -33,6 +33,10 @@ def sinkhorn_knopp(
         scores: ``B_local x K`` prototype scores (dot products of normalised z and prototypes).
         epsilon: entropy regularisation of Eq. 3; 0.05 is the paper's and official code's value.
         iterations: Sinkhorn rounds; the paper finds 3 sufficient (Sec. 3.1).
+        prior: ``K`` prototype marginals summing to 1 instead of the uniform ``1/K`` (GH's class
+            prior, Zhou et al. NeurIPS 2023, official ``utils.sinkhorn``'s ``stat``; docs/methods.md
+            §15.3): prototype ``k`` then holds ``prior[k]`` of the mass, i.e. ``B prior[k]`` of the
+            returned codes' column total. ``None`` is SwAV's equipartition.
 
     Returns:
         ``B_local x K`` codes, rows summing to 1.
@@ -52,8 +56,17 @@ def sinkhorn_knopp(
         global_batch = all_reduce_sum(
             torch.tensor(float(q.shape[1]), device=q.device, dtype=q.dtype)
         )
+        if prior is not None:
+            if prior.shape != (n_prototypes,):
+                raise ValueError(f"prior must hold one marginal per prototype ({n_prototypes}), got shape "
+                                 f"{tuple(prior.shape)}")
+            marginal = upcast(prior.detach()).to(q.dtype).view(-1, 1)
         for _ in range(iterations):
-            q /= all_reduce_sum(q.sum(dim=1, keepdim=True)) * n_prototypes
+            if prior is None:
+                q /= all_reduce_sum(q.sum(dim=1, keepdim=True)) * n_prototypes
+            else:  # a zero marginal empties its row for good (GH's prior may hold empty anchors)
+                rows = all_reduce_sum(q.sum(dim=1, keepdim=True))
+                q *= torch.where(marginal > 0, marginal / rows, torch.zeros_like(rows))
             q /= q.sum(dim=0, keepdim=True) * global_batch
         return (q * global_batch).T
 

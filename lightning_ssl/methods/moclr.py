@@ -15,6 +15,7 @@ from lightning_ssl.heads import mlp
 from lightning_ssl.losses import info_nce_in_batch
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
 from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.methods.temperature import ScheduledTemperature
 from lightning_ssl.methods.views import Views
 from lightning_ssl.schedules import momentum_schedule
 
@@ -28,7 +29,7 @@ def moclr_projector(in_dim: int, hidden_dim: int = 4096, out_dim: int = 256) -> 
     return mlp([in_dim, hidden_dim, out_dim], last_bn=True)
 
 
-class MoCLR(SSLMethod):
+class MoCLR(ScheduledTemperature, SSLMethod):
     """Online encoder (backbone + projector) against an EMA copy; symmetric in-batch InfoNCE.
 
     For each view the online projection is the query and the momentum projection of the *other*
@@ -117,10 +118,10 @@ class MoCLR(SSLMethod):
         q1, q2 = self.projector(feats).chunk(2)
         with torch.no_grad():
             k1, k2 = self.momentum_projector(self.momentum_backbone(torch.cat([v1, v2])).flatten(1)).chunk(2)
-        T = self.hparams.temperature
+        T = self.current_temperature()
         losses = torch.stack([info_nce_in_batch(q1, k2, T), info_nce_in_batch(q2, k1, T)])
         embeddings = F.normalize(torch.stack([q1, q2]).detach(), dim=-1)
-        return LossOutput(losses, feats[: v1.shape[0]].detach(), embeddings=embeddings)
+        return LossOutput(losses, feats[: v1.shape[0]].detach(), embeddings=embeddings, logs=self.temperature_logs(T))
 
     def after_optimizer_step(self) -> None:
         """After the optimiser step: EMA-update the momentum encoder (BYOL's schedule)."""

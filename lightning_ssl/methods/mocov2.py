@@ -26,10 +26,11 @@ from lightning_ssl.heads import mlp
 from lightning_ssl.losses import info_nce_with_queue
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
 from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.methods.temperature import ScheduledTemperature
 from lightning_ssl.schedules import momentum_schedule
 
 
-class MoCoV2(SSLMethod):
+class MoCoV2(ScheduledTemperature, SSLMethod):
     """Momentum key encoder and a queue of keys gathered from all ranks (identical on every rank)."""
 
     card = MethodCard(
@@ -125,14 +126,15 @@ class MoCoV2(SSLMethod):
         views = batch[0][:n]
         if len(views) < n:
             raise ValueError(f"MoCoV2(num_views={n}) got {len(views)} views: set --data.num_large_views {n}")
-        T = hp.temperature
+        T = self.current_temperature()  # TS applies to positives and queue alike (docs/methods.md §14)
         queue = self.queue.clone().detach() if self.queue.shape[0] else None
         if n == 2 and not hp.symmetric:
             feats = self(views[0])
             q = F.normalize(self.projector(feats), dim=1)
             k = self._keys(views[1])
             self._pending_keys = k
-            return LossOutput(info_nce_with_queue(q, k, queue, T), feats.detach(), embeddings=q.unsqueeze(0))
+            return LossOutput(info_nce_with_queue(q, k, queue, T), feats.detach(), embeddings=q.unsqueeze(0),
+                              logs=self.temperature_logs(T))
         # every view is a query; its positives are the keys of the other views (row v: view v)
         feats = self(torch.cat(views))
         q = F.normalize(self.projector(feats), dim=1).chunk(n)
@@ -142,7 +144,8 @@ class MoCoV2(SSLMethod):
             for v in range(n)
         ])
         self._pending_keys = torch.cat(k[::-1] if n == 2 else k)
-        return LossOutput(losses, feats[: views[0].shape[0]].detach(), embeddings=torch.stack(q))
+        return LossOutput(losses, feats[: views[0].shape[0]].detach(), embeddings=torch.stack(q),
+                          logs=self.temperature_logs(T))
 
     def after_optimizer_step(self) -> None:
         """After the optimiser step: EMA-update the key encoder, then enqueue this step's keys."""

@@ -16,10 +16,11 @@ from lightning_ssl.heads import mlp
 from lightning_ssl.losses import masked_nt_xent
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
 from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.methods.temperature import ScheduledTemperature
 from lightning_ssl.methods.views import Views
 
 
-class MTTV(SSLMethod):
+class MTTV(ScheduledTemperature, SSLMethod):
     """Two images and two kinds of view fused into one positive pair, against an EMA key encoder.
 
     For image ``I`` with partner ``P``, ``n(.)`` the un-augmented normalised view and ``a(.)`` an
@@ -146,8 +147,9 @@ class MTTV(SSLMethod):
         partner = self.partners(a_anchor.shape[0], a_anchor.device)
         u, v, feats = self.fuse(a_anchor, n_anchor, second[partner], n_anchor[partner])
         hp = self.hparams
-        losses = masked_nt_xent(u, v, hp.temperature, hp.low, hp.high, hp.mask_positive, hp.log_of_mean)
-        return LossOutput(losses, feats)
+        T = self.current_temperature()
+        losses = masked_nt_xent(u, v, T, hp.low, hp.high, hp.mask_positive, hp.log_of_mean)
+        return LossOutput(losses, feats, logs=self.temperature_logs(T))
 
     # -- hooks ---------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
