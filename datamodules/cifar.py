@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from datamodules.cards import DatasetCard
-from datamodules.errors import DataNotFoundError
+from datamodules.checks import check_choice
+from datamodules.errors import DataInputError, DataNotFoundError
 from datamodules.in_memory import InMemoryLTDataModule, Source, few_shot_indices
 
 PROTOCOLS = ("ldam", "sdclr")
@@ -58,10 +59,10 @@ def read_cifar_batches(folder: Path, files: list[str], label_key: str) -> tuple[
             with open(path, "rb") as f:
                 entry = pickle.load(f, encoding="latin1")
         except (pickle.UnpicklingError, EOFError, ValueError) as err:
-            raise ValueError(f"{path} is not a readable CIFAR pickle batch ({err}); delete it and "
+            raise DataInputError(f"{path} is not a readable CIFAR pickle batch ({err}); delete it and "
                              f"download again") from err
         if "data" not in entry or label_key not in entry:
-            raise ValueError(f"{path} has keys {sorted(entry)}; expected 'data' and {label_key!r}")
+            raise DataInputError(f"{path} has keys {sorted(entry)}; expected 'data' and {label_key!r}")
         images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.append(np.asarray(entry[label_key], dtype=np.int64))
     return torch.from_numpy(np.concatenate(images)), np.concatenate(labels)
@@ -75,10 +76,15 @@ def load_index_file(path: Path, num_source: int) -> np.ndarray:
     """An SDCLR ``.npy`` index file: int64 indices into the official training set."""
     idx = np.load(path)
     if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"{path} holds a {idx.dtype} array of shape {idx.shape}; expected 1-d integer indices")
+        raise DataInputError(f"{path} holds a {idx.dtype} array of shape {idx.shape}; expected 1-d integer indices")
     if idx.size and (idx.min() < 0 or idx.max() >= num_source):
-        raise ValueError(f"{path} has indices outside [0, {num_source}): min {idx.min()}, max {idx.max()}")
+        raise DataInputError(f"{path} has indices outside [0, {num_source}): min {idx.min()}, max {idx.max()}")
     return idx.astype(np.int64)
+
+
+# profile options the sdclr protocol does not read (its split files fix the set), at their defaults
+PROFILE_DEFAULTS = {"profile": "exp", "imbalance_ratio": 0.01, "head_order": "natural", "img_max": None,
+                    "subsample": 1.0}
 
 
 class _CIFARLT(InMemoryLTDataModule):
@@ -116,10 +122,15 @@ class _CIFARLT(InMemoryLTDataModule):
                 ``imbalance_ratio``, ``seed``, ...) and the view / loader options of the base.
         """
         super().__init__(**kwargs)
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {protocol!r}; valid protocols: {', '.join(PROTOCOLS)}")
-        if not 1 <= sdclr_split <= 5:
-            raise ValueError(f"sdclr_split={sdclr_split} is outside 1..5 (SDCLR released 5 splits)")
+        check_choice("protocol", protocol, PROTOCOLS)
+        if isinstance(sdclr_split, bool) or not isinstance(sdclr_split, int) or not 1 <= sdclr_split <= 5:
+            raise ValueError(f"sdclr_split={sdclr_split!r} is outside 1..5 (SDCLR released 5 splits); pass e.g. "
+                             "--data.sdclr_split 1")
+        if protocol == "sdclr":
+            unused = [f"{k}={getattr(self, k)!r}" for k, v in PROFILE_DEFAULTS.items() if getattr(self, k) != v]
+            if unused:
+                raise ValueError(f"{', '.join(unused)} shape an LDAM profile, but protocol='sdclr' reads SDCLR's fixed "
+                                 "index files: drop them, or pass --data.protocol ldam")
         self.root = Path(root)
         self.download = download
         self.protocol = protocol
@@ -166,14 +177,14 @@ class _CIFARLT(InMemoryLTDataModule):
             urllib.request.urlretrieve(url, tmp)
             if name in SDCLR_MD5 and md5_prefix(tmp) != SDCLR_MD5[name]:
                 tmp.unlink()
-                raise ValueError(f"{url} does not have the expected md5 prefix {SDCLR_MD5[name]}")
+                raise DataInputError(f"{url} does not have the expected md5 prefix {SDCLR_MD5[name]}")
             tmp.rename(path)
             return path
         how = ("set sdclr_dir to a folder holding the files of VITA-Group/SDCLR split/"
                f"{remote}/" if self.sdclr_dir is not None else
                "pass download=True to fetch them from GitHub (VITA-Group/SDCLR, split/), or set "
                "sdclr_dir to a folder holding them")
-        raise FileNotFoundError(f"SDCLR split file {path} not found in {folder}; {how}")
+        raise DataNotFoundError(f"SDCLR split file {path} not found in {folder}; {how}")
 
     def pretrain_indices(self, labels: np.ndarray) -> np.ndarray:
         if self.protocol == "ldam":

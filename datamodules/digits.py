@@ -33,6 +33,9 @@ def load_digits_arrays(test_fraction: float = 0.3, split_seed: int = 0) -> Sourc
     )
 
 
+DEFAULT_BATCH_SIZE = 64  # 494 images at ratio 0.1: 7 steps per epoch (drop_last)
+
+
 class DigitsLT(InMemoryLTDataModule):
     """Long-tailed digits: the embedded default dataset (ships inside scikit-learn).
 
@@ -56,15 +59,22 @@ class DigitsLT(InMemoryLTDataModule):
         reference="Alpaydin & Kaynak 1998 (UCI optdigits); LDAM profile: Cao et al. 2019",
     )
 
-    def __init__(self, imbalance_ratio: float = 0.1, image_size: int | None = 16, **kwargs: Any) -> None:
+    def __init__(self, imbalance_ratio: float = 0.1, image_size: int | None = 16, batch_size: int | None = None,
+                 **kwargs: Any) -> None:
         """
         Args:
             imbalance_ratio: n_min / n_max; 0.1 by default because 122 images at the head leave
                 only 1 image per tail class at 0.01.
             image_size: side of views and eval images (the source is 8×8).
+            batch_size: pre-training batch size per process; default (unset) 64, sized to the
+                set: 7 optimiser steps per epoch of the 494 images at ratio 0.1, where the base's
+                256 would be a single step per epoch (README "Recipes"). The value used is
+                recorded in the hyper-parameters.
             **kwargs: profile, view and loader options of :class:`InMemoryLTDataModule`.
         """
-        super().__init__(imbalance_ratio=imbalance_ratio, image_size=image_size, **kwargs)
+        resolved = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        super().__init__(imbalance_ratio=imbalance_ratio, image_size=image_size, batch_size=resolved, **kwargs)
+        self._record_resolved(batch_size=resolved)
 
     def load_source(self) -> Source:
         return load_digits_arrays()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from datamodules.cards import DatasetCard
-from datamodules.errors import DataNotFoundError
+from datamodules.errors import DataInputError, DataNotFoundError
 from datamodules.in_memory import InMemoryLTDataModule, Source
 
 # Where a system package puts the files (Debian / Ubuntu: apt install dataset-fashion-mnist).
@@ -48,18 +48,18 @@ def read_idx(path: str | Path) -> np.ndarray:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
             raw = f.read()
     except (EOFError, gzip.BadGzipFile) as err:
-        raise ValueError(f"{path} is a truncated or corrupt gzip file ({err}); delete it and get it again") from err
+        raise DataInputError(f"{path} is a truncated or corrupt gzip file ({err}); delete it and get it again") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise ValueError(f"{path} is not an idx file: magic bytes {raw[:4].hex()} (expected 0000 <type> <ndim>)")
+        raise DataInputError(f"{path} is not an idx file: magic bytes {raw[:4].hex()} (expected 0000 <type> <ndim>)")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise ValueError(f"{path} is truncated: {len(raw)} bytes, shorter than its {header}-byte header")
+        raise DataInputError(f"{path} is truncated: {len(raw)} bytes, shorter than its {header}-byte header")
     shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dtype = np.dtype(IDX_DTYPES[raw[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(raw) - header < expected:
-        raise ValueError(
+        raise DataInputError(
             f"{path} is truncated: its header announces shape {shape} ({expected} data bytes) but it "
             f"holds {len(raw) - header}"
         )
@@ -137,7 +137,7 @@ class FashionMNISTLT(InMemoryLTDataModule):
         for split in ("train", "test"):
             images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
             if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-                raise ValueError(
+                raise DataInputError(
                     f"{files[f'{split}_images']} / {files[f'{split}_labels']}: shapes {images.shape} and "
                     f"{labels.shape} are not N×H×W images with N labels"
                 )

@@ -8,8 +8,11 @@
   eval transform (normalisation).
 
 Every item is ``(image, target, index)`` (the batch contract). A missing file raises
-``FileNotFoundError`` naming the image and where it was listed; a corrupt or truncated file
-raises ``OSError`` naming the image.
+:class:`~datamodules.errors.DataNotFoundError` (a ``FileNotFoundError``) naming the image and where
+it was listed; a corrupt, truncated, empty or fake image file raises :class:`BadImageError` (an
+``OSError``) naming the image. :func:`check_images` decodes a whole list up front (the folder
+datamodules do so when they are built), so such a file stops a run before training, not when it is
+first sampled, or is left out with a warning naming it.
 
 Every PIL mode becomes 8-bit RGB by :func:`to_rgb`: 16-bit grey (``I;16``, e.g. a 16-bit PNG) is
 scaled by 255/65535 (PIL's own ``convert("RGB")`` clips it, so most pixels turn white); ``I`` and
@@ -21,7 +24,10 @@ transparent modes (``RGBA``, ``LA``, ``P`` with transparency) are composited ove
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +35,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from datamodules.errors import DataInputError
+from datamodules.errors import DataInputError, DataNotFoundError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -45,6 +51,13 @@ WHITE = (255, 255, 255)
 
 class ImageModeError(DataInputError):
     """An image whose pixel values have no unambiguous 8-bit reading (see :func:`to_rgb`)."""
+
+
+class BadImageError(DataInputError, OSError):
+    """An image file that does not decode: corrupt, truncated, empty, or not an image at all."""
+
+
+BAD_IMAGES = ("error", "skip")
 
 
 def _scale_to_uint8(values: np.ndarray, mode: str, name: str) -> np.ndarray:
@@ -93,8 +106,10 @@ def load_square(path: str | Path, size: int, crop: int | None = None, origin: st
     (default ``size``): a uint8 tensor ``3×crop×crop``.
 
     Raises:
-        FileNotFoundError: the file is missing (``origin``, e.g. ``list.txt:17``, says where it was listed).
-        OSError: the file cannot be decoded (corrupt, truncated or not an image).
+        DataNotFoundError: the file is missing (``origin``, e.g. ``list.txt:17``, says where it was
+            listed); a ``FileNotFoundError``.
+        BadImageError: the file cannot be decoded (corrupt, truncated, empty or not an image); an
+            ``OSError``.
     """
     crop = size if crop is None else crop
     where = f" (listed at {origin})" if origin else ""
@@ -103,11 +118,12 @@ def load_square(path: str | Path, size: int, crop: int | None = None, origin: st
             img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale still >= size (fast)
             img = to_rgb(img, f"{path}{where}")
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"image {path} not found{where}") from err
+        raise DataNotFoundError(f"image {path} not found{where}: restore it or fix the path") from err
     except ImageModeError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise OSError(f"cannot decode image {path}{where}: {err}") from err
+        empty = " (an empty file)" if Path(path).is_file() and Path(path).stat().st_size == 0 else ""
+        raise BadImageError(f"cannot decode image {path}{where}{empty}: {err}; replace or delete the file") from err
     w, h = img.size
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
@@ -169,8 +185,48 @@ class ImageFiles(Dataset):
         if missing:
             i = missing[0]
             where = f" (listed at {self.origins[i]})" if self.origins is not None else ""
-            raise FileNotFoundError(f"image {self.paths[i]} not found{where}; {len(missing)} of "
-                                    f"{len(self.paths)} images are missing")
+            raise DataNotFoundError(f"image {self.paths[i]} not found{where}; {len(missing)} of "
+                                    f"{len(self.paths)} images are missing: restore them or fix root")
+
+
+def check_images(paths: Sequence[str], size: int, bad_images: str = "error", where: str = "") -> list[int]:
+    """Decode every image of ``paths`` (at ``size``, with several threads: PIL decodes outside the
+    GIL) and return the positions of those that decode.
+
+    Args:
+        paths: image files.
+        size: side they are decoded at (the training ``load_size``: what the loader will do).
+        bad_images: ``error``: a file that does not decode (or is missing) stops here with one
+            line naming it, how many there are and the fix; ``skip``: such files are left out with
+            a warning that names them.
+        where: the folder or list the paths come from, for the messages.
+
+    Raises:
+        DataInputError: with ``bad_images="error"``, when a file does not decode.
+    """
+    if bad_images not in BAD_IMAGES:
+        raise ValueError(f"unknown bad_images {bad_images!r}; valid: {', '.join(BAD_IMAGES)}")
+
+    def problem(path: str) -> str | None:
+        try:
+            load_square(path, size)
+        except DataInputError as err:
+            return str(err)
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        problems = list(pool.map(problem, paths))
+    bad = [(path, p) for path, p in zip(paths, problems) if p is not None]
+    source = f"{where}: " if where else ""
+    if bad and bad_images == "error":
+        more = f" ({len(bad)} of {len(paths)} images are bad; first: {bad[0][0]})" if len(bad) > 1 else ""
+        raise BadImageError(f"{source}{bad[0][1]}{more}; or pass --data.bad_images skip to leave such files out "
+                            "with a warning")
+    if bad:
+        names = ", ".join(path for path, _ in bad[:20]) + (f" and {len(bad) - 20} more" if len(bad) > 20 else "")
+        warnings.warn(f"{source}skipping {len(bad)} of {len(paths)} image file(s) that do not decode "
+                      f"(bad_images=skip): {names}", stacklevel=2)
+    return [i for i, p in enumerate(problems) if p is None]
 
 
 def is_hidden(path: Path, below: Path) -> bool:

@@ -2,10 +2,14 @@
 unlabeled images.
 
 * :class:`ImageFolderLT`: ``root/<class_name>/*.jpg|png|...`` (class ids = sorted folder names, as
-  ``torchvision.datasets.ImageFolder``), made long-tailed by the profiles of
-  :mod:`datamodules.profiles` (``profile="none"`` keeps the folder as it is, e.g. data that is
-  already long-tailed). Probe ``full`` = the whole folder; an optional ``test_root`` with the same
-  class folders is the test set.
+  ``torchvision.datasets.ImageFolder``), kept as it is by default (``profile="none"``: a folder of
+  your own is usually long-tailed already, and any folder works), or made long-tailed by a profile
+  of :mod:`datamodules.profiles` (``profile="exp"`` with ``imbalance_ratio``, ...). Probe ``full`` =
+  the whole folder; an optional ``test_root`` with the same class folders is the test set.
+
+Every image file is decoded once when the set is built, so a corrupt, truncated, empty or fake
+image stops the run before training with one line naming it (``bad_images="skip"`` leaves such
+files out instead, with a warning naming them).
 * :class:`UnlabeledFolder`: every image below ``root``, targets ``-1``, for pre-training on
   uncurated data (DnC's setting, Tian et al. ICCV 2021). It has no labels, hence no probe or test
   set of its own: they come from another (labeled) datamodule given as ``eval_datamodule`` (e.g. a
@@ -23,12 +27,15 @@ import numpy as np
 from datamodules.base import LongTailDataModule, Splits
 from datamodules.cards import DatasetCard
 from datamodules.errors import DataInputError, DataNotFoundError
-from datamodules.file_datasets import IMAGE_EXTENSIONS, ImageFiles, scan_images
+from datamodules.checks import check_choice, check_load_size
+from datamodules.file_datasets import BAD_IMAGES, IMAGE_EXTENSIONS, ImageFiles, check_images, scan_images
 from datamodules.in_memory import few_shot_indices
 from datamodules.list_files import IMAGENET_MEAN, IMAGENET_STD
-from datamodules.profiles import PROFILES, long_tail_indices
+from datamodules.profiles import PROFILES, check_profile_options, long_tail_indices
 
-FOLDER_PROFILES = (*PROFILES, "none")
+FOLDER_PROFILES = ("none", *PROFILES)
+DEFAULT_RATIO = 0.01  # imbalance_ratio under a profile, when not given (rho = 100, LDAM's standard)
+
 
 
 def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
@@ -72,6 +79,18 @@ def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[li
     return classes, paths, np.asarray(targets, dtype=np.int64)
 
 
+def _check_profile_none(imbalance_ratio: float | None, head_order: str, img_max: float | None, subsample: float,
+                        balanced_twin: bool) -> None:
+    """With ``profile="none"`` the folder is kept as it is: a profile option would be ignored, so
+    giving one is an error that names the profile to pass."""
+    given = [f"{name}={value!r}" for name, value, default in (
+        ("imbalance_ratio", imbalance_ratio, None), ("head_order", head_order, "natural"), ("img_max", img_max, None),
+        ("subsample", subsample, 1.0), ("balanced_twin", balanced_twin, False)) if value != default]
+    if given:
+        raise ValueError(f"{', '.join(given)} shape a long-tail profile, but profile='none' keeps the folder as it "
+                         "is: pass --data.profile exp (or step, pareto, balanced) with it")
+
+
 class ImageFolderLT(LongTailDataModule):
     """A class-folder tree plus a long-tail profile (the profile options of InMemoryLTDataModule)."""
 
@@ -92,8 +111,8 @@ class ImageFolderLT(LongTailDataModule):
         self,
         root: str,
         test_root: str | None = None,
-        profile: str = "exp",
-        imbalance_ratio: float = 0.01,
+        profile: str = "none",
+        imbalance_ratio: float | None = None,
         seed: int = 0,
         head_order: str = "natural",
         img_max: float | None = None,
@@ -101,45 +120,64 @@ class ImageFolderLT(LongTailDataModule):
         balanced_twin: bool = False,
         few_shot: list[int] | None = None,
         load_size: int | None = None,
+        bad_images: str = "error",
         **kwargs: Any,
     ) -> None:
         """
         Args:
             root: ``root/<class_name>/<image>``; class ids are the sorted folder names.
             test_root: the same class folders holding the test images; none by default.
-            profile: ``exp`` | ``step`` | ``pareto`` | ``balanced`` (LDAM conventions) or ``none``
-                (keep every image: the folder is already long-tailed).
-            imbalance_ratio: n_min / n_max in (0, 1]; 0.01 is the standard rho = 100.
+            profile: ``none`` (default: keep every image, the folder as it is) or ``exp`` |
+                ``step`` | ``pareto`` | ``balanced`` (LDAM conventions) to make it long-tailed.
+            imbalance_ratio: n_min / n_max in (0, 1] of a profile (default 0.01, rho = 100);
+                with ``profile="none"`` leave it unset.
             seed: seed of the selection (0 = LDAM's), of the class order and of few-shot sets.
-            head_order: ``natural`` (class 0 = head) or ``permuted`` by ``seed``.
-            img_max: size of the head class; default the smallest class of the folder.
-            subsample: per-class sampling ratio in (0, 1] (rwSAM's sample-size axis).
-            balanced_twin: pre-train on the balanced set of the same size instead (rwSAM's control).
+            head_order: ``natural`` (class 0 = head) or ``permuted`` by ``seed`` (with a profile).
+            img_max: size of the head class of a profile; default the smallest class of the folder.
+            subsample: per-class sampling ratio in (0, 1] of a profile (rwSAM's sample-size axis).
+            balanced_twin: pre-train on the balanced set of the same size instead (rwSAM's
+                control; with a profile).
             few_shot: shots per class of extra probe sets drawn from the folder, e.g. ``[100, 50]``.
             load_size: side of the decoded training images; default ``image_size * 8 // 7``.
+            bad_images: a file that does not decode (corrupt, truncated, empty, not an image)
+                found when the set is built: ``error`` (stop, naming it) or ``skip`` (leave it out,
+                with a warning naming every such file).
             **kwargs: view and loader options of :class:`LongTailDataModule` (``image_size``, ...).
         """
         super().__init__(**kwargs)
-        if profile not in FOLDER_PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(FOLDER_PROFILES)}")
-        if profile == "none" and balanced_twin:
-            raise ValueError("balanced_twin=True needs a profile other than 'none'")
+        check_choice("profile", profile, FOLDER_PROFILES)
+        if profile == "none":
+            _check_profile_none(imbalance_ratio, head_order, img_max, subsample, balanced_twin)
+        check_profile_options(profile, DEFAULT_RATIO if imbalance_ratio is None else imbalance_ratio, seed,
+                              head_order, img_max, subsample, few_shot, profiles=FOLDER_PROFILES)
+        check_choice("bad_images", bad_images, BAD_IMAGES)
         self.root = Path(root)
         self.test_root = Path(test_root) if test_root is not None else None
         self.profile = profile
-        self.imbalance_ratio = imbalance_ratio
+        self.imbalance_ratio = DEFAULT_RATIO if imbalance_ratio is None else imbalance_ratio
         self.seed = seed
         self.head_order = head_order
         self.img_max = img_max
         self.subsample = subsample
         self.balanced_twin = balanced_twin
         self.few_shot = list(few_shot or [])
-        self.load_size = load_size or self.image_size * 8 // 7
-        if self.load_size < self.image_size:
-            raise ValueError(f"load_size={self.load_size} is smaller than image_size={self.image_size}")
+        self.load_size = check_load_size(load_size, self.image_size)
+        self.bad_images = bad_images
+        if profile != "none":
+            self._record_resolved(imbalance_ratio=self.imbalance_ratio)
+
+    def _scan(self, root: Path, classes: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
+        """:func:`scan_class_folders`, then every image decoded once (``bad_images``)."""
+        classes, paths, labels = scan_class_folders(root, classes)
+        good = check_images(paths, self.load_size, self.bad_images, str(root))
+        if len(good) < len(paths):
+            paths, labels = [paths[i] for i in good], labels[good]
+            if not paths:
+                raise DataNotFoundError(f"no image of {root} decodes: fix root")
+        return classes, paths, labels
 
     def build_splits(self) -> Splits:
-        classes, paths, labels = scan_class_folders(self.root)
+        classes, paths, labels = self._scan(self.root)
         self.classes = classes
         num_classes = len(classes)
         if self.profile == "none":
@@ -168,7 +206,7 @@ class ImageFolderLT(LongTailDataModule):
             probe[f"{shots}shot"] = eval_files([paths[i] for i in idx], labels[idx])
         test = None
         if self.test_root is not None:
-            _, test_paths, test_labels = scan_class_folders(self.test_root, classes)
+            _, test_paths, test_labels = self._scan(self.test_root, classes)
             test = eval_files(test_paths, test_labels)
         return Splits(
             pretrain=ImageFiles(kept, labels[keep], self.load_size),
@@ -207,6 +245,7 @@ class UnlabeledFolder(LongTailDataModule):
         root: str,
         eval_datamodule: LongTailDataModule | None = None,
         load_size: int | None = None,
+        bad_images: str = "error",
         **kwargs: Any,
     ) -> None:
         """
@@ -215,14 +254,16 @@ class UnlabeledFolder(LongTailDataModule):
             eval_datamodule: a labeled datamodule whose probe and test sets evaluate the
                 representation; it must use the same ``image_size``.
             load_size: side of the decoded training images; default ``image_size * 8 // 7``.
+            bad_images: a file that does not decode, found when the set is built: ``error`` (stop,
+                naming it) or ``skip`` (leave it out, with a warning naming every such file).
             **kwargs: view and loader options of :class:`LongTailDataModule`.
         """
         super().__init__(**kwargs)
+        check_choice("bad_images", bad_images, BAD_IMAGES)
         self.root = Path(root)
         self.eval_datamodule = eval_datamodule
-        self.load_size = load_size or self.image_size * 8 // 7
-        if self.load_size < self.image_size:
-            raise ValueError(f"load_size={self.load_size} is smaller than image_size={self.image_size}")
+        self.load_size = check_load_size(load_size, self.image_size)
+        self.bad_images = bad_images
         if eval_datamodule is not None and eval_datamodule.image_size != self.image_size:
             raise ValueError(
                 f"eval_datamodule has image_size={eval_datamodule.image_size} but this datamodule "
@@ -238,6 +279,9 @@ class UnlabeledFolder(LongTailDataModule):
             warnings.warn(f"{self.root}: skipping {len(hidden)} hidden image file(s) (e.g. {hidden[0]})", stacklevel=2)
         if not paths:
             raise DataNotFoundError(f"no image ({', '.join(IMAGE_EXTENSIONS)}) found below {self.root}: fix root")
+        paths = [paths[i] for i in check_images(paths, self.load_size, self.bad_images, str(self.root))]
+        if not paths:
+            raise DataNotFoundError(f"no image below {self.root} decodes: fix root")
         targets = np.full(len(paths), -1, dtype=np.int64)
         probe, test, num_classes = {}, None, None
         if self.eval_datamodule is not None:

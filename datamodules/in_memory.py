@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from datamodules.base import LongTailDataModule, Splits
-from datamodules.profiles import long_tail_indices
+from datamodules.errors import DataInputError
+from datamodules.profiles import check_profile_options, long_tail_indices
 from datamodules.tensor_datasets import IndexedImages
 
 
@@ -37,13 +38,16 @@ def few_shot_indices(labels: np.ndarray, shots: int, seed: int = 0) -> np.ndarra
     for c in np.unique(labels[labels >= 0]):
         idx = np.flatnonzero(labels == c)
         if idx.size < shots:
-            raise ValueError(f"class {c} has {idx.size} probe images, fewer than shots={shots}")
+            raise DataInputError(f"class {c} has {idx.size} probe images, fewer than few_shot={shots}: pass shots "
+                                 f"of at most {idx.size} per class (--data.few_shot [{idx.size}])")
         picked.append(rng.choice(idx, size=shots, replace=False))
     return np.sort(np.concatenate(picked))
 
 
 class InMemoryLTDataModule(LongTailDataModule):
     """Profile-built long-tailed pre-training set over an in-memory source."""
+
+    in_memory = True
 
     def __init__(
         self,
@@ -71,6 +75,7 @@ class InMemoryLTDataModule(LongTailDataModule):
             **kwargs: view and loader options of :class:`LongTailDataModule`.
         """
         super().__init__(**kwargs)
+        check_profile_options(profile, imbalance_ratio, seed, head_order, img_max, subsample, few_shot)
         self.profile = profile
         self.imbalance_ratio = imbalance_ratio
         self.seed = seed

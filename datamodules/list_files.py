@@ -28,7 +28,9 @@ import numpy as np
 
 from datamodules.base import LongTailDataModule, Splits
 from datamodules.cards import DatasetCard
-from datamodules.file_datasets import ImageFiles
+from datamodules.checks import check_load_size
+from datamodules.errors import DataInputError, DataNotFoundError
+from datamodules.file_datasets import ImageFiles, check_images
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,7 +74,7 @@ def read_list(file: str | Path, num_classes: int) -> ImageList:
     """
     file = Path(file)
     if not file.is_file():
-        raise FileNotFoundError(f"list file {file} not found")
+        raise DataNotFoundError(f"list file {file} not found")
     paths: list[str] = []
     targets: list[int] = []
     lines: list[int] = []
@@ -84,23 +86,23 @@ def read_list(file: str | Path, num_classes: int) -> ImageList:
                 continue
             parts = line.rsplit(maxsplit=1)
             if len(parts) != 2:
-                raise ValueError(f"{file}:{number}: expected 'relative/path label', got {line!r}")
+                raise DataInputError(f"{file}:{number}: expected 'relative/path label', got {line!r}")
             path, label_text = parts
             try:
                 label = int(label_text)
             except ValueError:
-                raise ValueError(f"{file}:{number}: label {label_text!r} is not an integer") from None
+                raise DataInputError(f"{file}:{number}: label {label_text!r} is not an integer") from None
             if not 0 <= label < num_classes:
-                raise ValueError(f"{file}:{number}: label {label} is outside [0, {num_classes})")
+                raise DataInputError(f"{file}:{number}: label {label} is outside [0, {num_classes})")
             path = path.lstrip("/")
             if path in seen:
-                raise ValueError(f"{file}:{number}: {path} is listed twice (first at line {seen[path]})")
+                raise DataInputError(f"{file}:{number}: {path} is listed twice (first at line {seen[path]})")
             seen[path] = number
             paths.append(path)
             targets.append(label)
             lines.append(number)
     if not paths:
-        raise ValueError(f"list file {file} has no entries")
+        raise DataInputError(f"list file {file} has no entries")
     return ImageList(file, paths, np.asarray(targets, dtype=np.int64), np.asarray(lines, dtype=np.int64))
 
 
@@ -134,8 +136,9 @@ class ListFileLTDataModule(LongTailDataModule):
                 first present of the dataset's ``probe_lists`` (see the class docstring).
             load_size: side of the decoded training images the views are cut from; default
                 ``image_size * 8 // 7`` (256 for 224). Our choice: the eval resize size.
-            verify_files: check at set-up that every listed image exists (else checked lazily,
-                when an image is loaded).
+            verify_files: check at set-up that every listed image exists and decodes, naming
+                the first bad one (else each image is checked when it is loaded: a large list is
+                slow to decode up front).
             lists_only: build the splits from the lists alone, without images (for statistics).
             **kwargs: view and loader options of :class:`LongTailDataModule`.
         """
@@ -147,9 +150,7 @@ class ListFileLTDataModule(LongTailDataModule):
         self.lists_dir = Path(lists_dir) if lists_dir is not None else self.root
         self.balanced_twin = balanced_twin
         self.probe_list = probe_list
-        self.load_size = load_size or self.image_size * 8 // 7
-        if self.load_size < self.image_size:
-            raise ValueError(f"load_size={self.load_size} is smaller than image_size={self.image_size}")
+        self.load_size = check_load_size(load_size, self.image_size)
         self.verify_files = verify_files
         self.lists_only = lists_only
 
@@ -157,7 +158,7 @@ class ListFileLTDataModule(LongTailDataModule):
         try:
             return read_list(self.lists_dir / name, self.card.num_classes)
         except FileNotFoundError:
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"{self.card.name}: list file {self.lists_dir / name} not found; set lists_dir to the "
                 f"folder holding the lists ({self.card.source})"
             ) from None
@@ -175,7 +176,7 @@ class ListFileLTDataModule(LongTailDataModule):
         if not present:
             if self.lists_only:
                 return None
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"{self.card.name}: no probe list found in {self.lists_dir} (tried "
                 f"{', '.join(self.probe_lists)}); set probe_list or lists_dir"
             )
@@ -189,7 +190,7 @@ class ListFileLTDataModule(LongTailDataModule):
 
     def build_splits(self) -> Splits:
         if not self.lists_only and not self.root.is_dir():
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"{self.card.name}: image root {self.root} not found ({self.card.source}); "
                 f"pass lists_only=True to read the lists without images"
             )
@@ -212,6 +213,7 @@ class ListFileLTDataModule(LongTailDataModule):
             for dataset in (splits.pretrain, *probe.values(), test):
                 if dataset is not None:
                     dataset.verify()
+                    check_images(dataset.paths, dataset.size, "error", str(self.lists_dir))
         return splits
 
 

@@ -21,8 +21,32 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from datamodules.checks import check_choice, check_fraction, check_int, check_positive, check_seed
+from datamodules.errors import DataInputError
+
 PROFILES = ("exp", "step", "pareto", "balanced")
 HEAD_ORDERS = ("natural", "permuted")
+
+
+def check_profile_options(profile: str, imbalance_ratio: float, seed: int, head_order: str,
+                          img_max: float | None, subsample: float, few_shot: Sequence[int] | None = None,
+                          profiles: Sequence[str] = PROFILES) -> None:
+    """The profile options of a datamodule, checked before any data is read (one-line ``ValueError``
+    naming the option, the valid range and the fix). Whether the profile leaves every class at least
+    one image depends on the data: :func:`long_tail_indices` checks that when the set is built."""
+    check_choice("profile", profile, profiles)
+    check_fraction("imbalance_ratio", imbalance_ratio, 0.01,
+                   why="n_min / n_max: 0.01 is a 100:1 imbalance, 1.0 a balanced set")
+    check_seed("seed", seed)
+    check_choice("head_order", head_order, HEAD_ORDERS)
+    check_positive("img_max", img_max, 500, optional=True, why="images of the head class")
+    check_fraction("subsample", subsample, 0.5, why="the share of each class kept")
+    shots = list(few_shot or [])
+    for k in shots:
+        check_int("few_shot", k, 1, [100], why="images per class of a few-shot probe set")
+    if len(set(shots)) != len(shots):
+        raise ValueError(f"few_shot={shots} lists a probe set twice; pass each number of shots once, e.g. "
+                         f"--data.few_shot {sorted(set(shots), reverse=True)}")
 
 
 def profile_counts(
@@ -134,18 +158,18 @@ def long_tail_indices(
         counts[:] = int(counts.sum()) // num_classes
     empty = np.flatnonzero(counts == 0)
     if empty.size:
-        raise ValueError(
-            f"profile {profile!r} with imbalance_ratio={imbalance_ratio}, img_max={img_max} and "
+        raise DataInputError(
+            f"profile {profile!r} with imbalance_ratio={imbalance_ratio}, img_max={img_max:g} and "
             f"subsample={subsample} leaves class(es) {empty.tolist()} empty "
-            f"(smallest class size {per_rank.min() * subsample:.2f}); raise the ratio, img_max or "
-            f"subsample"
+            f"(smallest class size {per_rank.min() * subsample:.2f}): raise --data.imbalance_ratio (to about "
+            f"{1.0 / (img_max * subsample):.3g} or more here), --data.img_max or --data.subsample"
         )
     short = np.flatnonzero(counts > available)
     if short.size:
         c = int(short[0])
-        raise ValueError(
-            f"class {c} has {available[c]} examples but the profile asks for {counts[c]}; "
-            f"lower img_max (now {img_max})"
+        raise DataInputError(
+            f"class {c} has {available[c]} examples but the profile asks for {counts[c]} (img_max={img_max:g}): "
+            f"pass --data.img_max {int(available.min())} or less"
         )
     rng = np.random.RandomState(seed)
     blocks = []

@@ -37,7 +37,8 @@ def test_fashion_mnist(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
 def test_image_folder_and_unlabeled(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     write_class_folders(tmp_path / "train", {"cat": 8, "dog": 8, "fox": 8})
-    out = stats(capsys, "image_folder_lt", "--data.root", str(tmp_path / "train"), "--data.imbalance_ratio", "0.25")
+    out = stats(capsys, "image_folder_lt", "--data.root", str(tmp_path / "train"), "--data.profile", "exp",
+                "--data.imbalance_ratio", "0.25")
     assert "pre-training set: 14 images, 3 classes" in out  # exp over 8 per class at 0.25: 8, 4, 2
     write_class_folders(tmp_path / "flat_src", {"x": 5})
     out = stats(capsys, "unlabeled_folder", "--data.root", str(tmp_path / "flat_src" / "x"))

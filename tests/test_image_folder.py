@@ -21,7 +21,7 @@ def tree(tmp_path):
 
 
 def test_exp_profile_over_folders_and_pixels(tree):
-    dm = ImageFolderLT(root=str(tree / "train"), test_root=str(tree / "test"), imbalance_ratio=0.25,
+    dm = ImageFolderLT(root=str(tree / "train"), test_root=str(tree / "test"), profile="exp", imbalance_ratio=0.25,
                        image_size=8, batch_size=4)
     dm.setup()
     assert dm.classes == ["apple", "banana", "cherry"]
@@ -40,8 +40,8 @@ def test_exp_profile_over_folders_and_pixels(tree):
 
 def test_profiles_none_twin_subsample_and_few_shot(tree):
     root = str(tree / "train")
-    assert ImageFolderLT(root=root, profile="none").class_counts.tolist() == [8, 8, 8]
-    assert ImageFolderLT(root=root, imbalance_ratio=0.25, balanced_twin=True).class_counts.tolist() == [4, 4, 4]
+    assert ImageFolderLT(root=root).class_counts.tolist() == [8, 8, 8]  # profile "none" by default
+    assert ImageFolderLT(root=root, profile="exp", imbalance_ratio=0.25, balanced_twin=True).class_counts.tolist() == [4, 4, 4]
     assert ImageFolderLT(root=root, profile="step", imbalance_ratio=0.5).class_counts.tolist() == [8, 4, 4]
     assert ImageFolderLT(root=root, profile="balanced", subsample=0.5).class_counts.tolist() == [4, 4, 4]
     dm = ImageFolderLT(root=root, profile="exp", imbalance_ratio=0.25, few_shot=[3])
