@@ -77,9 +77,9 @@ def test_regression_heads_shape():
 
 
 def test_loss_matches_hand_computation():
-    """½‖r_b(z) − z_b/‖z_b‖‖² + ½‖r_k(z) − z_k/‖z_k‖‖², with constant heads and teachers:
+    """(½‖r_b(z) − z_b/‖z_b‖‖² + ½‖r_k(z) − z_k/‖z_k‖‖²) / d, with constant heads and teachers (d = 2):
     base (3,4)->(.6,.8) vs r_b=(1,0): 0.4; expert 0 (0,5)->(0,1) vs r_0=(0,0): 0.5;
-    expert 1 (-2,0)->(-1,0) vs r_1=(1,1): 2.5. Cluster-0 rows lose 0.9, cluster-1 rows 2.9."""
+    expert 1 (-2,0)->(-1,0) vs r_1=(1,1): 2.5. Cluster-0 rows lose 0.9 / 2, cluster-1 rows 2.9 / 2."""
     student = DnC(head_hidden_dim=4, **TINY)
     experts = [Constant([0.0, 5.0]), Constant([-2.0, 0.0])]
     assignments = torch.tensor([1, 0, 0, 1, 1, 0])
@@ -89,10 +89,10 @@ def test_loss_matches_hand_computation():
     index = torch.tensor([5, 3, 0, 1])  # clusters 0, 1, 1, 0
     views = [torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)]
     out = student.compute_losses((views, torch.full((4,), -1), index))
-    expected = torch.tensor([0.9, 2.9, 2.9, 0.9]).expand(2, 4)
+    expected = torch.tensor([0.9, 2.9, 2.9, 0.9]).expand(2, 4) / 2
     torch.testing.assert_close(out.losses, expected)
     assert experts[0].rows_seen == 4 and experts[1].rows_seen == 4  # 2 rows x 2 views each
-    torch.testing.assert_close(out.logs["distill_base"], torch.tensor(0.4))
+    torch.testing.assert_close(out.logs["distill_base"], torch.tensor(0.4 / 2))
 
 
 def test_gradients_reach_student_not_teachers():
