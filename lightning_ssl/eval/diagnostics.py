@@ -1,4 +1,4 @@
-"""Collapse diagnostics: why an encoder did not learn (docs/protocols.md §9).
+"""Collapse diagnostics: why an encoder did not learn (docs/protocols.md §11).
 
 * **RankMe** (Garrido et al., ICML 2023, eq. 1): the exponential of the entropy of the normalised
   singular values of the uncentred embedding matrix ``Z`` (``N×D``),

@@ -9,6 +9,8 @@ re-weighting composes with every method without the method knowing.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,38 @@ from lightning_ssl.schedules import cosine_schedule
 
 Batch = tuple[list[Tensor], Tensor, Tensor]
 NONFINITE = ("raise", "skip", "ignore")
+MAX_WARMUP_SHARE = 0.5  # a warm-up given in epochs takes at most half the run (as DnC's stages, docs/methods.md §6.6)
+SKIPPED_WARN_SHARE = 0.05  # nonfinite="skip": warn at the end of a fit when more steps than this were skipped
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_options(lr: float, weight_decay: float, momentum: float, warmup_epochs: float,
+                  warmup_fraction: float | None, final_lr: float, image_size: int | None, in_chans: int) -> None:
+    """The optimisation and input options of :class:`SSLMethod`: a one-line ``ValueError`` naming the
+    option, the value, the valid range and the fix (``NaN`` and infinities fail every check)."""
+    if not (_finite(lr) and lr > 0):
+        raise ValueError(f"lr={lr} must be > 0 and finite (the peak learning rate); pass e.g. --model.lr 0.3")
+    if not (_finite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay={weight_decay} must be >= 0 and finite; pass e.g. --model.weight_decay 1e-4")
+    if not (_finite(momentum) and 0 <= momentum < 1):
+        raise ValueError(f"momentum={momentum} must be in [0, 1); pass e.g. --model.momentum 0.9")
+    if not (_finite(warmup_epochs) and warmup_epochs >= 0):
+        raise ValueError(f"warmup_epochs={warmup_epochs} must be >= 0 (0: no warm-up); pass e.g. --model.warmup_epochs 10 "
+                         "or --model.warmup_fraction 0.1")
+    if warmup_fraction is not None and not (_finite(warmup_fraction) and 0 <= warmup_fraction < 1):
+        raise ValueError(f"warmup_fraction={warmup_fraction} must be in [0, 1) (a fraction of the run's steps); pass "
+                         "e.g. --model.warmup_fraction 0.1")
+    if not (_finite(final_lr) and 0 <= final_lr <= lr):
+        raise ValueError(f"final_lr={final_lr} must be in [0, lr={lr}] (where the cosine decay ends); pass e.g. "
+                         "--model.final_lr 0")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"image_size={image_size!r} must be an integer >= 1 (the input side in pixels); leave it unset "
+                         "to follow the datamodule")
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f"in_chans={in_chans!r} must be an integer >= 1 (input channels); pass e.g. --model.in_chans 3")
 
 
 @dataclass
@@ -106,7 +140,9 @@ class SSLMethod(pl.LightningModule):
             lr: peak learning rate after warm-up (the papers' ``base_lr * batch / 256``).
             weight_decay: weight decay of conv/linear weights.
             momentum: SGD/LARS momentum.
-            warmup_epochs: linear warm-up length (SimCLR App. B.1: 10 epochs).
+            warmup_epochs: linear warm-up length (SimCLR App. B.1: 10 epochs), at most half the run:
+                a shorter run (under 20 epochs by default) warms up for half its steps, with a
+                warning, and its checkpoints record the steps used (``lr_schedule``).
             warmup_fraction: warm-up as a fraction of the run's optimiser steps instead (overrides
                 ``warmup_epochs``): 10 of SimCLR's 100 epochs is 0.1, and it scales with any run
                 length, e.g. a DnC expert stage shorter than ``warmup_epochs``.
@@ -119,7 +155,8 @@ class SSLMethod(pl.LightningModule):
                 keys stay unchanged; only the call is compiled).
             nonfinite: what a NaN/Inf loss does: ``raise`` (save the last good weights, then stop
                 with an error naming the step, the method, the loss terms and the samples),
-                ``skip`` (drop the step, count it in ``train/skipped_steps``) or ``ignore`` (no
+                ``skip`` (drop the step, count it in ``train/skipped_steps`` and in the checkpoint,
+                and warn at the end of the fit when over 5 % of the steps were dropped) or ``ignore`` (no
                 check: saves one host synchronisation per step, for throughput runs).
         """
         super().__init__()
@@ -127,15 +164,14 @@ class SSLMethod(pl.LightningModule):
             raise ValueError(f"unknown nonfinite={nonfinite!r}; valid: {', '.join(NONFINITE)}")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        if lr <= 0:
-            raise ValueError(f"lr={lr} must be > 0")
-        if warmup_fraction is not None and not 0 <= warmup_fraction < 1:
-            raise ValueError(f"warmup_fraction={warmup_fraction} must be in [0, 1) (a fraction of the run's steps)")
+        check_options(lr, weight_decay, momentum, warmup_epochs, warmup_fraction, final_lr, image_size, in_chans)
         self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
-        self.backbone, self.feature_dim = build_backbone(backbone, image_size or 224, in_chans)
+        self.backbone, self.feature_dim = build_backbone(backbone, image_size if image_size is not None else 224,
+                                                         in_chans)
         self.loss_weighters: list[LossWeighter] = []
         self.skipped_steps = 0
         self.lr_schedule: np.ndarray | None = None
+        self._warmup_steps: int | None = None
         self.sam_weighter = None
         if isinstance(sam, dict):  # from a checkpoint's or LightningCLI's saved hyper-parameters
             sam = SAMConfig(**sam)
@@ -170,7 +206,7 @@ class SSLMethod(pl.LightningModule):
 
     def embed(self, x: Tensor) -> Tensor | None:
         """The embedding the loss sees (the projector's output, MTTV's head), for the collapse
-        diagnostics (docs/protocols.md §9); ``None`` for a method without one."""
+        diagnostics (docs/protocols.md §11); ``None`` for a method without one."""
         head = getattr(self, "projector", None) or getattr(self, "head", None)
         return head(self(x)) if isinstance(head, nn.Module) else None
 
@@ -286,6 +322,9 @@ class SSLMethod(pl.LightningModule):
             checkpoint["datamodule_class"] = f"{type(dm).__module__}.{type(dm).__qualname__}"
         if self.sam_weighter is not None:
             checkpoint["sam_weighter"] = self.sam_weighter.state_dict()
+        checkpoint["skipped_steps"] = int(self.skipped_steps)
+        if self.lr_schedule is not None:  # what ran, beside the options that asked for it
+            checkpoint["lr_schedule"] = {"total_steps": len(self.lr_schedule), "warmup_steps": self._warmup_steps}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("method_class")
@@ -300,6 +339,17 @@ class SSLMethod(pl.LightningModule):
                              f"pass --model.backbone {old_backbone} to resume it")
         if self.sam_weighter is not None and "sam_weighter" in checkpoint:
             self.sam_weighter.load_state_dict(checkpoint["sam_weighter"])
+        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
+
+    def on_train_end(self) -> None:
+        """Say so when ``nonfinite="skip"`` dropped a large share of the steps: the run then
+        trained on the rest only, and may end near chance without any error."""
+        attempted = int(self.trainer.global_step) + self.skipped_steps if self._trainer is not None else 0
+        if self.skipped_steps and attempted and self.skipped_steps / attempted > SKIPPED_WARN_SHARE:
+            warnings.warn(f"{type(self).__name__}: {self.skipped_steps} of {attempted} training steps "
+                          f"({100 * self.skipped_steps / attempted:.0f} %) had a non-finite loss and were skipped "
+                          "(nonfinite=skip): the weights come from the other steps only; lower the learning rate "
+                          "or check the data (train/skipped_steps in the logs)", stacklevel=1)
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         images, target, _ = batch
@@ -334,7 +384,10 @@ class SSLMethod(pl.LightningModule):
         epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else None
         cap = trainer.max_steps if trainer.max_steps not in (None, -1) else None
         if epochs is None and cap is None:
-            raise ValueError("set trainer.max_epochs or trainer.max_steps: the schedule needs a length")
+            from lightning_ssl.config.errors import UsageError
+
+            raise UsageError("--trainer.max_epochs -1 (no limit) without --trainer.max_steps: the learning-rate "
+                             "schedule is sized to the run; pass --trainer.max_epochs N or --trainer.max_steps N")
         total = self.steps_per_epoch() * epochs if epochs is not None else cap
         return int(min(total, cap) if cap is not None else total)
 
@@ -343,10 +396,8 @@ class SSLMethod(pl.LightningModule):
         groups = split_decay_groups([self], hp.weight_decay)
         opt = build_optimizer(hp.optimizer, groups, lr=hp.lr, momentum=hp.momentum)
         total = self.total_steps()
-        if hp.get("warmup_fraction") is not None:
-            warmup = int(round(hp.warmup_fraction * total))
-        else:
-            warmup = min(int(round(hp.warmup_epochs * self.steps_per_epoch())), total)
+        warmup = self.warmup_steps(total)
+        self._warmup_steps = warmup
         self.lr_schedule = cosine_schedule(hp.lr, hp.final_lr, total, warmup)
         schedule = self.lr_schedule
 
@@ -355,6 +406,22 @@ class SSLMethod(pl.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def warmup_steps(self, total: int) -> int:
+        """Warm-up steps of a ``total``-step run: ``warmup_fraction`` of it when set, else
+        ``warmup_epochs`` epochs, at most half the run; a warm-up cut to half the run is said in a
+        one-line warning (an option is never changed silently)."""
+        hp = self.hparams
+        if hp.get("warmup_fraction") is not None:
+            return int(round(hp.warmup_fraction * total))
+        asked = int(round(hp.warmup_epochs * self.steps_per_epoch()))
+        cap = int(round(MAX_WARMUP_SHARE * total))
+        if asked <= cap:
+            return asked
+        warnings.warn(f"{type(self).__name__}: warmup_epochs={hp.warmup_epochs:g} is {asked} steps, more than half of "
+                      f"this {total}-step run: warming up for {cap} steps (half the run); pass --model.warmup_fraction F "
+                      "to set the warm-up as a share of the run", stacklevel=1)
+        return cap
 
     def schedule_value(self, schedule: np.ndarray) -> float:
         """The value of a per-step schedule at the current optimiser step."""

@@ -1,5 +1,5 @@
 """Why a method missed its floors, the methods ranked with ties, and the collapse diagnostics table
-(docs/protocols.md §9.4).
+(docs/protocols.md §11).
 
 For each method row (a run group: every axis but the seed) that does not beat RandomInit clearly or
 does not beat RawPixels on the linear or kNN metric, :func:`diagnosis_lines` names the causes its

@@ -18,6 +18,7 @@ from lightning_ssl.sweep.diagnosis import (
     ranking_lines,
 )
 from lightning_ssl.sweep.plots import write_plots
+from lightning_ssl.sweep.published import parse_published, published_table
 from lightning_ssl.sweep.report import (
     DEFAULT_METRIC,
     check_rows,
@@ -30,10 +31,13 @@ from lightning_ssl.sweep.report import (
 
 
 def write_report(records: list[dict[str, Any]], out_dir: str | Path, title: str = "sweep",
-                 metric: str = DEFAULT_METRIC, plots: bool = True, skipped: list[str] | None = None) -> dict[str, Path]:
+                 metric: str = DEFAULT_METRIC, plots: bool = True, skipped: list[str] | None = None,
+                 published: Any = None) -> dict[str, Path]:
     """Write ``report.md``, ``summary.csv``, ``robustness.csv`` (when there are balanced twins) and
     the PNG plots into ``out_dir``; returns the written paths by name. ``skipped`` lines (results
-    left out, and why) are listed in the report; duplicates of a replicate are added to them."""
+    left out, and why) are listed in the report; duplicates of a replicate are added to them.
+    ``published``: the spec's ``report.published`` entries, shown beside the measured numbers
+    (``published.csv``, :mod:`lightning_ssl.sweep.published`)."""
     from lightning_ssl.io import atomic_write_text
 
     skipped = list(skipped or [])
@@ -51,8 +55,11 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path, title: str 
         parts.append(f"- skipped {len(skipped)} result(s):")
         parts += [f"  - {line}" for line in skipped]
     parts += ["", "## Results", "", md, ""]
+    pub_md, pub_csv, pub_notes = published_table(records, parse_published(published))
+    if pub_md:
+        parts += ["## Published numbers beside ours", "", pub_md, "", *pub_notes, ""]
     parts += ["## Ranking and diagnosis", "", *ranking_lines(records, metric), "",
-              "Rows that miss a floor, and why (docs/protocols.md §9.4: collapsed = features RankMe under "
+              "Rows that miss a floor, and why (docs/protocols.md §11.1: collapsed = features RankMe under "
               f"{100 * COLLAPSED_RANK:.0f} % of their dimension or embedding std under {COLLAPSED_STD}; under-trained = "
               "the loss still fell over 2 % in the last quarter in most seeds; unstable = seeds spread over "
               f"{100 * UNSTABLE_STD:.0f} points; otherwise the recipe):", "", *diagnosis_lines(records, metric), ""]
@@ -65,6 +72,8 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path, title: str 
                   "features for methods without one); the training loss's fall over the run's last quarter.",
                   "", table, ""]
     written = {"summary.csv": atomic_write_text(out / "summary.csv", csv_text)}
+    if pub_csv:
+        written["published.csv"] = atomic_write_text(out / "published.csv", pub_csv)
     if long_md:
         parts += [f"## Robustness: balanced vs long-tailed at equal n ({metric})", "",
                   "Δ = (A_bal − A_LT) / A_bal (Liu et al., ICLR 2022, docs/protocols.md §9)", "", side_md, "", long_md, ""]
