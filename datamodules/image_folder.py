@@ -26,9 +26,15 @@ import numpy as np
 
 from datamodules.base import LongTailDataModule, Splits
 from datamodules.cards import DatasetCard
-from datamodules.errors import DataInputError, DataNotFoundError
 from datamodules.checks import check_choice, check_load_size
-from datamodules.file_datasets import BAD_IMAGES, IMAGE_EXTENSIONS, ImageFiles, check_images, scan_images
+from datamodules.errors import DataInputError, DataNotFoundError
+from datamodules.file_datasets import (
+    BAD_IMAGES,
+    IMAGE_EXTENSIONS,
+    ImageFiles,
+    check_images,
+    scan_images,
+)
 from datamodules.in_memory import few_shot_indices
 from datamodules.list_files import IMAGENET_MEAN, IMAGENET_STD
 from datamodules.profiles import PROFILES, check_profile_options, long_tail_indices

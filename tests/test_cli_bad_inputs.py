@@ -23,7 +23,7 @@ CASES = {
     "config is an image": (["fit", "--config", "plot.png", *TINY],
                            "--config plot.png: not a text file; pass a YAML config"),
     "config is not a mapping": (["fit", "--config", "list.yaml", *TINY], "--config list.yaml: a config is a YAML mapping"),
-    "batch_size 0": (["fit", *TINY, "--data.batch_size", "0"], "batch sizes must be >= 1, got 0, 512"),
+    "batch_size 0": (["fit", *TINY, "--data.batch_size", "0"], "batch_size=0 must be an integer >= 1"),
     "negative lr": (["fit", *TINY, "--model.lr", "-0.1"], "lr=-0.1 must be > 0"),
     "unknown method": (["fit", *TINY, "--model", "SimCRL"], "unknown method 'SimCRL'; valid methods:"),
     "views contradict": (["fit", *TINY, "--model", "SwAV", "--model.num_small_views", "2", "--data.num_small_views", "4"],

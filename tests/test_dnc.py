@@ -214,8 +214,11 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     assert mtimes(work) == before
 
     capsys.readouterr()
-    assert run([*cli_args(work), "--data.head_order", "permuted"]) == 2  # other data, same size: refused
+    from lightning_ssl.cli.main import main
+
+    assert main(["dnc", *cli_args(work), "--data.head_order", "permuted"]) == 2  # other data, same size: refused
     err = capsys.readouterr().err.strip()
+    assert err.startswith("lssl dnc: DnC work dir ")
     assert len(err.splitlines()) == 1 and "data.hparams.head_order" in err and str(work) in err
     assert mtimes(work) == before  # nothing removed or rewritten
 

@@ -7,18 +7,18 @@ balanced twin; sized to finish within 5 minutes on 2 CPU cores), prints the tabl
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 from lightning_ssl.cli import report, sweep
+from lightning_ssl.cli.args import ArgumentParser
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "benchmarks" / "default.yaml"
 
 
 def run(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="lssl bench", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="lssl bench", description=__doc__.split("\n")[0])
     p.add_argument("--spec", default=str(DEFAULT_SPEC), help="sweep spec (default: benchmarks/default.yaml)")
     p.add_argument("--results", default="results")
     p.add_argument("--work", default="runs/sweeps")

@@ -10,16 +10,35 @@ from rich.console import Console
 from rich.table import Table
 
 import datamodules
+from lightning_ssl.cli.args import parse_jsonargparse, user_values
+from lightning_ssl.config.errors import UsageError
+
+USAGE = "lssl data stats NAME [--data.OPTION VALUE ...] [--plot FILE.png]  |  lssl data card NAME"
+
+
+def resolve(name: str) -> type:
+    """The datamodule class of ``name``; one line naming the closest name and all of them otherwise."""
+    import difflib
+
+    try:
+        return datamodules.resolve(name)
+    except ValueError:
+        names = list(datamodules.REGISTRY)
+        close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise UsageError(f"unknown dataset {name!r}; {hint}datasets: {', '.join(names)}") from None
 
 
 def build_datamodule(name: str, argv: list[str]) -> Any:
     """Instantiate the datamodule ``name`` from ``--key value`` options of its ``__init__``."""
-    cls = datamodules.resolve(name)
-    parser = ArgumentParser(prog=f"lssl data stats {name}", description=(cls.__doc__ or "").split("\n")[0])
+    cls = resolve(name)
+    parser = ArgumentParser(prog=f"lssl data stats {name}", description=(cls.__doc__ or "").split("\n")[0],
+                            exit_on_error=False)
     parser.add_class_arguments(cls, "data", fail_untyped=False)
     parser.add_argument("--plot", type=str | None, default=None, help="write a class-count histogram PNG")
-    cfg = parser.parse_args(argv)
-    init = parser.instantiate_classes(cfg)
+    cfg = parse_jsonargparse(parser, argv)
+    with user_values():
+        init = parser.instantiate_classes(cfg)
     return init.data, cfg.plot
 
 
@@ -71,20 +90,37 @@ def plot_counts(stats: dict[str, Any], groups: dict[str, np.ndarray], path: str)
     ax.set_title(f"{stats['name']} — groups by {stats['group_rule']}")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, metadata=png_metadata(path))
     plt.close(fig)
 
 
+def png_metadata(path: str) -> dict[str, None]:
+    """Matplotlib's metadata keys that change between runs or versions, left out, so that the same
+    counts give the same bytes (``Software`` for PNG, ``CreationDate`` for PDF / SVG too)."""
+    suffix = str(path).rsplit(".", 1)[-1].lower()
+    keys = {"png": ("Software",), "pdf": ("Creator", "Producer", "CreationDate"), "svg": ("Creator", "Date"),
+            "eps": ("Creator", "CreationDate"), "ps": ("Creator", "CreationDate")}
+    return dict.fromkeys(keys.get(suffix, ()))
+
+
 def run(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in ("stats", "card") or argv[1].startswith("-"):
-        print("usage: lssl data stats NAME [--data.OPTION VALUE ...] [--plot FILE.png]\n"
-              "       lssl data card NAME\n"
-              f"datasets: {', '.join(datamodules.REGISTRY)}")
-        return 2
+    if argv and argv[0] in ("-h", "--help"):
+        print(f"usage: {USAGE}\ndatasets: {', '.join(datamodules.REGISTRY)}")
+        return 0
+    if not argv or argv[0] not in ("stats", "card"):
+        given = f"{argv[0]!r} is not a data command" if argv else "no data command given"
+        raise UsageError(f"{given}; usage: {USAGE}")
+    if len(argv) < 2 or argv[1].startswith("-"):
+        if len(argv) > 1 and argv[1] in ("-h", "--help"):
+            print(f"usage: {USAGE}\ndatasets: {', '.join(datamodules.REGISTRY)}")
+            return 0
+        raise UsageError(f"data {argv[0]}: no dataset named; usage: {USAGE}; datasets: {', '.join(datamodules.REGISTRY)}")
     command, name, rest = argv[0], argv[1], argv[2:]
     console = Console()
     if command == "card":
-        card = datamodules.resolve(name).card
+        if rest:
+            raise UsageError(f"data card takes only a dataset name, got {' '.join(rest)!r}; usage: {USAGE}")
+        card = resolve(name).card
         for key, value in card.as_dict().items():
             console.print(f"[bold]{key}[/bold]: {value}")
         return 0

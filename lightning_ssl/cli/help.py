@@ -106,7 +106,11 @@ def help_text(target: str) -> str:
 
 
 def print_help(target: str) -> None:
-    print(help_text(target))
+    from lightning_ssl.cli.args import user_values
+
+    with user_values():  # a class path that does not import: one line
+        text = help_text(target)
+    print(text)
 
 
 def _is_datamodule(cls: type) -> bool:
@@ -130,5 +134,5 @@ def _resolve(target: str) -> str:
     try:
         return dataset_path(target)
     except ValueError:
-        raise UsageError(f"lssl help {target}: not a method or dataset name; try SimCLR, SwAV, MTTV, DigitsLT, "
+        raise UsageError(f"{target!r} is not a method or dataset name; try SimCLR, SwAV, MTTV, DigitsLT, "
                          "CIFAR10LT or a class path such as my_module.MyMethod") from None

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datamodules.errors import DataInputError
+from lightning_ssl.cli.args import parse_error
 from lightning_ssl.config.cli import SSLCLI, default_callbacks, default_loggers
-from lightning_ssl.config.errors import UsageError, condense
+from lightning_ssl.config.errors import UsageError
 from lightning_ssl.config.registry import expand_short_names, import_all_datamodules
 
 __all__ = ["SSLCLI", "default_callbacks", "default_loggers", "run_lightning_cli"]
@@ -34,7 +36,8 @@ def run_lightning_cli(args: list[str]) -> SSLCLI | None:
     from lightning_ssl.cli.help import help_request, print_help
     from lightning_ssl.cli.quiet import configure
 
-    configure(verbose="--verbose" in args)  # Lightning's tips and repeated warnings, unless --verbose
+    verbose = "--verbose" in args
+    configure(verbose=verbose)  # Lightning's tips and repeated warnings, unless --verbose
     args = [a for a in args if a != "--verbose"]
     try:
         args = expand_short_names(args)
@@ -46,9 +49,17 @@ def run_lightning_cli(args: list[str]) -> SSLCLI | None:
         return None
     for path in _config_files(args):
         _check_config_file(path)
+    if not verbose:
+        args = quiet_defaults(args)
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
     try:
         cli = _build_cli(args)
+    except MisconfigurationException as err:  # e.g. --trainer.accelerator gpu on a machine without one
+        raise UsageError(" ".join(str(err).split())) from err
     except FileNotFoundError as err:  # a dataset that is not on disk: how to get it, in one line
+        if isinstance(err, DataInputError) or err.errno is not None:
+            raise  # a file-system error, or already one line
         hint = " (on the command line: --data.download true)" if "download" in str(err) else ""
         raise UsageError(f"{err}{hint}") from err
     finally:
@@ -56,6 +67,18 @@ def run_lightning_cli(args: list[str]) -> SSLCLI | None:
     if cli.subcommand == "fit":
         print_summary(cli)
     return cli
+
+
+def quiet_defaults(args: list[str]) -> list[str]:
+    """``args`` with Lightning's per-run output off by default: no model summary, and no progress
+    bar unless standard error is a terminal. They come right after the sub-command, so a
+    ``--config`` file or a later ``--trainer.enable_*`` option still sets them."""
+    import sys
+
+    extra = ["--trainer.enable_model_summary", "false"]
+    if not sys.stderr.isatty():
+        extra += ["--trainer.enable_progress_bar", "false"]
+    return [args[0], *extra, *args[1:]] if args else args
 
 
 def _build_cli(args: list[str]) -> SSLCLI:
@@ -68,7 +91,7 @@ def _build_cli(args: list[str]) -> SSLCLI:
             return SSLCLI(args=args, save_config_kwargs={"overwrite": True},
                           parser_kwargs={"default_env": False, "exit_on_error": False})
     except argparse.ArgumentError as err:  # a value the parser refused: its reasons, without union noise
-        raise UsageError(_unknown_option(str(err)) or condense(str(err))) from err
+        raise UsageError(_unknown_option(str(err)) or parse_error(str(err))) from err
 
 
 def _unknown_option(message: str) -> str | None:

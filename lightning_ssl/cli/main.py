@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -18,8 +19,19 @@ USAGE = """usage: lssl COMMAND ...
   help NAME               a method's or dataset's options (also: lssl fit --model NAME --help)
 
   --debug                 show the traceback of a usage error (otherwise one line, exit status 2)
-  --verbose               fit: keep Lightning's tips and repeated warnings (silenced by default)
+  --verbose               fit, sweep, dnc, bench: Lightning's model summaries, progress bars, tips and
+                          repeated warnings (quiet by default)
 """
+COMMANDS = ("fit", "validate", "test", "probe", "data", "dnc", "sweep", "report", "bench", "help")
+# file-system errors that are the user's to fix (a full disk, a folder not writable, a wrong path):
+# one line naming the file, not a traceback
+FILE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR,
+               errno.EISDIR, errno.ENAMETOOLONG}
+# where each command writes, for the fix of a file-system error
+OUTPUT_OPTION = {"fit": "--trainer.default_root_dir DIR", "validate": "--trainer.default_root_dir DIR",
+                 "test": "--trainer.default_root_dir DIR", "sweep": "--results DIR --work DIR", "bench": "--results DIR "
+                 "--work DIR", "dnc": "--work_dir DIR", "probe": "--out FILE", "report": "--out DIR",
+                 "data": "--plot FILE"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,24 +50,76 @@ def main(argv: list[str] | None = None) -> int:
 
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
+    command = argv[0] if argv else ""
     try:
-        return _dispatch(argv)
+        code = _dispatch(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        return code
+    except BrokenPipeError:  # `lssl help NAME | head`: the reader left; nothing more to say
+        _detach_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader closed the pipe
     except (UsageError, DataInputError) as err:  # bad input: one line naming it and the fix
         if debug:
             raise
-        print(f"lssl {argv[0]}: {err}" if argv else f"lssl: {err}", file=sys.stderr)
+        _error(command, one_line(err))
+        return 2
+    except OSError as err:
+        if debug or err.errno not in FILE_ERRORS:
+            raise
+        _error(command, file_error(err, command))
         return 2
 
 
+def one_line(err: BaseException) -> str:
+    """The message of a bad-input error on one line. An error raised in a DataLoader worker comes
+    back with the worker's traceback inside its message: its last line is the original message."""
+    text = str(err).strip()
+    if "Traceback (most recent call last)" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())
+
+
+def file_error(err: OSError, command: str) -> str:
+    """``cannot write runs/x/last.ckpt: No space left on device; free space or ...``."""
+    what = f" {err.filename}" if err.filename else ""
+    reason = err.strerror or str(err)
+    where = OUTPUT_OPTION.get(command)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space" + (f" or write elsewhere ({where})" if where else "") + "; what was saved before is kept"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "run from a folder you can write to" + (f" or pass {where}" if where else "")
+    else:
+        fix = "check the path" + (f" (or pass {where})" if where else "")
+    return f"{reason}:{what}; {fix}"
+
+
+def _error(command: str, message: str) -> None:
+    prefix = f"lssl {command}: " if command in COMMANDS else "lssl: "
+    print(f"{prefix}{message}", file=sys.stderr)
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout replaced (tests) or already closed
+        pass
+
+
 def _dispatch(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
+    from lightning_ssl.config.errors import UsageError
+
+    if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
-        return 0 if argv else 2
+        return 0
+    if not argv:
+        raise UsageError(f"no command given; the commands: {', '.join(COMMANDS)} (lssl --help describes them)")
     command, rest = argv[0], argv[1:]
     if command == "help":
         from lightning_ssl.cli.help import print_help
 
-        if not rest:
+        if not rest or rest[0] in ("-h", "--help"):
             print(USAGE)
             return 0
         print_help(rest[0])
@@ -93,8 +157,11 @@ def _dispatch(argv: list[str]) -> int:
         from lightning_ssl.cli.bench import run
 
         return run(rest)
-    print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-    return 2
+    import difflib
+
+    close = difflib.get_close_matches(command, COMMANDS, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UsageError(f"unknown command {command!r}; {hint}the commands: {', '.join(COMMANDS)} (lssl --help)")
 
 
 if __name__ == "__main__":

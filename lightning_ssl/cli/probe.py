@@ -19,11 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from datamodules.base import LongTailDataModule
+from lightning_ssl.cli.args import parse_jsonargparse, user_values
 from lightning_ssl.config.errors import UsageError
 from lightning_ssl.config.registry import expand_short_names, import_all_datamodules
 from lightning_ssl.eval.features import feature_dim
 from lightning_ssl.eval.finetune import finetune_and_predict, finetune_recipe
-from lightning_ssl.eval.linear import DEFAULT_RECIPE, RECIPES
+from lightning_ssl.eval.linear import DEFAULT_RECIPE, RECIPES, make_recipe
 from lightning_ssl.eval.metrics import group_report, per_class_accuracy
 from lightning_ssl.eval.offline import evaluate_frozen
 from lightning_ssl.io import atomic_write_json
@@ -47,7 +48,11 @@ def load_method(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
     if not isinstance(ckpt, dict) or "method_class" not in ckpt:
         raise UsageError(f"{path} was not written by lssl fit (no 'method_class' key); pass a checkpoint from "
                          "runs/<run>/checkpoints/")
-    cls = _import(ckpt["method_class"])
+    try:
+        cls = _import(ckpt["method_class"])
+    except (ImportError, AttributeError) as err:
+        raise UsageError(f"{path} was trained with {ckpt['method_class']}, which does not import here ({err}); run "
+                         "lssl probe where that module is importable (e.g. from the folder that holds it)") from None
     if ckpt.get("hyper_parameters") is not None or "model_config" not in ckpt:
         return cls.load_from_checkpoint(path, map_location="cpu"), ckpt
     parser = ArgumentParser(exit_on_error=False)
@@ -82,7 +87,7 @@ def datamodule_from_checkpoint(ckpt: dict[str, Any]) -> LongTailDataModule:
 
 def build_parser() -> ArgumentParser:
     import_all_datamodules()  # so that --data takes every dataset's short name
-    p = ArgumentParser(prog="lssl probe", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="lssl probe", description=__doc__.split("\n")[0], exit_on_error=False)
     p.add_argument("checkpoint", type=str, help="a checkpoint written by lssl fit")
     p.add_subclass_arguments(LongTailDataModule, "data", required=False,
                              help="evaluate on another datamodule (transfer); default: the checkpoint's")
@@ -107,14 +112,70 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def probe(cfg: Any) -> dict[str, Any]:
+def check_options(cfg: Any) -> str:
+    """Every option that needs no data, before the checkpoint is read (one line each); returns the
+    device to run on."""
+    options = {"epochs": cfg.linear_epochs, "steps": cfg.linear_steps, "lr": cfg.linear_lr}
+    for name, value in options.items():
+        if value is not None and not value > 0:
+            raise UsageError(f"--linear_{name} {value} must be > 0; pass e.g. --linear_{name} "
+                             f"{dict(epochs=100, steps=500, lr=0.1)[name]} or leave it unset for the recipe's")
+    with user_values():
+        make_recipe(cfg.linear_recipe, **{k: v for k, v in options.items() if v is not None})
+        if cfg.finetune:
+            finetune_recipe(cfg.finetune_recipe or "rwsam", epochs=cfg.finetune_epochs,
+                            iterations_per_epoch=cfg.get("finetune_iterations"))
+    if cfg.knn_k < 1:
+        raise UsageError(f"--knn_k {cfg.knn_k} must be >= 1 (neighbours of the kNN vote); pass e.g. --knn_k 200")
+    if not cfg.knn_temperature > 0 or cfg.knn_temperature == float("inf"):
+        raise UsageError(f"--knn_temperature {cfg.knn_temperature} must be > 0 and finite; pass e.g. "
+                         "--knn_temperature 0.1")
+    if cfg.finetune and cfg.finetune_epochs < 1:
+        raise UsageError(f"--finetune_epochs {cfg.finetune_epochs} must be >= 1; pass e.g. --finetune_epochs 20")
+    if cfg.finetune and cfg.get("finetune_iterations") is not None and cfg.finetune_iterations < 1:
+        raise UsageError(f"--finetune_iterations {cfg.finetune_iterations} must be >= 1 or unset")
+    if cfg.probe_sets is not None and not cfg.probe_sets:
+        raise UsageError("--probe_sets [] names no probe set; leave it unset for all, or name them, e.g. "
+                         "--probe_sets [full]")
+    if cfg.out is not None and Path(cfg.out).is_dir():
+        raise UsageError(f"--out {cfg.out} is a folder; pass a file name, e.g. --out {Path(cfg.out) / 'probe.json'}")
+    return resolve_device(cfg.device)
+
+
+def resolve_device(device: str | None) -> str:
+    """``--device``: ``cpu``, ``cuda``, ``cuda:N``, ``mps``...; a device this machine has not got
+    is refused by name (default: cuda when available)."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device!r} is not a torch device; pass cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (parsed.index is not None and parsed.index >= count):
+            raise UsageError(f"--device {device}: this machine has {count} CUDA GPU(s) (torch.cuda.is_available() is "
+                             f"{torch.cuda.is_available()}); pass --device cpu or leave it unset")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: MPS is not available here; pass --device cpu or leave it unset")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {device}: not supported here; pass cpu, cuda or cuda:N")
+    return str(parsed)
+
+
+def probe(cfg: Any, device: str | None = None) -> dict[str, Any]:
     start = time.time()
     model, ckpt = load_method(cfg.checkpoint)
-    if cfg.get("data") is not None:
-        dm = build_parser().instantiate_classes(cfg).data
-    else:
-        dm = datamodule_from_checkpoint(ckpt)
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    with user_values():  # a data option its __init__ refuses
+        if cfg.get("data") is not None:
+            dm = build_parser().instantiate_classes(cfg).data
+        else:
+            dm = datamodule_from_checkpoint(ckpt)
+    unknown = sorted(set(cfg.probe_sets or []) - set(dm.probe_sets))
+    if unknown:
+        raise UsageError(f"--probe_sets: {type(dm).__name__} has no probe set {', '.join(unknown)}; it has "
+                         f"{', '.join(dm.probe_sets) or 'none'}")
+    device = device or resolve_device(cfg.device)
     options = {"epochs": cfg.linear_epochs, "steps": cfg.linear_steps, "lr": cfg.linear_lr}
     result = evaluate_frozen(model, dm, probe_sets=cfg.probe_sets, linear_recipe=cfg.linear_recipe,
                              linear_options={k: v for k, v in options.items() if v is not None}, knn_k=cfg.knn_k,
@@ -157,9 +218,10 @@ def run(argv: list[str]) -> int:
         argv = expand_short_names(argv, keys=("--data",))
     except ValueError as err:
         raise UsageError(str(err)) from None
-    cfg = build_parser().parse_args(argv)
+    cfg = parse_jsonargparse(build_parser(), argv)
+    device = check_options(cfg)
     _checkpoint_file(cfg.checkpoint)  # before any data is built
-    result = probe(cfg)
+    result = probe(cfg, device)
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint).with_suffix(".probe.json")
     atomic_write_json(out, result)
     console = Console()

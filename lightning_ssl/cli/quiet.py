@@ -32,13 +32,22 @@ NOISY_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
 )
 
 
+def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                     line: str | None = None) -> str:
+    """A warning as one line (``UserWarning: ...``), without the file, line number and source line
+    Python adds; ``--verbose`` keeps Python's format."""
+    return f"{category.__name__}: {' '.join(str(message).split())}\n"
+
+
 def silence() -> None:
-    """Raise the noisy loggers to WARNING and ignore the warnings of :data:`NOISY_WARNINGS`
-    (process-wide: call it once at the start of a command, not inside library code)."""
+    """Raise the noisy loggers to WARNING, ignore the warnings of :data:`NOISY_WARNINGS` and print
+    the others on one line each (process-wide: call it once at the start of a command, not inside
+    library code)."""
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     for message, category in NOISY_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    warnings.formatwarning = one_line_warning
 
 
 def configure(verbose: bool) -> None:

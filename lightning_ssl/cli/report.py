@@ -6,13 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from lightning_ssl.cli.args import ArgumentParser
 from lightning_ssl.sweep.publish import write_report
 from lightning_ssl.sweep.report import DEFAULT_METRIC
 from lightning_ssl.sweep.runner import load_results
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lssl report", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="lssl report", description=__doc__.split("\n")[0])
     p.add_argument("source", help="a sweep spec (YAML) or a folder of result JSONs")
     p.add_argument("--results", default="results", help="results root of a spec (default: results)")
     p.add_argument("--out", default=None, help="where report.md / CSV / PNG go (default: the results folder)")

@@ -13,6 +13,7 @@ import signal
 import sys
 
 from lightning_ssl.cli import quiet
+from lightning_ssl.cli.args import ArgumentParser, positive_int
 from lightning_ssl.cli.progress import SweepProgress
 from lightning_ssl.sweep import launchers
 from lightning_ssl.sweep.runner import SweepPaths, run_status
@@ -20,16 +21,16 @@ from lightning_ssl.sweep.spec import Run, expand, load_spec
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lssl sweep", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="lssl sweep", description=__doc__.split("\n")[0])
     p.add_argument("spec", help="sweep specification (YAML), e.g. benchmarks/default.yaml")
     p.add_argument("--launcher", choices=("local", "slurm", "wandb"), default="local")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their status; run nothing")
     p.add_argument("--results", default="results", help="results root; JSONs go to <results>/<sweep>/ (default: results)")
     p.add_argument("--work", default="runs/sweeps", help="run folders (logs, checkpoints) root (default: runs/sweeps)")
-    p.add_argument("--max-runs", type=int, default=None, help="execute at most N runs in this call")
+    p.add_argument("--max-runs", type=positive_int, default=None, help="execute at most N runs in this call")
     p.add_argument("--run-id", "--run_id", dest="run_ids", action="append", default=None,
                    help="run only this run id (repeatable); W&B agents pass it")
-    p.add_argument("--gpus", type=int, default=1, help="local: N > 1 runs N workers, one per GPU")
+    p.add_argument("--gpus", type=positive_int, default=1, help="local: N > 1 runs N workers, one per GPU")
     p.add_argument("--accelerator", default=None, help="override trainer.accelerator (cpu, gpu, auto)")
     p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log every run to this W&B project")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing run")
@@ -101,9 +102,9 @@ def run(argv: list[str]) -> int:
             print(f"lssl sweep: run id(s) {missing} are not in sweep {spec.name!r}", file=sys.stderr)
             return 2
         runs = [r for r in runs if r.run_id in set(args.run_ids)]
-    if args.select:
+    if args.select is not None:
         try:
-            runs = launchers.select_runs(runs, args.select)
+            runs = select(runs, args.select)
         except ValueError as err:
             print(f"lssl sweep: {err}", file=sys.stderr)
             return 2
@@ -120,6 +121,8 @@ def run(argv: list[str]) -> int:
     pending = [r for r in runs if statuses[r.run_id] not in ("finished", "stale")
                or (args.rerun_stale and statuses[r.run_id] == "stale")]
     overrides = {"accelerator": args.accelerator} if args.accelerator else {}
+    if not args.verbose:  # one line per run: no model summary or progress bar of each run's fit
+        overrides.update(enable_progress_bar=False, enable_model_summary=False)
     if args.launcher == "wandb":
         path, commands = launchers.write_wandb_sweep(args.spec, spec, pending, args.results,
                                                      args.work, args.project, args.entity)
@@ -160,7 +163,26 @@ def run(argv: list[str]) -> int:
     print(summary_line(spec.name, outcome, len(runs) - len(pending), paths))
     if outcome.signal is not None:  # preempted: not finished, whatever ran before
         return 128 + outcome.signal
-    return 1 if outcome["failed"] else 0
+    if outcome["failed"]:
+        print(f"next: the failed runs' tracebacks are in {paths.results}/<run id>.failed.json; fix and run the same "
+              "command again")
+        return 1
+    if outcome["done"] or len(runs) > len(pending):
+        print(f"next: lssl report {args.spec}")
+    return 0
+
+
+def select(runs: list[Run], selection: list[str]) -> list[Run]:
+    """``--select axis=value ...``: the matching runs; a selection that matches none (or is empty)
+    is an error naming the values each axis has, never a sweep that runs nothing and exits 0."""
+    if not selection:
+        raise ValueError("--select takes axis=value pairs, e.g. --select method=SimCLR seed=0")
+    chosen = launchers.select_runs(runs, selection)
+    if not chosen:
+        axes = sorted({k for run in runs for k in run.axes})
+        values = "; ".join(f"{k}: {', '.join(sorted({str(r.axes[k]) for r in runs if k in r.axes}))}" for k in axes)
+        raise ValueError(f"--select {' '.join(selection)} matches none of the {len(runs)} runs; the axes' values: {values}")
+    return chosen
 
 
 def summary_line(name: str, outcome: launchers.Outcome, finished_before: int, paths: SweepPaths) -> str:

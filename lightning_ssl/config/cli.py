@@ -138,6 +138,7 @@ class SSLCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         _check_length(cfg.trainer)
+        _check_seed(cfg.get("seed_everything"))
         model_cls, data_cls = import_class(cfg.model.class_path), import_class(cfg.data.class_path)
         model_args, data_args = _init_args(cfg.model), _init_args(cfg.data)
         data_size = data_args.get("image_size") or data_cls.card.image_size
@@ -231,11 +232,28 @@ def _differences(command: dict[str, Any], checkpoint: dict[str, Any], prefix: st
 
 
 def _check_length(trainer: Any) -> None:
+    """A run's length: ``max_epochs`` / ``max_steps`` N >= 1, or -1 (no limit) for one of them when
+    the other (or ``max_time``) ends the run; the learning-rate schedule is sized to it."""
     for key in ("max_epochs", "max_steps"):
         value = trainer.get(key)
         if value is not None and (value == 0 or value < -1):
             raise UsageError(f"--trainer.{key} {value}: a run needs at least one {key[4:-1]}; pass --trainer.{key} N "
-                             "with N >= 1 (or -1 for no limit)")
+                             "with N >= 1 (-1, no limit, only with the other of --trainer.max_epochs / max_steps)")
+    epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    if epochs == -1 and steps in (None, -1):
+        raise UsageError("--trainer.max_epochs -1 means no epoch limit, and no --trainer.max_steps ends the run (the "
+                         "learning-rate schedule is sized to it): pass --trainer.max_epochs N with N >= 1, or add "
+                         "--trainer.max_steps N")
+
+
+def _check_seed(seed: Any) -> None:
+    """``seed_everything``: an int in [0, 2**32 - 1] (Lightning would warn and use 0 for any other),
+    or true / false / unset."""
+    if seed is None or isinstance(seed, bool):
+        return
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise UsageError(f"--seed_everything {seed}: a seed is an integer in [0, 2**32 - 1] (Lightning would replace "
+                         "it by 0); pass e.g. --seed_everything 0")
 
 
 def apply_views(model_cls: type, data_cls: type, model_args: Any, data_args: Any) -> dict[str, Any]:

@@ -75,7 +75,7 @@ from torch import Tensor, nn
 
 from lightning_ssl import distributed as D
 from lightning_ssl.checkpoints import AtomicModelCheckpoint, latest_valid_checkpoint
-from lightning_ssl.cluster.kmeans import distributed_kmeans
+from lightning_ssl.cluster.kmeans import BACKENDS, available_backends, distributed_kmeans
 from lightning_ssl.eval.features import extract_features
 from lightning_ssl.loggers import ResumableCSVLogger
 from lightning_ssl.methods.dnc import DEFAULT_TEACHER, DnC, import_class
@@ -127,6 +127,17 @@ def expert_steps(sizes: list[int] | np.ndarray, total_epochs: float, batch_size:
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     return [max(1, int(round(total_epochs * int(n) / min(batch_size, int(n))))) for n in sizes]
+
+
+def check_backend(backend: str) -> None:
+    """A k-means backend that exists and runs here, before any stage trains (not at clustering,
+    after the base model's training)."""
+    if backend not in ("auto", *BACKENDS):
+        raise ValueError(f"kmeans_backend={backend!r} is not one of auto, {', '.join(BACKENDS)}; pass e.g. "
+                         "--kmeans_backend auto")
+    if backend != "auto" and backend not in available_backends():
+        raise ValueError(f"kmeans_backend={backend!r} is not available here (available: "
+                         f"{', '.join(available_backends())}); pass --kmeans_backend auto")
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -222,8 +233,9 @@ class DnCPipeline:
         for name in ("num_clusters", "base_epochs", "distill_epochs", "kmeans_iterations", "kmeans_n_init"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.expert_epochs <= 0:
+        if not 0 < self.expert_epochs < float("inf"):
             raise ValueError(f"expert_epochs={self.expert_epochs} must be > 0 (full-dataset epochs)")
+        check_backend(self.kmeans_backend)
         state_dict = getattr(self.datamodule, "state_dict", None)
         self._initial_data_state = copy.deepcopy(state_dict()) if callable(state_dict) else None
         self._view_seed = getattr(self.datamodule, "view_seed", None)
@@ -330,7 +342,16 @@ class DnCPipeline:
             return False
         return not differing_keys(recorded, self.fingerprint(stage))
 
+    def _plan(self, stage: str) -> str:
+        """What ``stage`` is about to do, in a few words (for the ``lssl dnc`` lines)."""
+        teacher = self.teacher_class.rsplit(".", 1)[-1]
+        return {"base": f"{teacher} for {self.base_epochs} epochs on {self.num_samples()} images",
+                "cluster": f"spherical k-means of the base's projector hidden layer into {self.num_clusters} clusters",
+                "experts": f"{self.num_clusters} {teacher} experts, {self.expert_epochs:g} full-data epochs in all",
+                "distill": f"the student for {self.distill_epochs} epochs from the base and the experts"}[stage]
+
     def _mark_done(self, stage: str, artifacts: dict[str, Any], started: float) -> None:
+        log.info("%s: done in %.0f s", stage, time.time() - started)
         if self._rank() == 0:
             write_json_atomic(self.stage_dir(stage) / DONE, {
                 "stage": stage, "artifacts": artifacts, "fingerprint": self.fingerprint(stage),
@@ -370,7 +391,7 @@ class DnCPipeline:
         trainer = self.trainer_factory(default_root_dir=str(stage_dir), **kwargs)
         last = latest_valid_checkpoint(checkpoints.glob("*.ckpt")) if checkpoints.is_dir() else None
         if last is not None:
-            log.info("DnC: %s continues from %s", stage_dir.name, last)
+            log.info("%s: continues from %s", stage_dir.name, last)
         # a SIGTERMException (or Ctrl-C) propagates after the checkpoint is saved: not done
         trainer.fit(model, datamodule=self.datamodule, ckpt_path=str(last) if last else None)
         if trainer.state.status != TrainerStatus.FINISHED:
@@ -399,6 +420,8 @@ class DnCPipeline:
         start = self.first_unfinished()
         stop = STAGES.index(until) + 1 if until is not None else len(STAGES)
         resumable = start < len(STAGES) and self._started_with_these_settings(STAGES[start])
+        for stage in STAGES[:min(start, stop)]:
+            log.info("%s: finished before with these settings, kept (%s)", stage, self.stage_dir(stage))
         if self._rank() == 0:
             for stage in STAGES[start + int(resumable):]:
                 shutil.rmtree(self.stage_dir(stage), ignore_errors=True)
@@ -407,7 +430,7 @@ class DnCPipeline:
                    "distill": self.run_distill}
         try:
             for stage in STAGES[start:stop]:
-                log.info("DnC stage %r in %s", stage, self.stage_dir(stage))
+                log.info("%s: %s (in %s)", stage, self._plan(stage), self.stage_dir(stage))
                 self.stage_dir(stage).mkdir(parents=True, exist_ok=True)
                 if self._rank() == 0:
                     write_json_atomic(self.stage_dir(stage) / STARTED, {"fingerprint": self.fingerprint(stage)})
@@ -452,8 +475,8 @@ class DnCPipeline:
                                        seed=self.seed, spherical=True, backend=self.kmeans_backend,
                                        n_init=self.kmeans_n_init)
         sizes = torch.bincount(result.assignments.cpu(), minlength=self.num_clusters).tolist()
-        log.info("DnC clustering: k-means backend %s, objective %.4f, sizes %s", result.backend,
-                 result.objective, sizes)
+        log.info("cluster: %d clusters of %s images (k-means %s, objective %.4f)", self.num_clusters,
+                 ", ".join(str(n) for n in sizes), result.backend, result.objective)
         if self._rank() == 0:
             np.save(out / "assignments.npy", result.assignments.cpu().numpy().astype(np.int64))
             np.save(out / "centroids.npy", result.centroids.cpu().numpy())
@@ -483,7 +506,8 @@ class DnCPipeline:
         per_step = [min(batch, int(n)) for n in sizes]
         kwargs = self.stage_teacher_kwargs("experts")
         for k, n_steps in enumerate(steps):
-            log.info("DnC expert %d: %d images, %d steps of %d", k, sizes[k], n_steps, per_step[k])
+            log.info("experts: expert %d of %d on its %d images, %d steps of %d", k + 1, len(steps), sizes[k], n_steps,
+                     per_step[k])
             self._begin_fit(f"expert_{k}", self.seed + 1 + k)
             self.datamodule.set_pretrain_subset(np.flatnonzero(assignments == k))
             try:

@@ -1,0 +1,75 @@
+"""Command-line parsing helpers shared by the ``lssl`` sub-commands: every refusal is one line.
+
+argparse prints its usage and the error on two lines and exits; jsonargparse prints a usage block.
+Here both raise :class:`UsageError` instead, which ``lssl`` prints as ``lssl CMD: message`` (exit
+status 2), and values that ``__init__`` refuses while a sub-command builds its objects become the
+same one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn, TypeVar
+
+from lightning_ssl.config.errors import UsageError, condense
+
+T = TypeVar("T")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors raise :class:`UsageError` (one line, exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for counts that must be >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+@contextmanager
+def user_values() -> Iterator[None]:
+    """Turn a ``ValueError`` / ``TypeError`` raised while objects are built from the user's options
+    (an ``__init__`` refusing a value, jsonargparse refusing a type) into :class:`UsageError`."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise UsageError(condense(str(err))) from err
+
+
+def parse_jsonargparse(parser: Any, argv: list[str]) -> Any:
+    """``parser.parse_args(argv)`` of a jsonargparse parser built with ``exit_on_error=False``: its
+    error (an unknown option, a value of the wrong type, a missing required one) as one line."""
+    try:
+        return parser.parse_args(argv)
+    except argparse.ArgumentError as err:
+        raise UsageError(f"{parse_error(str(err))} (see {parser.prog} --help)") from err
+
+
+def parse_error(message: str) -> str:
+    """``--data.batch_size '1.5': expected int or None`` from jsonargparse's multi-line report of a
+    value of the wrong type; other messages as :func:`condense` shortens them."""
+    key = re.match(r'Parser key "([\w.]+)":', message)
+    value = re.search(r"(?:Given value|Got value): (.*)", message)
+    if not (key and value):
+        return condense(message)
+    subtypes = re.search(r"Subtypes: \[(.*)\]", message)
+    expected = subtypes.group(1) if subtypes else ", ".join(re.findall(r"Expected a (<class '\w+'>|[\w\[\]]+)", message))
+    names = [re.sub(r"<class '(\w+)'>", r"\1", t.strip()).replace("NoneType", "None") for t in expected.split(", ")]
+    kind = " or ".join(n for n in names if n) or "another type"
+    return f"--{key.group(1)} {value.group(1).strip()!r}: expected {kind}"
+
+
+def build(make: Callable[[], T]) -> T:
+    """``make()`` under :func:`user_values`."""
+    with user_values():
+        return make()
