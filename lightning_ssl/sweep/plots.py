@@ -4,6 +4,9 @@ bars, and the robustness gap vs sample size (Liu et al., ICLR 2022, Figures 1-2)
 Every figure's title names the sweep, the probe and the run set; error bars are the sample std
 over seeds (none with one seed, said in the title); the floors (RawPixels, RandomInit) are drawn
 as grey reference lines; one small panel per method instead of many lines on one axis.
+
+The same results give the same bytes: records are sorted before drawing (the order the result
+files were read in does not matter) and the PNGs carry no ``Software`` (matplotlib version) entry.
 """
 
 from __future__ import annotations
@@ -53,15 +56,23 @@ def _set_name(key: tuple) -> str:
     return " ".join(parts) + (" · balanced twin" if twin else " · long-tailed")
 
 
+def seed_count(runs: list[dict[str, Any]]) -> int:
+    """Distinct seeds (replicates) of the methods' runs: the floors are drawn from their own runs and
+    RawPixels has no seed at all, so neither adds one (a seedless replicate counted as a seed made
+    the titles say one seed too many)."""
+    methods = [r for r in runs if r.get("method") not in FLOORS] or runs
+    return len({replicate(r) for r in methods if any(v is not None for v in replicate(r))}) or 1
+
+
 def _seeds_text(runs: list[dict[str, Any]]) -> str:
-    n = len({replicate(r) for r in runs})
+    n = seed_count(runs)
     return f"{n} seed{'s' if n != 1 else ''}" + ("" if n > 1 else ", no error bars")
 
 
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})  # no version: same bytes
     plt.close(fig)
     tmp.replace(path)
     return path
@@ -209,11 +220,21 @@ def gap_plot(records: list[dict[str, Any]], path: Path, metric: str, title: str)
     return _save(fig, path)
 
 
+def _order(record: dict[str, Any]) -> tuple[str, ...]:
+    """A total order of result records (method, axes, replicate, run id), independent of the order
+    the result files were listed in."""
+    import json
+
+    return (str(record.get("method")), json.dumps(record.get("axes", {}), sort_keys=True, default=str),
+            str(replicate(record)), str(record.get("run_id")))
+
+
 def write_plots(records: list[dict[str, Any]], out_dir: str | Path, metric: str = DEFAULT_METRIC,
                 title: str = "sweep") -> list[Path]:
     """Per run set: the per-class and group plots; across run sets: the gap plot."""
     out = Path(out_dir)
     probe = metric.rsplit("/", 1)[0]
+    records = sorted(records, key=_order)
     written = []
     for key, runs in _run_sets(records).items():
         if not any(probe in r.get("per_class", {}) for r in runs):
