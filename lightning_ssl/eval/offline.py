@@ -9,6 +9,8 @@ named by probe and group rule.
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,23 @@ from lightning_ssl.eval.features import extract_features
 from lightning_ssl.eval.knn import knn_predict
 from lightning_ssl.eval.linear import DEFAULT_RECIPE, fit_linear_probe, make_recipe, predict
 from lightning_ssl.eval.metrics import group_report, per_class_accuracy
+
+
+def check_probe_options(available: list[str], probe_sets: list[str], linear_recipe: str,
+                        linear_options: dict[str, Any], knn_k: int, knn_temperature: float, knn_bank: str) -> None:
+    """The options of :func:`evaluate_frozen`, checked before any feature is extracted: a one-line
+    ``ValueError`` naming the option, the value, the valid range and the fix."""
+    unknown = sorted(set(probe_sets) - set(available))
+    if unknown:
+        raise ValueError(f"unknown probe set(s) {unknown}; this datamodule has {available}")
+    make_recipe(linear_recipe, **linear_options)  # a bad recipe or option, by name
+    if isinstance(knn_k, bool) or not isinstance(knn_k, int) or knn_k < 1:
+        raise ValueError(f"knn_k={knn_k!r} must be an integer >= 1 (neighbours of the vote); pass e.g. 200")
+    if not (isinstance(knn_temperature, (int, float)) and 0 < knn_temperature < math.inf):
+        raise ValueError(f"knn_temperature={knn_temperature!r} must be > 0 and finite; pass e.g. 0.1")
+    if available and knn_bank not in available:
+        raise ValueError(f"knn_bank={knn_bank!r} is not a probe set of this datamodule ({', '.join(available)}); "
+                         f"pass one of them, e.g. {available[0]!r}")
 
 
 def evaluate_frozen(
@@ -60,13 +79,10 @@ def evaluate_frozen(
     if device is None:
         device = next(model.parameters()).device
     model = model.to(device)
-    test_x, test_y, _ = extract_features(model, datamodule.test_dataloader(), device=device, progress=progress)
     names = list(probe_sets or datamodule.probe_sets)
-    unknown = sorted(set(names) - set(datamodule.probe_sets))
-    if unknown:
-        raise ValueError(f"unknown probe set(s) {unknown}; this datamodule has {datamodule.probe_sets}")
     options = dict(linear_options or {})
-    make_recipe(linear_recipe, **options)  # a bad recipe fails before any feature is extracted
+    check_probe_options(datamodule.probe_sets, names, linear_recipe, options, knn_k, knn_temperature, knn_bank)
+    test_x, test_y, _ = extract_features(model, datamodule.test_dataloader(), device=device, progress=progress)
     metrics: dict[str, float] = {}
     probe_runs: dict[str, dict[str, Any]] = {}
     per_class: dict[str, list[float]] = {}
@@ -84,8 +100,13 @@ def evaluate_frozen(
     if bank is None and knn_bank in datamodule.probe_sets:
         x, y, _ = extract_features(model, datamodule.probe_dataloader(knn_bank), device=device, progress=progress)
         bank = (x, y)
+    knn_record: dict[str, Any] = {"k": knn_k, "temperature": knn_temperature, "bank": knn_bank}
     if bank is not None:
         k = min(knn_k, bank[0].shape[0])
+        if k < knn_k:  # the record says what ran; the metric's name too (knn_k{k})
+            warnings.warn(f"kNN: knn_k={knn_k} is more than the {bank[0].shape[0]} images of the bank "
+                          f"{knn_bank!r}: voting over all of them (k={k})", stacklevel=2)
+            knn_record.update(k=k, k_requested=knn_k)
         pred = knn_predict(test_x, bank[0], bank[1], num_classes, k=k, temperature=knn_temperature)
         prefix = f"knn_k{k}_t{knn_temperature:g}"
         metrics.update(group_report(pred, test_y, num_classes, groups, rule, prefix))
@@ -99,5 +120,5 @@ def evaluate_frozen(
         "num_classes": num_classes,
         "probe_sets": names,
         "linear": {"recipe": linear_recipe, "options": options, "runs": probe_runs},
-        "knn": {"k": knn_k, "temperature": knn_temperature, "bank": knn_bank},
+        "knn": knn_record,
     }
