@@ -239,6 +239,10 @@ def _check_length(trainer: Any) -> None:
         if value is not None and (value == 0 or value < -1):
             raise UsageError(f"--trainer.{key} {value}: a run needs at least one {key[4:-1]}; pass --trainer.{key} N "
                              "with N >= 1 (-1, no limit, only with the other of --trainer.max_epochs / max_steps)")
+    limit = trainer.get("limit_train_batches")
+    if limit is not None and not isinstance(limit, bool) and limit <= 0:
+        raise UsageError(f"--trainer.limit_train_batches {limit} trains nothing; pass a share in (0, 1] (1.0: every "
+                         "batch) or a number of batches >= 1")
     epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps")
     if epochs == -1 and steps in (None, -1):
         raise UsageError("--trainer.max_epochs -1 means no epoch limit, and no --trainer.max_steps ends the run (the "

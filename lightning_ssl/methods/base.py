@@ -9,6 +9,7 @@ re-weighting composes with every method without the method knowing.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping
@@ -43,6 +44,27 @@ SKIPPED_WARN_SHARE = 0.05  # nonfinite="skip": warn at the end of a fit when mor
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_method_options(method: str, options: Mapping[str, Any], prefix: str = "") -> None:
+    """The checks every method's options get by their names, whichever class declares them (the
+    base sees the subclass's ``__init__`` arguments in ``hparams``): a float is finite (no NaN or
+    infinity), a width ``*_dim`` is an integer >= 1, a ``temperature`` is > 0. A method checks its
+    other ranges in its own ``__init__``."""
+    for name, value in options.items():
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        if isinstance(value, Mapping):
+            check_method_options(method, value, f"{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{method}: {key}={value} is not a finite number; pass a finite value (--model.{key})")
+        elif name.endswith("_dim") and value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                                             or value < 1):
+            raise ValueError(f"{method}: {key}={value!r} must be an integer >= 1 (a layer width); pass e.g. "
+                             f"--model.{key} 128")
+        elif name == "temperature" and isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
+            raise ValueError(f"{method}: {key}={value} must be > 0; pass e.g. --model.{key} 0.2")
 
 
 def check_options(lr: float, weight_decay: float, momentum: float, warmup_epochs: float,
@@ -166,6 +188,7 @@ class SSLMethod(pl.LightningModule):
             raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         check_options(lr, weight_decay, momentum, warmup_epochs, warmup_fraction, final_lr, image_size, in_chans)
         self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
+        check_method_options(type(self).__name__, dict(self.hparams))
         self.backbone, self.feature_dim = build_backbone(backbone, image_size if image_size is not None else 224,
                                                          in_chans)
         self.loss_weighters: list[LossWeighter] = []
@@ -419,7 +442,7 @@ class SSLMethod(pl.LightningModule):
         if asked <= cap:
             return asked
         warnings.warn(f"{type(self).__name__}: warmup_epochs={hp.warmup_epochs:g} is {asked} steps, more than half of "
-                      f"this {total}-step run: warming up for {cap} steps (half the run); pass --model.warmup_fraction F "
+                      f"this {total}-step run: warming up for {cap} step{'s' if cap != 1 else ''} (half the run); pass --model.warmup_fraction F "
                       "to set the warm-up as a share of the run", stacklevel=1)
         return cap
 

@@ -34,6 +34,11 @@ class Supervised(SSLMethod):
             **kwargs: backbone and optimisation options of :class:`SSLMethod`.
         """
         super().__init__(**kwargs)
+        if num_classes is not None and (isinstance(num_classes, bool) or num_classes < 2):
+            raise ValueError(f"num_classes={num_classes} must be >= 2, or unset to take the datamodule's; pass e.g. "
+                             "--model.num_classes 10")
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1); pass e.g. --model.label_smoothing 0.1")
         self.classifier = nn.Linear(self.feature_dim, num_classes) if num_classes else None
 
     def setup(self, stage: str) -> None:

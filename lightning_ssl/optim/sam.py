@@ -12,6 +12,7 @@ update (:func:`grads_finite`, :func:`skip_nonfinite_step`); the caller counts it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,8 +54,13 @@ class SAMConfig:
     label_base: float = 1.2
 
     def __post_init__(self) -> None:
-        if self.rho <= 0:
-            raise ValueError(f"sam.rho={self.rho} must be > 0")
+        if not 0 < self.rho < math.inf:
+            raise ValueError(f"sam.rho={self.rho} must be > 0 and finite; pass e.g. --model.sam.rho 0.05")
+        for name in ("kde_alpha", "label_base"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ValueError(f"sam.{name}={getattr(self, name)} must be > 0 and finite")
+        if self.kde_bandwidth is not None and not 0 < self.kde_bandwidth < math.inf:
+            raise ValueError(f"sam.kde_bandwidth={self.kde_bandwidth} must be > 0, or unset for the median heuristic")
         if self.weights not in WEIGHTS:
             raise ValueError(f"unknown sam.weights {self.weights!r}; valid: {', '.join(WEIGHTS)}")
         if self.refresh_every < 1:
