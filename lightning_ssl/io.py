@@ -3,6 +3,7 @@ reader (a syntax error or a duplicated key is one line naming ``file:line:col``)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -23,6 +24,16 @@ def _default(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item):  # 0-d tensors
         return obj.item()
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON text of ``value``: sorted keys, no spaces, non-JSON values as ``str``."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def digest(value: Any, digits: int) -> str:
+    """The first ``digits`` hex digits of the SHA-1 of ``value``'s :func:`canonical_json`."""
+    return hashlib.sha1(canonical_json(value).encode()).hexdigest()[:digits]
 
 
 def _umask() -> int:

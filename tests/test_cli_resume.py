@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,18 +57,11 @@ class KillAtEpoch(pl.Callback):
     out-of-memory kill or a lost node: no handler runs, nothing is saved at the kill)."""
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        import os
-        import signal
-
         if str(trainer.current_epoch) == os.environ.get("LSSL_TEST_KILL_EPOCH"):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _lssl(args: list[str], cwd: Path, kill_epoch: int | None = None) -> "subprocess.CompletedProcess[str]":
-    import os
-    import subprocess
-    import sys
-
+def _lssl(args: list[str], cwd: Path, kill_epoch: int | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     env.pop("LSSL_TEST_KILL_EPOCH", None)
     if kill_epoch is not None:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from lightning_ssl.cli.main import main
-from lightning_ssl.sweep.runner import load_results, stale_reason
+from lightning_ssl.sweep.identity import stale_reason
+from lightning_ssl.sweep.runner import load_results
 from lightning_ssl.sweep.spec import expand, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +24,7 @@ COMMITTED = sorted(p for p in (ROOT / "results").iterdir() if (ROOT / "benchmark
 
 
 def table(report: str) -> str:
-    return report.split("## Results", 1)[1].split("## Robustness", 1)[0].split("## Plots", 1)[0].strip()
+    return report.split("## Results", 1)[1].split("\n## ", 1)[0].strip()
 
 
 @pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])

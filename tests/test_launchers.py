@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from lightning_ssl.sweep import launchers, runner
+from lightning_ssl.sweep.identity import COMPUTE_VERSION
 from lightning_ssl.sweep.lock import RunLock, is_stale
 from lightning_ssl.sweep.runner import SweepPaths, run_status
 from lightning_ssl.sweep.spec import expand, load_spec, spec_from_dict
@@ -34,7 +35,7 @@ def stub_execute(log: Path, fail: int | None = None, sleep: float = 0.0):
         if run.seed == fail:
             raise RuntimeError(f"run with seed {fail} breaks")
         return {"run_id": run.run_id, "metrics": {}, "seed": run.seed, "config": run.config,
-                "compute_version": runner.COMPUTE_VERSION, "evaluation_protocol": run.evaluation,
+                "compute_version": COMPUTE_VERSION, "evaluation_protocol": run.evaluation,
                 "transfer_protocol": run.transfer}
 
     return execute

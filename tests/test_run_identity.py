@@ -13,14 +13,9 @@ from pathlib import Path
 import pytest
 
 from lightning_ssl.sweep import runner
-from lightning_ssl.sweep.runner import (
-    COMPUTE_VERSION,
-    SweepPaths,
-    run_one,
-    run_status,
-    stale_reason,
-)
-from lightning_ssl.sweep.spec import expand, spec_from_dict, stale_keys
+from lightning_ssl.sweep.identity import COMPUTE_VERSION, stale_keys, stale_reason
+from lightning_ssl.sweep.runner import SweepPaths, run_one, run_status
+from lightning_ssl.sweep.spec import expand, spec_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"model": {"init_args": {"backbone": "resnet_tiny"}}, "data": {"class_path": "DigitsLT"},

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from lightning_ssl.cli.sweep import run as sweep_cli
-from lightning_ssl.sweep.spec import expand, run_hash, spec_from_dict
+from lightning_ssl.sweep.identity import run_hash
+from lightning_ssl.sweep.spec import expand, spec_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"model": {"init_args": {"backbone": "resnet_tiny"}}, "data": {"class_path": "DigitsLT"},

@@ -13,8 +13,6 @@ Before anything is built it
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from lightning_ssl.config.callbacks import RunInfo, StepLogging
 from lightning_ssl.config.errors import UsageError, condense
 from lightning_ssl.config.registry import import_all_datamodules, import_class
 from lightning_ssl.eval.diagnostics import CollapseMonitor
+from lightning_ssl.io import canonical_json, digest
 from lightning_ssl.methods.views import init_option
 
 RUNS = "runs"
@@ -51,12 +50,6 @@ def default_loggers() -> list[dict[str, Any]]:
         {"class_path": "lightning_ssl.loggers.ResumableCSVLogger", "init_args": {"save_dir": RUNS, "name": "csv"}},
         {"class_path": "lightning_ssl.loggers.ResumableTensorBoardLogger", "init_args": {"save_dir": RUNS, "name": "tb"}},
     ]
-
-
-def short_hash(payload: Any, digits: int = 8) -> str:
-    """The first ``digits`` hex digits of the SHA-1 of ``payload``'s canonical JSON."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:digits]
 
 
 def _plain(value: Any) -> Any:
@@ -95,6 +88,11 @@ class SSLCLI(LightningCLI):
                             help="with --ckpt_path: train the checkpoint's own model config where it differs from "
                                  "the command (by default such a checkpoint is refused, naming the differences)")
         parser.set_defaults({"trainer.callbacks": default_callbacks(), "trainer.logger": default_loggers()})
+
+    def _set_seed(self) -> None:
+        """Refuse a seed Lightning would replace (by 0, or with a ValueError) before seeding."""
+        _check_seed(self._get(self.config, "seed_everything"))
+        super()._set_seed()
 
     def _parse_ckpt_path(self) -> None:
         """Lightning lets a checkpoint's hyper-parameters silently replace the command's model; here a
@@ -213,7 +211,7 @@ def run_folder(cfg: Any, model_cls: type, data_cls: type) -> Path:
     trainer = cfg.trainer
     identity = {"model": _plain(cfg.model), "data": _plain(cfg.data), "seed": cfg.get("seed_everything"),
                 "max_epochs": trainer.get("max_epochs"), "max_steps": trainer.get("max_steps")}
-    name = f"{model_cls.__name__}-{data_cls.__name__}-{short_hash(identity)}".lower()
+    name = f"{model_cls.__name__}-{data_cls.__name__}-{digest(identity, 8)}".lower()
     return Path(trainer.get("default_root_dir") or ".") / RUNS / name
 
 
@@ -225,7 +223,7 @@ def _differences(command: dict[str, Any], checkpoint: dict[str, Any], prefix: st
         a, b = command.get(key), checkpoint.get(key)
         if a is None:
             continue
-        if json.dumps(_plain(a), sort_keys=True, default=str) != json.dumps(_plain(b), sort_keys=True, default=str):
+        if canonical_json(_plain(a)) != canonical_json(_plain(b)):
             name = "model" if key == "class_path" else f"{prefix}.{key}"
             out.append(f"{name}: {a} here, {b} in the checkpoint")
     return out

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from lightning_ssl.sweep.identity import flatten
+
 GROUPS = ("many", "medium", "few")
 DEFAULT_METRIC = "linear_full/acc_top1"
 # axes over which a row averages: the seed, and the long-tailed selection's seed (permuted head
@@ -62,8 +64,6 @@ def replicate(record: dict[str, Any]) -> tuple[Any, ...]:
 
 def _differing(records: list[dict[str, Any]]) -> list[str]:
     """Settings keys (other than the replicate keys) whose values differ among ``records``."""
-    from lightning_ssl.sweep.spec import flatten
-
     flats = [flatten(r.get("settings") or r.get("config") or {}) for r in records]
     keys = set().union(*flats)
     out = []

@@ -23,16 +23,19 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_ssl.checkpoints import latest_valid_checkpoint
-from lightning_ssl.eval.diagnostics import CollapseMonitor, loss_trend, offline_diagnostics, training_view_batches
-from lightning_ssl.io import atomic_write_json
+from lightning_ssl.eval.diagnostics import (
+    CollapseMonitor,
+    loss_trend,
+    offline_diagnostics,
+    training_view_batches,
+)
+from lightning_ssl.io import atomic_write_json, canonical_json
 from lightning_ssl.sweep import environment
+from lightning_ssl.sweep.identity import COMPUTE_VERSION, stale_reason, training_identity
 from lightning_ssl.sweep.lock import RunLock, is_stale
 from lightning_ssl.sweep.spec import Run, SweepSpec
 
 SCHEMA = 1
-# Bumped whenever the code changes what a run computes without changing its config (the probe's
-# algorithm, a loss, an augmentation): a stored result of another version is stale.
-COMPUTE_VERSION = 2
 IDENTITY = "training.json"  # in the run folder: what its checkpoints were trained for
 DNC_TRAINER_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision", "log_every_n_steps",
                     "limit_train_batches", "enable_progress_bar")
@@ -72,23 +75,6 @@ def read_result(path: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return record if isinstance(record, dict) and "run_id" in record and "metrics" in record else None
-
-
-def stale_reason(record: dict[str, Any], run: Run) -> str | None:
-    """Why a stored result is not what the current code would compute for ``run`` (``None``: it is)."""
-    from lightning_ssl.sweep.spec import stale_keys
-
-    version = record.get("compute_version", 1)
-    if version != COMPUTE_VERSION:
-        return f"computed by code version {version}, the current code is version {COMPUTE_VERSION}"
-    keys = stale_keys(record.get("config") or {}, run.config)
-    if keys:
-        return f"config differs in {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-    for name in ("evaluation_protocol", "transfer_protocol"):
-        want = run.evaluation if name == "evaluation_protocol" else run.transfer
-        if json.dumps(record.get(name), sort_keys=True, default=str) != json.dumps(want, sort_keys=True, default=str):
-            return f"{name} differs"
-    return None
 
 
 def run_status(paths: SweepPaths, run_id: str, run: Run | None = None) -> str:
@@ -284,19 +270,13 @@ def _set_aside(path: Path) -> Path:
     return target
 
 
-def training_identity(run: Run) -> dict[str, Any]:
-    """What the checkpoints of a run folder were trained for: a checkpoint of another identity
-    (an older code version, another config) is never resumed."""
-    return {"compute_version": COMPUTE_VERSION, "config": run.config, "dnc": run.dnc}
-
-
 def _claim_run_dir(run: Run, paths: SweepPaths) -> None:
     """Before training: clear the run folder when its checkpoints were trained for another identity
     (e.g. ``--rerun-stale`` after a code or config change: the stale run's finished checkpoint
     must not be resumed), then record the current identity. A folder without a record (from a
     version of the suite that wrote none) is cleared too when a stored result of the run is stale."""
     folder, marker = paths.run_dir(run.run_id), paths.run_dir(run.run_id) / IDENTITY
-    want = json.loads(json.dumps(training_identity(run), default=str))
+    want = json.loads(canonical_json(training_identity(run)))
     recorded = None
     if marker.is_file():
         try:

@@ -37,7 +37,6 @@ instantiated) before any run starts, so a typo fails at once, naming the key and
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
 import inspect
 import itertools
@@ -46,8 +45,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning_ssl.config.registry import dataset_classes, method_classes
-from lightning_ssl.io import load_yaml
+from lightning_ssl.config.registry import dataset_classes, import_class, method_classes
+from lightning_ssl.io import canonical_json, load_yaml
+from lightning_ssl.sweep.identity import (
+    NOT_HASHED,
+    NOT_HASHED_TRAINER,
+    flatten,
+    run_hash,
+    settings_of,
+)
 
 TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "exclude", "methods", "datasets", "evaluation", "transfer",
                   "dnc", "report", "launcher", "floors")
@@ -59,10 +65,6 @@ TRANSFER_MODES = ("linear", "finetune")
 DNC_KEYS = ("num_clusters", "base_epochs", "expert_epochs", "distill_epochs", "kmeans_iterations",
             "kmeans_backend", "kmeans_n_init", "distill")
 DNC = "DnC"
-# trainer options that say where/how a run executes, not what it computes: not part of the run id
-NOT_HASHED_TRAINER = ("logger", "default_root_dir", "enable_progress_bar", "enable_model_summary", "devices",
-                      "num_nodes", "accelerator", "strategy")
-NOT_HASHED = ("resume", "wandb_id", "ckpt_path", "ckpt_config")  # how a run is launched and resumed, not what it computes
 # the reference encoders computed for every (dataset, probe set) of a sweep (docs/protocols.md §8)
 FLOORS = ("RawPixels", "RandomInit")
 
@@ -100,28 +102,6 @@ def get_dotted(config: dict[str, Any], key: str, default: Any = None) -> Any:
             return default
         node = node[part]
     return node
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are leaves."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def run_hash(payload: dict[str, Any]) -> str:
-    """Short id of a run: the first 10 hex digits of the SHA-1 of its canonical JSON."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 @dataclass
@@ -277,15 +257,10 @@ def _apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> None:
             set_dotted(config, key, value)
 
 
-def _import(path: str) -> type:
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
 def _concrete_method(path: str, overrides: dict[str, Any], base: dict[str, Any]) -> str:
     """``UOTA`` builds the class of its ``base`` option (SwAV by default): the spec uses that class,
     so that the base's own options (SwAV's crops and prototypes) are accepted and inherited."""
-    cls = _import(path)
+    cls = import_class(path)
     if cls.__name__ == "UOTA" and hasattr(cls, "__mro__"):
         from lightning_ssl.methods.uota import _uota_class
 
@@ -300,7 +275,7 @@ def _inherited(label: str, method_path: str, variants: dict[str, dict[str, Any]]
     ``SimCLR+rwSAM: {class: SimCLR}`` inherits ``SimCLR:``'s), then its own."""
     chain = []
     try:
-        mro = _import(method_path).__mro__
+        mro = import_class(method_path).__mro__
     except (ImportError, AttributeError):
         mro = ()
     for cls in reversed(mro[1:] if variants.get(label, {}).get("class") is None else mro):
@@ -353,7 +328,7 @@ def expand(spec: SweepSpec, validate: bool = True) -> list[Run]:
         runs.setdefault(run_hash(run.hashed()), run)
         if not is_dnc and method_path.startswith("lightning_ssl.") and spec.floors:
             floor = {k: v for k, v in point.items() if k != "method" and k.split(".")[0] not in ("model", "trainer")}
-            floor_points.setdefault(_canonical(floor), {"point": floor, "config": config})
+            floor_points.setdefault(canonical_json(floor), {"point": floor, "config": config})
     floors: dict[str, Run] = {}
     for kind in spec.floors:
         for entry in floor_points.values():
@@ -443,75 +418,3 @@ def validate_runs(spec: SweepSpec, runs: list[Run]) -> None:
             raise ValueError(f"sweep {spec.name!r}: two grid points resolve to the same run ({run.axes}); "
                              "remove the duplicate axis value")
         seen.add(run.run_id)
-
-
-_DEFAULTS: dict[str, dict[str, Any]] = {}
-
-
-def code_defaults(model_class: str, data_class: str) -> dict[str, Any]:
-    """The flattened resolved config of ``lssl fit --model M --data D`` with nothing else set."""
-    from lightning_ssl.sweep.resolve import resolve_config
-
-    key = f"{model_class}|{data_class}"
-    if key not in _DEFAULTS:
-        # a datamodule may require options (ImageNetLT's root): its defaults come from its signature,
-        # the rest (model, trainer, seed) from a full resolution with the embedded default data
-        embedded = dataset_classes().get("DigitsLT", "datamodules.digits.DigitsLT")
-        flat = flatten(resolve_config({"model": {"class_path": model_class}, "data": {"class_path": embedded}}))
-        flat = {k: v for k, v in flat.items() if not k.startswith("data.")}
-        flat["data.class_path"] = data_class
-        flat.update({f"data.init_args.{k}": v for k, v in _signature_defaults(data_class).items()})
-        _DEFAULTS[key] = flat
-    return _DEFAULTS[key]
-
-
-def _signature_defaults(class_path: str) -> dict[str, Any]:
-    """``__init__`` defaults of a class as jsonargparse reads them (``**kwargs`` followed to parents);
-    required options are left out."""
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(_import(class_path), "x", fail_untyped=False)
-    defaults = parser.get_defaults().as_dict().get("x", {})
-    return flatten(defaults) if isinstance(defaults, dict) else {}
-
-
-def settings_of(resolved: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
-    """The model and data classes, and the resolved values that differ from the code's defaults for
-    those classes, flattened (``model.init_args.lr``).
-    A list-valued option (trainer callbacks) counts as the spec wrote it, not as resolved, so that a
-    callback gaining an option with a default leaves the id unchanged."""
-    defaults = code_defaults(resolved["model"]["class_path"], resolved["data"]["class_path"])
-    flat, written = flatten(resolved), flatten(explicit)
-    # the classes themselves always count: the defaults are those of these very classes
-    out = {"model.class_path": resolved["model"]["class_path"], "data.class_path": resolved["data"]["class_path"]}
-    for key, value in flat.items():
-        if isinstance(value, list) and key in written:
-            value = written[key]
-        elif isinstance(value, list) and key in defaults:
-            continue  # a list the spec did not write: the code's default
-        if key not in defaults or _canonical(defaults[key]) != _canonical(value):
-            out[key] = value
-    return out
-
-
-def stale_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Keys of a run's resolved config whose stored value differs from what the current code
-    resolves; a key only one side has counts only when its value is not the code's default (an
-    option added or removed at its default does not change what the run computes)."""
-    defaults = code_defaults(current["model"]["class_path"], current["data"]["class_path"])
-    a, b = flatten(stored), flatten(current)
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if key.split(".")[0] in NOT_HASHED or (key.startswith("trainer.") and key.split(".")[1] in NOT_HASHED_TRAINER):
-            continue
-        if key in a and key in b:
-            if _canonical(a[key]) != _canonical(b[key]):
-                out.append(key)
-        else:
-            value = a.get(key, b.get(key))
-            if key not in defaults or _canonical(defaults[key]) != _canonical(value):
-                if isinstance(value, list) and key not in defaults:
-                    continue
-                out.append(key)
-    return out

@@ -1,0 +1,183 @@
+"""Run identity and staleness: the rule, in one place.
+
+**A run's id** is the first 10 hex digits of the SHA-1 of the canonical JSON of what changes its
+numbers: the model and data classes, every resolved config value that differs from those classes'
+defaults (:func:`settings_of`), the evaluation, transfer and DnC protocols, and the floor kind.
+Options that say where or how a run executes (:data:`NOT_HASHED`, :data:`NOT_HASHED_TRAINER`) are
+left out, and so is an option written at its default value: an option added at its default, a
+Lightning upgrade that adds a Trainer argument, or an explicit default leave the id unchanged.
+
+**A stored result is stale** (:func:`stale_reason`) when the current code would not compute it:
+
+* it was computed by another :data:`COMPUTE_VERSION`; the version is bumped whenever a change of
+  the code changes what a run computes without changing its config (the probe's algorithm, a
+  loss, an augmentation, a default). ``tests/test_compute_version.py`` holds the fingerprint of the
+  computing code (:func:`compute_fingerprint`: the syntax trees of the packages that produce
+  numbers, without docstrings, comments and formatting) recorded with the version, and fails when
+  that code changes and the pair is not updated: bump the version, or, for a change that computes
+  the same numbers, record the new fingerprint with the same version;
+* its resolved config differs from the current resolution in a value that is not at its default
+  (:func:`stale_keys`);
+* its evaluation or transfer protocol differs.
+
+**A run folder's checkpoints** are resumed only for the identity they were trained for
+(:func:`training_identity`: the compute version, the config, the DnC protocol).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from lightning_ssl.config.registry import dataset_classes, import_class
+from lightning_ssl.io import canonical_json, digest
+
+COMPUTE_VERSION = 2
+# what a run executes on, and how it is launched and resumed: not part of what it computes
+NOT_HASHED_TRAINER = ("logger", "default_root_dir", "enable_progress_bar", "enable_model_summary", "devices",
+                      "num_nodes", "accelerator", "strategy")
+NOT_HASHED = ("resume", "wandb_id", "ckpt_path", "ckpt_config")
+# the code whose change can change a number: every module of these packages and files
+COMPUTING_CODE = ("lightning_ssl/methods", "lightning_ssl/losses", "lightning_ssl/eval", "lightning_ssl/weights",
+                  "lightning_ssl/optim", "lightning_ssl/cluster", "lightning_ssl/backbones.py", "lightning_ssl/heads.py",
+                  "lightning_ssl/schedules.py", "lightning_ssl/pruning.py", "lightning_ssl/ema.py",
+                  "lightning_ssl/distributed.py", "datamodules")
+ROOT = Path(__file__).resolve().parents[2]
+_DEFAULTS: dict[str, dict[str, Any]] = {}
+
+
+def run_hash(payload: dict[str, Any]) -> str:
+    """Short id of a run: the first 10 hex digits of the SHA-1 of its canonical JSON."""
+    return digest(payload, 10)
+
+
+def is_launch_key(key: str) -> bool:
+    """Whether a flattened config key says how a run is launched, not what it computes."""
+    return key.split(".")[0] in NOT_HASHED or (key.startswith("trainer.") and key.split(".")[1] in NOT_HASHED_TRAINER)
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are leaves."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def code_defaults(model_class: str, data_class: str) -> dict[str, Any]:
+    """The flattened resolved config of ``lssl fit --model M --data D`` with nothing else set."""
+    from lightning_ssl.sweep.resolve import resolve_config  # resolve builds on the sweep's spec
+
+    key = f"{model_class}|{data_class}"
+    if key not in _DEFAULTS:
+        # a datamodule may require options (ImageNetLT's root): its defaults come from its signature,
+        # the rest (model, trainer, seed) from a full resolution with the embedded default data
+        embedded = dataset_classes().get("DigitsLT", "datamodules.digits.DigitsLT")
+        flat = flatten(resolve_config({"model": {"class_path": model_class}, "data": {"class_path": embedded}}))
+        flat = {k: v for k, v in flat.items() if not k.startswith("data.")}
+        flat["data.class_path"] = data_class
+        flat.update({f"data.init_args.{k}": v for k, v in _signature_defaults(data_class).items()})
+        _DEFAULTS[key] = flat
+    return _DEFAULTS[key]
+
+
+def _signature_defaults(class_path: str) -> dict[str, Any]:
+    """``__init__`` defaults of a class as jsonargparse reads them (``**kwargs`` followed to parents);
+    required options are left out."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(import_class(class_path), "x", fail_untyped=False)
+    defaults = parser.get_defaults().as_dict().get("x", {})
+    return flatten(defaults) if isinstance(defaults, dict) else {}
+
+
+def settings_of(resolved: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
+    """The model and data classes, and the resolved values that differ from the code's defaults for
+    those classes, flattened (``model.init_args.lr``).
+    A list-valued option (trainer callbacks) counts as the spec wrote it, not as resolved, so that a
+    callback gaining an option with a default leaves the id unchanged."""
+    defaults = code_defaults(resolved["model"]["class_path"], resolved["data"]["class_path"])
+    flat, written = flatten(resolved), flatten(explicit)
+    # the classes themselves always count: the defaults are those of these very classes
+    out = {"model.class_path": resolved["model"]["class_path"], "data.class_path": resolved["data"]["class_path"]}
+    for key, value in flat.items():
+        if isinstance(value, list) and key in written:
+            value = written[key]
+        elif isinstance(value, list) and key in defaults:
+            continue  # a list the spec did not write: the code's default
+        if key not in defaults or canonical_json(defaults[key]) != canonical_json(value):
+            out[key] = value
+    return out
+
+
+def stale_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Keys of a run's resolved config whose stored value differs from what the current code
+    resolves; a key only one side has counts only when its value is not the code's default (an
+    option added or removed at its default does not change what the run computes)."""
+    defaults = code_defaults(current["model"]["class_path"], current["data"]["class_path"])
+    a, b = flatten(stored), flatten(current)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if is_launch_key(key):
+            continue
+        if key in a and key in b:
+            if canonical_json(a[key]) != canonical_json(b[key]):
+                out.append(key)
+        else:
+            value = a.get(key, b.get(key))
+            if key not in defaults or canonical_json(defaults[key]) != canonical_json(value):
+                if isinstance(value, list) and key not in defaults:
+                    continue
+                out.append(key)
+    return out
+
+
+def stale_reason(record: dict[str, Any], run: Any) -> str | None:
+    """Why a stored result is not what the current code would compute for ``run`` (a
+    :class:`~lightning_ssl.sweep.spec.Run`); ``None``: it is."""
+    version = record.get("compute_version", 1)
+    if version != COMPUTE_VERSION:
+        return f"computed by code version {version}, the current code is version {COMPUTE_VERSION}"
+    keys = stale_keys(record.get("config") or {}, run.config)
+    if keys:
+        return f"config differs in {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+    for name, want in (("evaluation_protocol", run.evaluation), ("transfer_protocol", run.transfer)):
+        if canonical_json(record.get(name)) != canonical_json(want):
+            return f"{name} differs"
+    return None
+
+
+def training_identity(run: Any) -> dict[str, Any]:
+    """What the checkpoints of a run folder were trained for: a checkpoint of another identity
+    (an older code version, another config) is never resumed."""
+    return {"compute_version": COMPUTE_VERSION, "config": run.config, "dnc": run.dnc}
+
+
+def _tree_without_docstrings(source: str) -> str:
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False)
+
+
+def compute_fingerprint(root: Path = ROOT) -> str:
+    """SHA-1 over the syntax trees (docstrings, comments and formatting left out) of the modules in
+    :data:`COMPUTING_CODE`, in path order: changes when code that can change a number changes."""
+    sha = hashlib.sha1()
+    for entry in COMPUTING_CODE:
+        path = root / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.is_file() else []
+        for file in files:
+            sha.update(str(file.relative_to(root)).encode())
+            sha.update(_tree_without_docstrings(file.read_text()).encode())
+    return sha.hexdigest()
