@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-REFERENCE_METHODS = ("RawPixels", "RandomInit")
+FLOORS = ("RawPixels", "RandomInit")  # the reference encoders every sweep and report has
 
 
 class RawPixels(nn.Module):

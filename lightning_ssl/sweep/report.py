@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_ssl.eval.floors import FLOORS
 from lightning_ssl.sweep.identity import flatten
 
 GROUPS = ("many", "medium", "few")
@@ -32,7 +33,6 @@ DEFAULT_METRIC = "linear_full/acc_top1"
 # orders, docs/protocols.md §9.3); every other setting must be equal within a row
 REPLICATE_AXES = ("seed", "data_seed")
 REPLICATE_KEYS = ("seed_everything", "data.init_args.view_seed", "data.init_args.seed")
-FLOORS = ("RawPixels", "RandomInit")
 CLEAR_MARGIN = 0.01  # a method must beat RandomInit by >= 1 point and by > 2 standard errors
 
 

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_ssl.config.registry import dataset_classes, import_class, method_classes
+from lightning_ssl.eval.floors import FLOORS
 from lightning_ssl.io import canonical_json, load_yaml
 from lightning_ssl.sweep.identity import (
     NOT_HASHED,
@@ -65,8 +66,6 @@ TRANSFER_MODES = ("linear", "finetune")
 DNC_KEYS = ("num_clusters", "base_epochs", "expert_epochs", "distill_epochs", "kmeans_iterations",
             "kmeans_backend", "kmeans_n_init", "distill")
 DNC = "DnC"
-# the reference encoders computed for every (dataset, probe set) of a sweep (docs/protocols.md §8)
-FLOORS = ("RawPixels", "RandomInit")
 
 
 def _importable(path: str) -> bool:
