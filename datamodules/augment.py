@@ -578,17 +578,37 @@ def _to_uint8_grid(images: Tensor) -> Tensor:
 
 
 def pil_affine(images: Tensor, matrix: Tensor) -> Tensor:
-    """PIL's ``Image.transform(size, AFFINE, (a, b, c, d, e, f))`` with NEAREST, per image: output pixel
-    ``(x, y)`` takes input ``(trunc(a (x + .5) + b (y + .5) + c), trunc(d (x + .5) + e (y + .5) + f))``
-    (PIL's ``COORD``), black outside. ``matrix`` is ``B x 6``."""
+    """PIL's ``Image.transform(size, AFFINE, (a, b, c, d, e, f))`` with NEAREST, per image, black outside.
+
+    Output pixel ``(x, y)`` reads input ``(a (x + .5) + b (y + .5) + c, d (x + .5) + e (y + .5) + f)``
+    as PIL computes it: a pure scale / translation (``b = d = 0``) in floating point, truncated
+    (``ImagingScaleAffine``); any other map in 16.16 fixed point with every coefficient rounded to
+    ``1/65536`` and an arithmetic shift (``affine_fixed``, which PIL takes for images under 32768 px).
+    ``matrix`` is ``B x 6``.
+    """
     b, c, h, w = images.shape
     m = matrix.to(torch.float64)
-    ys = torch.arange(h, device=images.device, dtype=torch.float64).view(1, h, 1) + 0.5
-    xs = torch.arange(w, device=images.device, dtype=torch.float64).view(1, 1, w) + 0.5
-    xin = m[:, 0, None, None] * xs + m[:, 1, None, None] * ys + m[:, 2, None, None]
-    yin = m[:, 3, None, None] * xs + m[:, 4, None, None] * ys + m[:, 5, None, None]
-    ix = torch.where(xin < 0, -1, xin.long())
-    iy = torch.where(yin < 0, -1, yin.long())
+    ys = torch.arange(h, device=images.device, dtype=torch.float64).view(1, h, 1)
+    xs = torch.arange(w, device=images.device, dtype=torch.float64).view(1, 1, w)
+    coef = [m[:, i, None, None] for i in range(6)]
+    # scale / translation: xo = c + a / 2, then += a per column (exact for a = 1), COORD truncation
+    x_float = (coef[2] + coef[0] * 0.5) + xs * coef[0]
+    y_float = (coef[5] + coef[4] * 0.5) + ys * coef[4]
+    ix_scale = torch.where(x_float < 0, -1, x_float.long()).expand(b, h, w)
+    iy_scale = torch.where(y_float < 0, -1, y_float.long()).expand(b, h, w)
+
+    def fix(v: Tensor) -> Tensor:
+        return torch.floor(v * 65536.0 + 0.5).long()
+
+    a0, a1, a3, a4 = fix(coef[0]), fix(coef[1]), fix(coef[3]), fix(coef[4])
+    a2 = fix(coef[2] + coef[0] * 0.5 + coef[1] * 0.5)
+    a5 = fix(coef[5] + coef[3] * 0.5 + coef[4] * 0.5)
+    xi, yi = xs.long(), ys.long()
+    ix_fixed = (a2 + a1 * yi + a0 * xi) >> 16
+    iy_fixed = (a5 + a4 * yi + a3 * xi) >> 16
+    scale_path = ((m[:, 1] == 0) & (m[:, 3] == 0)).view(b, 1, 1)
+    ix = torch.where(scale_path, ix_scale, ix_fixed)
+    iy = torch.where(scale_path, iy_scale, iy_fixed)
     valid = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
     flat = (iy.clamp(0, h - 1) * w + ix.clamp(0, w - 1)).view(b, 1, h * w).expand(b, c, h * w)
     out = images.reshape(b, c, h * w).gather(2, flat).view(b, c, h, w)

@@ -28,6 +28,7 @@ __all__ = [
     "swav_large_spec",
     "swav_small_spec",
     "mttv_spec",
+    "lt_simclr_spec",
     "recipe_specs",
     "MultiViewTransform",
     "EvalTransform",
@@ -187,7 +188,19 @@ def small_gray_spec(size: int) -> ViewSpec:
                     solarize_p=0.0)
 
 
+def lt_simclr_spec(size: int, blur: bool | None = None) -> ViewSpec:
+    """The SimCLR views of the long-tailed SSL codes (SDCLR ``train_simCLR.py``, reused by BCL and TS;
+    docs/methods.md §12.5): crop area 0.1-1 (0.08-1 above :data:`SMALL_IMAGE_MAX` px, their ImageNet
+    setting), flip 0.5, ``ColorJitter(0.4, 0.4, 0.4, 0.1)`` with p = 0.8, grayscale 0.2, no blur on
+    CIFAR and blur p = 0.5 with sigma in [0.1, 2] on ImageNet. Their crop resizes bicubically; the
+    suite's batched crop is bilinear with anti-aliasing."""
+    on = _blur_on(size, blur)
+    return replace(mocov2_spec(size, blur=blur), scale=(0.08, 1.0) if size > SMALL_IMAGE_MAX else (0.1, 1.0),
+                   blur_p=0.5 if on else 0.0)
+
+
 RECIPES: dict[str, Callable[[int], tuple[ViewSpec, ...]]] = {
+    "sdclr": lambda size: (lt_simclr_spec(size),),
     "small_gray": lambda size: (small_gray_spec(size),),
     "simclr": lambda size: (simclr_spec(size),),
     "mocov2": lambda size: (mocov2_spec(size),),

@@ -102,7 +102,7 @@ def test_schedules() -> None:
 @pytest.mark.parametrize(
     ("recipe", "kwargs", "match"),
     [
-        ("lbfgs", {"optimizer": "newton"}, r"optimizer must be one of \('lbfgs', 'adamw', 'sgd'\), got 'newton'"),
+        ("lbfgs", {"optimizer": "newton"}, r"optimizer must be one of \('lbfgs', 'adamw', 'sgd', 'adam'\), got 'newton'"),
         ("nope", {}, "unknown linear probe recipe 'nope'; valid: lbfgs, mttv, rwsam, sdclr"),
         ("lbfgs", {"epoch": 3}, r"unknown linear probe option\(s\) \['epoch'\]"),
         ("lbfgs", {"steps": 0}, "steps must be >= 1 for the L-BFGS probe, got 0"),

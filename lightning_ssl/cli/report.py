@@ -37,12 +37,25 @@ def resolve_source(source: str, results_root: str) -> tuple[Path, str, str | Non
     raise ValueError(f"{source} is neither a results folder nor a sweep spec (.yaml)")
 
 
+def published_of(source: str) -> list | None:
+    """A spec's ``report.published`` numbers (docs/methods.md §16), checked; ``None`` for a folder."""
+    path = Path(source)
+    if path.suffix not in (".yaml", ".yml") or path.is_dir():
+        return None
+    from lightning_ssl.sweep.published import parse_published
+    from lightning_ssl.sweep.spec import load_spec
+
+    block = load_spec(path).report.get("published")
+    parse_published(block)  # a malformed entry is named before any table is written
+    return block
+
+
 def select(records: list[dict], source: str, sweep: str | None, skipped: list[str]) -> list[dict]:
     """The records of one sweep: a spec's own runs (a stored result the current code would not
     reproduce is kept and marked stale), or, for a folder, those of one sweep name."""
     path = Path(source)
     if path.suffix in (".yaml", ".yml") and not path.is_dir():
-        from lightning_ssl.sweep.runner import stale_reason
+        from lightning_ssl.sweep.identity import stale_reason
         from lightning_ssl.sweep.spec import expand, load_spec
 
         runs = {run.run_id: run for run in expand(load_spec(path))}
@@ -97,7 +110,7 @@ def run(argv: list[str]) -> int:
         skipped: list[str] = []
         records = select(load_results(folder, skipped), args.source, args.sweep, skipped)
         written = write_report(records, args.out or folder, title, args.metric or metric or DEFAULT_METRIC,
-                               plots=not args.no_plots, skipped=skipped)
+                               plots=not args.no_plots, skipped=skipped, published=published_of(args.source))
         if skipped:
             print(f"lssl report: skipped {len(skipped)} result(s) (listed in {written['report.md']})", file=sys.stderr)
     except (ValueError, FileNotFoundError) as err:

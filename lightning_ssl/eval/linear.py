@@ -19,7 +19,9 @@ The papers' mini-batch recipes stay available by name, with their own optimisers
 
 * ``mttv``: AdamW, lr 0.005, weight decay 0, 100 epochs, batch 1024, cosine (MTTV);
 * ``rwsam``: SGD momentum 0.9, lr 30, batch 256, 100 epochs, lr x0.1 at epochs 60 and 80 (rwSAM);
-* ``sdclr``: SGD momentum 0.9, lr 30, batch 256, 30 epochs, lr x0.1 at epochs 10 and 20 (SDCLR).
+* ``sdclr``: SGD momentum 0.9, lr 30, batch 256, 30 epochs, lr x0.1 at epochs 10 and 20 (SDCLR);
+* ``bcl``: Adam, lr 1e-2 decayed exponentially per epoch to 1e-6 over 500 epochs, weight decay
+  5e-6 (L2 in the gradient), batch 1000 (BCL's and GH's ``eval_cifar.py``, docs/methods.md §13.7).
 
 Their train-time augmentation of the probe set is not reproduced: features are extracted once.
 """
@@ -35,13 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-OPTIMIZERS = ("lbfgs", "adamw", "sgd")
+OPTIMIZERS = ("lbfgs", "adamw", "sgd", "adam")
 
 
 @dataclass(frozen=True)
 class ProbeRecipe:
     """How a linear probe is trained. ``steps`` bounds L-BFGS iterations; the mini-batch recipes
-    count ``epochs`` and, where set, decay the lr x0.1 at each epoch of ``milestones``.
+    count ``epochs`` and, where set, decay the lr x0.1 at each epoch of ``milestones``, or
+    exponentially per epoch to ``final_lr`` (``ExponentialLR``, stepped after each epoch).
     ``weight_decay=None`` means scikit-learn's ``C = 1``: ``1 / N`` on the mean loss."""
 
     name: str
@@ -55,6 +58,7 @@ class ProbeRecipe:
     momentum: float = 0.9
     milestones: tuple[int, ...] | None = None
     tolerance: float = 1e-4
+    final_lr: float | None = None
 
 
 RECIPES: dict[str, ProbeRecipe] = {
@@ -65,6 +69,8 @@ RECIPES: dict[str, ProbeRecipe] = {
                          weight_decay=0.0, milestones=(60, 80)),
     "sdclr": ProbeRecipe("sdclr", "sgd", lr=30.0, standardize=False, epochs=30, batch_size=256,
                          weight_decay=0.0, milestones=(10, 20)),
+    "bcl": ProbeRecipe("bcl", "adam", lr=1e-2, standardize=False, epochs=500, batch_size=1000,
+                       weight_decay=5e-6, final_lr=1e-6),
 }
 DEFAULT_RECIPE = "lbfgs"
 
@@ -124,14 +130,20 @@ def _check(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, r: Probe
             raise ValueError(f"batch_size must be >= 1, got {r.batch_size}")
         if r.milestones is not None and any(not 0 < m < r.epochs for m in r.milestones):
             raise ValueError(f"milestones must lie in (0, {r.epochs}), got {list(r.milestones)}")
+    if r.final_lr is not None and not 0 < r.final_lr <= r.lr:
+        raise ValueError(f"final_lr must be in (0, lr={r.lr}], got {r.final_lr}")
     if not r.lr > 0:
         raise ValueError(f"lr must be > 0, got {r.lr}")
     if r.weight_decay is not None and r.weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {r.weight_decay}")
 
 
-def _lr_at(step: int, total: int, steps_per_epoch: int, base: float, milestones: Sequence[int] | None) -> float:
-    """Cosine from ``base`` to 0 over all steps, or x0.1 at each epoch milestone."""
+def _lr_at(step: int, total: int, steps_per_epoch: int, base: float, milestones: Sequence[int] | None,
+           final: float | None = None, epochs: int | None = None) -> float:
+    """Cosine from ``base`` to 0 over all steps, or x0.1 at each epoch milestone, or (``final``) the
+    exponential decay ``base * (final / base) ** (epoch / epochs)`` of ``ExponentialLR``."""
+    if final is not None:
+        return base * (final / base) ** ((step // steps_per_epoch) / float(epochs or 1))
     if milestones is not None:
         return base * 0.1 ** sum(step // steps_per_epoch >= m for m in milestones)
     return 0.5 * base * (1.0 + math.cos(math.pi * step / total))
@@ -250,6 +262,8 @@ def _fit_minibatch(layer: nn.Linear, x: torch.Tensor, y: torch.Tensor, r: ProbeR
     params = layer.parameters()
     if r.optimizer == "adamw":
         opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=r.lr, weight_decay=float(r.weight_decay))
+    elif r.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=r.lr, weight_decay=float(r.weight_decay))
     else:
         opt = torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=float(r.weight_decay))
     generator = torch.Generator().manual_seed(seed)
@@ -261,7 +275,7 @@ def _fit_minibatch(layer: nn.Linear, x: torch.Tensor, y: torch.Tensor, r: ProbeR
         order = torch.randperm(n, generator=generator).to(x.device)
         for start in range(0, n, batch_size):
             for group in opt.param_groups:
-                group["lr"] = _lr_at(step, total, steps_per_epoch, r.lr, r.milestones)
+                group["lr"] = _lr_at(step, total, steps_per_epoch, r.lr, r.milestones, r.final_lr, epochs)
             batch = order[start:start + batch_size]
             loss = F.cross_entropy(layer(x[batch]), y[batch])
             opt.zero_grad(set_to_none=True)

@@ -21,6 +21,9 @@ from lightning_ssl.eval.features import extract_features
 from lightning_ssl.eval.knn import knn_predict
 from lightning_ssl.eval.linear import DEFAULT_RECIPE, fit_linear_probe, make_recipe, predict
 from lightning_ssl.eval.metrics import group_report, per_class_accuracy
+from lightning_ssl.eval.ts_probes import ts_probes
+
+NAMED_PROBES = ("ts",)  # TS's kNN@1/@10 and few-shot / long-tailed SVMs on the pre-training set
 
 
 def check_probe_options(available: list[str], probe_sets: list[str], linear_recipe: str,
@@ -50,6 +53,7 @@ def evaluate_frozen(
     knn_k: int = 200,
     knn_temperature: float = 0.1,
     knn_bank: str = "full",
+    named_probes: list[str] | None = None,
     seed: int = 0,
     progress: bool = False,
     device: torch.device | str | None = None,
@@ -67,6 +71,9 @@ def evaluate_frozen(
         linear_options: overrides of the recipe's fields (``steps``, ``epochs``, ``lr``, ...).
         knn_k, knn_temperature: kNN vote (k=200, T=0.1: InstDisc / MTTV).
         knn_bank: the probe set used as the kNN memory bank (the full balanced set by default).
+        named_probes: the papers' own probes besides these: ``ts`` (TS's kNN@1 / kNN@10 and few-shot
+            and long-tailed linear SVMs with the long-tailed pre-training set as the memory,
+            :mod:`lightning_ssl.eval.ts_probes`, docs/methods.md §14.4).
         seed: seed of the probe's mini-batch order.
 
     Returns:
@@ -83,6 +90,9 @@ def evaluate_frozen(
     options = dict(linear_options or {})
     check_probe_options(datamodule.probe_sets, names, linear_recipe, options, knn_k, knn_temperature, knn_bank)
     test_x, test_y, _ = extract_features(model, datamodule.test_dataloader(), device=device, progress=progress)
+    bad = sorted(set(named_probes or []) - set(NAMED_PROBES))
+    if bad:
+        raise ValueError(f"unknown named probe(s) {bad}; valid: {', '.join(NAMED_PROBES)}")
     metrics: dict[str, float] = {}
     probe_runs: dict[str, dict[str, Any]] = {}
     per_class: dict[str, list[float]] = {}
@@ -111,6 +121,11 @@ def evaluate_frozen(
         prefix = f"knn_k{k}_t{knn_temperature:g}"
         metrics.update(group_report(pred, test_y, num_classes, groups, rule, prefix))
         per_class[prefix] = per_class_accuracy(pred, test_y, num_classes).tolist()
+    if "ts" in (named_probes or []):
+        ts_metrics, ts_per_class = ts_probes(model, datamodule, test_x, test_y, num_classes, groups, rule,
+                                             device=device, progress=progress)
+        metrics.update(ts_metrics)
+        per_class.update(ts_per_class)
     return {
         "metrics": metrics,
         "per_class": per_class,
@@ -121,4 +136,5 @@ def evaluate_frozen(
         "probe_sets": names,
         "linear": {"recipe": linear_recipe, "options": options, "runs": probe_runs},
         "knn": knn_record,
+        "named_probes": list(named_probes or []),
     }

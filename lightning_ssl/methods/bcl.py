@@ -137,8 +137,8 @@ class BCL(SSLMethod, metaclass=_ChooseBase):
 
     # -- memory -> weights -> augmentation strength --------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        """Normalise the memory to this epoch's weights (once per epoch: a run resumed mid-epoch keeps
-        the weights of that epoch) and hand the strengths to the datamodule's view path."""
+        """Normalise the memory to this epoch's weights and hand the strengths to the datamodule's
+        view path."""
         super().on_train_epoch_start()
         epoch = self.current_epoch
         if int(self.strength_seed) < 0:  # fixed once per run (seed_everything's), the same on every rank
@@ -147,6 +147,16 @@ class BCL(SSLMethod, metaclass=_ChooseBase):
         if int(self.weight_epoch) != epoch:
             self.aug_weight = momentum_weights(self.loss_memory.values, self.loss_memory.seen).float()
             self.weight_epoch.fill_(epoch)
+        self._hand_off(epoch)
+
+    def on_train_start(self) -> None:
+        """A run resumed in the middle of an epoch gets no ``on_train_epoch_start``: hand that epoch's
+        checkpointed weights to the (new) datamodule here."""
+        super().on_train_start()
+        if int(self.weight_epoch) == self.current_epoch:
+            self._hand_off(self.current_epoch)
+
+    def _hand_off(self, epoch: int) -> None:
         magnitude, probability = self.strengths(epoch)
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None or not hasattr(dm, "set_sample_augmentation"):

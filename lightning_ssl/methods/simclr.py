@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ from lightning_ssl.losses import nt_xent, nt_xent_multi
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
 from lightning_ssl.methods.card import MethodCard
 from lightning_ssl.methods.gh import GeometricHarmonization, GHConfig
-from lightning_ssl.methods.temperature import ScheduledTemperature
+from lightning_ssl.methods.temperature import ScheduledTemperature, record_hparam
 from lightning_ssl.methods.views import Views, init_option
 from lightning_ssl.weights.memory import pretrain_size
 
@@ -62,6 +63,8 @@ class SimCLR(ScheduledTemperature, SSLMethod):
             raise ValueError(f"gh needs num_views=2 (a swapped prediction between two views), got num_views={num_views}")
         self.projector = mlp([self.feature_dim, proj_hidden_dim, proj_output_dim])
         self.gh = GeometricHarmonization(gh, proj_output_dim) if gh is not None else None
+        if gh is not None:  # a plain dict: checkpoints load with weights_only=True
+            record_hparam(self, "gh", asdict(gh))
 
     @classmethod
     def views_needed(cls, options: Mapping[str, Any] | None = None) -> Views:

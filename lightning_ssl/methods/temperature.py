@@ -10,7 +10,7 @@ reading its constant ``temperature``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,14 @@ class TemperatureSchedule:
                              "fraction of the run in (0, 1))")
 
 
+def record_hparam(module: Any, name: str, value: Any) -> None:
+    """Set ``name`` in a module's saved hyper-parameters (and their logged initial copy)."""
+    module.hparams[name] = value
+    initial = getattr(module, "_hparams_initial", None)
+    if initial is not None:
+        initial[name] = value
+
+
 class ScheduledTemperature:
     """Mixin of the InfoNCE methods: the ``temperature_schedule`` option and the per-step value.
 
@@ -68,6 +76,8 @@ class ScheduledTemperature:
         super().__init__(**kwargs)
         self.temperature_config = temperature_schedule
         self.temperature_values: np.ndarray | None = None
+        if temperature_schedule is not None:  # a plain dict: checkpoints load with weights_only=True
+            record_hparam(self, "temperature_schedule", asdict(temperature_schedule))
 
     def on_fit_start(self) -> None:
         super().on_fit_start()  # type: ignore[misc]
