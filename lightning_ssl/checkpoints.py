@@ -94,14 +94,18 @@ class AtomicModelCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, save_last: bool = True, save_on_exception: bool = True, save_top_k: int = 0,
-                 every_n_epochs: int | None = None, **kwargs: Any) -> None:
+                 every_n_epochs: int | None = None, save_on_train_epoch_end: bool | None = True,
+                 **kwargs: Any) -> None:
         if every_n_epochs is not None and every_n_epochs < 0:
             raise ValueError(f"AtomicModelCheckpoint: every_n_epochs {every_n_epochs} must be >= 0 "
                              "(1 saves after every epoch, 0 only on the step schedule)")
         if every_n_epochs is None and not kwargs.get("every_n_train_steps") and not kwargs.get("train_time_interval"):
             every_n_epochs = 1
+        # at the end of every training epoch (after that epoch's validation, if any): Lightning's
+        # default (None) defers to the validation end when check_val_every_n_epoch > 1, which
+        # would leave a 30-epoch run with validation at its end without a checkpoint until then
         super().__init__(save_last=save_last, save_on_exception=save_on_exception, save_top_k=save_top_k,
-                         every_n_epochs=every_n_epochs, **kwargs)
+                         every_n_epochs=every_n_epochs, save_on_train_epoch_end=save_on_train_epoch_end, **kwargs)
         self._last_written_at: int | None = None  # global step of the newest last.ckpt
 
     _saving_on_exception = False

@@ -79,6 +79,7 @@ def test_sigkill_after_epochs_resumes_from_the_epoch_checkpoint(tmp_path: Path) 
     args = ["fit", "--model", "SimCLR", "--model.backbone", "resnet_tiny", "--model.proj_hidden_dim", "16",
             "--model.proj_output_dim", "8", "--data", "DigitsLT", "--data.batch_size", "64",
             "--trainer.max_epochs", "4", "--trainer.accelerator", "cpu", "--trainer.limit_val_batches", "0",
+            "--trainer.check_val_every_n_epoch", "4",  # validation at the end only (the sweeps' setting)
             "--trainer.deterministic", "true", "--trainer.log_every_n_steps", "1", "--seed_everything", "3",
             "--trainer.callbacks+=tests.test_cli_resume.KillAtEpoch"]
     full, cut = tmp_path / "full", tmp_path / "cut"
