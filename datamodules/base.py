@@ -263,6 +263,11 @@ class LongTailDataModule(pl.LightningDataModule):
         if self._pretrain_subset is not None:
             dataset = Subset(dataset, self._pretrain_subset.tolist())
         n = len(dataset)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if self._pretrain_subset is None and n < self.batch_size * world:  # a DnC expert's subset may be: it is sized so
+            warnings.warn(f"{type(self).__name__}: batch_size={self.batch_size} (x {world} process(es)) is larger than the "
+                          f"pre-training set ({n} images): each epoch is one batch of {n}; pass --data.batch_size "
+                          f"{max(1, n // (8 * world))} or so for several steps per epoch", stacklevel=2)
         return self._loader(dataset, self.batch_size, True, drop_last=n > self.batch_size)
 
     def val_dataloader(self) -> DataLoader | list:

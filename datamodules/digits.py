@@ -34,6 +34,7 @@ def load_digits_arrays(test_fraction: float = 0.3, split_seed: int = 0) -> Sourc
 
 
 DEFAULT_BATCH_SIZE = 64  # 494 images at ratio 0.1: 7 steps per epoch (drop_last)
+DEFAULT_RECIPE = "small_gray"  # views for 16 px grey images (docs/methods.md §0.5)
 
 
 class DigitsLT(InMemoryLTDataModule):
@@ -60,7 +61,7 @@ class DigitsLT(InMemoryLTDataModule):
     )
 
     def __init__(self, imbalance_ratio: float = 0.1, image_size: int | None = 16, batch_size: int | None = None,
-                 **kwargs: Any) -> None:
+                 recipe: str | None = None, **kwargs: Any) -> None:
         """
         Args:
             imbalance_ratio: n_min / n_max; 0.1 by default because 122 images at the head leave
@@ -68,13 +69,19 @@ class DigitsLT(InMemoryLTDataModule):
             image_size: side of views and eval images (the source is 8×8).
             batch_size: pre-training batch size per process; default (unset) 64, sized to the
                 set: 7 optimiser steps per epoch of the 494 images at ratio 0.1, where the base's
-                256 would be a single step per epoch (README "Recipes"). The value used is
-                recorded in the hyper-parameters.
+                256 would be a single step per epoch (README "Recipes").
+            recipe: augmentation recipe of the views; default (unset) ``small_gray``, the recipe
+                for 16 px grey images (docs/methods.md §0.5): SimCLR's 0.08-1 crops are 4.5 px
+                wide at 16 px and its colour jitter does nothing to a grey image.
             **kwargs: profile, view and loader options of :class:`InMemoryLTDataModule`.
+
+        The values used for unset options are recorded in the hyper-parameters (checkpoints).
         """
-        resolved = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-        super().__init__(imbalance_ratio=imbalance_ratio, image_size=image_size, batch_size=resolved, **kwargs)
-        self._record_resolved(batch_size=resolved)
+        batch = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        views = DEFAULT_RECIPE if recipe is None else recipe
+        super().__init__(imbalance_ratio=imbalance_ratio, image_size=image_size, batch_size=batch, recipe=views,
+                         **kwargs)
+        self._record_resolved(batch_size=batch, recipe=views)
 
     def load_source(self) -> Source:
         return load_digits_arrays()

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 from lightning_ssl.config.errors import UsageError, condense
-
-T = TypeVar("T")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -57,19 +55,25 @@ def parse_jsonargparse(parser: Any, argv: list[str]) -> Any:
 
 def parse_error(message: str) -> str:
     """``--data.batch_size '1.5': expected int or None`` from jsonargparse's multi-line report of a
-    value of the wrong type; other messages as :func:`condense` shortens them."""
-    key = re.match(r'Parser key "([\w.]+)":', message)
-    value = re.search(r"(?:Given value|Got value): (.*)", message)
-    if not (key and value):
+    value of the wrong type (nested keys of ``--model`` / ``--data`` joined); other messages as
+    :func:`condense` shortens them."""
+    keys = list(re.finditer(r'Parser key "([\w.]+)":', message))
+    if not keys:
         return condense(message)
-    subtypes = re.search(r"Subtypes: \[(.*)\]", message)
-    expected = subtypes.group(1) if subtypes else ", ".join(re.findall(r"Expected a (<class '\w+'>|[\w\[\]]+)", message))
+    line_start = message.rfind("\n", 0, keys[-1].start()) + 1
+    indent = keys[-1].start() - line_start
+    inner_lines = []
+    for line in message[keys[-1].end():].splitlines()[1:]:  # the lines indented below the innermost key
+        if len(line) - len(line.lstrip()) <= indent:
+            break
+        inner_lines.append(line)
+    inner = "\n".join(inner_lines)
+    value = re.search(r"(?:Given value|Got value): (.*)", inner)
+    if value is None:
+        return condense(message)
+    subtypes = re.search(r"Subtypes: \[(.*)\]", inner)
+    expected = subtypes.group(1) if subtypes else ", ".join(re.findall(r"Expected a (<class '\w+'>|[\w\[\]]+)", inner))
     names = [re.sub(r"<class '(\w+)'>", r"\1", t.strip()).replace("NoneType", "None") for t in expected.split(", ")]
     kind = " or ".join(n for n in names if n) or "another type"
-    return f"--{key.group(1)} {value.group(1).strip()!r}: expected {kind}"
-
-
-def build(make: Callable[[], T]) -> T:
-    """``make()`` under :func:`user_values`."""
-    with user_values():
-        return make()
+    key = ".".join(k.group(1) for k in keys)
+    return f"--{key} {value.group(1).strip()!r}: expected {kind}"

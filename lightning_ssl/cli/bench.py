@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lightning_ssl.cli import report, sweep
 from lightning_ssl.cli.args import ArgumentParser
+from lightning_ssl.config.errors import UsageError
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "benchmarks" / "default.yaml"
 
@@ -23,6 +24,8 @@ def run(argv: list[str]) -> int:
     p.add_argument("--results", default="results")
     p.add_argument("--work", default="runs/sweeps")
     args, rest = p.parse_known_args(argv)
+    if not Path(args.spec).is_file():
+        raise UsageError(f"--spec {args.spec}: no such sweep spec; pass a YAML spec, e.g. {DEFAULT_SPEC}")
     started = time.perf_counter()
     code = sweep.run([args.spec, "--results", args.results, "--work", args.work, *rest])
     seconds = time.perf_counter() - started

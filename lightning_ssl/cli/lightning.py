@@ -56,7 +56,7 @@ def run_lightning_cli(args: list[str]) -> SSLCLI | None:
     try:
         cli = _build_cli(args)
     except MisconfigurationException as err:  # e.g. --trainer.accelerator gpu on a machine without one
-        raise UsageError(" ".join(str(err).split())) from err
+        raise UsageError(misconfiguration(err)) from err
     except FileNotFoundError as err:  # a dataset that is not on disk: how to get it, in one line
         if isinstance(err, DataInputError) or err.errno is not None:
             raise  # a file-system error, or already one line
@@ -67,6 +67,19 @@ def run_lightning_cli(args: list[str]) -> SSLCLI | None:
     if cli.subcommand == "fit":
         print_summary(cli)
     return cli
+
+
+def misconfiguration(err: Exception) -> str:
+    """Lightning's refusal of a Trainer setting, on one line, with the devices this machine has when
+    it is about them (``No supported gpu backend found!`` names neither the option nor the fix)."""
+    import torch
+
+    text = " ".join(str(err).split())
+    if any(word in text.lower() for word in ("gpu", "cuda", "accelerator", "device", "mps", "tpu")):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        text += (f" (--trainer.accelerator / --trainer.devices: this machine has {count} CUDA GPU(s); pass "
+                 "--trainer.accelerator cpu, or auto to use what there is)")
+    return text
 
 
 def quiet_defaults(args: list[str]) -> list[str]:
@@ -156,7 +169,17 @@ def print_summary(cli: SSLCLI) -> None:
         console.print(table)
     ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or getattr(trainer.checkpoint_callback,
                                                                                   "best_model_path", "")
-    if ckpt:
-        console.print(f"checkpoint: {ckpt}   (lssl probe {ckpt})", soft_wrap=True)
     for logger in trainer.loggers:
         console.print(f"{type(logger).__name__}: {logger.log_dir}", soft_wrap=True)
+    if ckpt:
+        shown = _relative(ckpt)
+        console.print(f"checkpoint: {shown}", soft_wrap=True)
+        console.print(f"next: lssl probe {shown}", soft_wrap=True)
+
+
+def _relative(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it (shorter to copy)."""
+    import os
+
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative

@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         _error(command, one_line(err))
         return 2
     except OSError as err:
-        if debug or err.errno not in FILE_ERRORS:
+        from lightning_ssl.checkpoints import CheckpointWriteError
+
+        if debug or not (err.errno in FILE_ERRORS or isinstance(err, CheckpointWriteError)):
             raise
-        _error(command, file_error(err, command))
+        _error(command, file_error(err, command) if err.errno in FILE_ERRORS else one_line(err))
         return 2
 
 

@@ -121,7 +121,11 @@ def check_options(cfg: Any) -> str:
             raise UsageError(f"--linear_{name} {value} must be > 0; pass e.g. --linear_{name} "
                              f"{dict(epochs=100, steps=500, lr=0.1)[name]} or leave it unset for the recipe's")
     with user_values():
-        make_recipe(cfg.linear_recipe, **{k: v for k, v in options.items() if v is not None})
+        recipe = make_recipe(cfg.linear_recipe, **{k: v for k, v in options.items() if v is not None})
+        if recipe.epochs is not None and recipe.milestones and max(recipe.milestones) >= recipe.epochs:
+            raise UsageError(f"--linear_epochs {recipe.epochs}: the {recipe.name} recipe drops its lr at epochs "
+                             f"{', '.join(map(str, recipe.milestones))}; pass --linear_epochs "
+                             f"{max(recipe.milestones) + 1} or more")
         if cfg.finetune:
             finetune_recipe(cfg.finetune_recipe or "rwsam", epochs=cfg.finetune_epochs,
                             iterations_per_epoch=cfg.get("finetune_iterations"))

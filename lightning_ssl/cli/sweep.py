@@ -92,6 +92,7 @@ def run(argv: list[str]) -> int:
     try:
         spec = load_spec(args.spec)
         runs = expand(spec)
+        check_objects(spec.name, runs)
     except (ValueError, FileNotFoundError) as err:
         print(f"lssl sweep: {err}", file=sys.stderr)
         return 2
@@ -160,16 +161,46 @@ def run(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("lssl sweep: interrupted; finished results are kept, re-run to resume", file=sys.stderr)
         return 130
-    print(summary_line(spec.name, outcome, len(runs) - len(pending), paths))
+    summary = summary_line(spec.name, outcome, len(runs) - len(pending), paths)
     if outcome.signal is not None:  # preempted: not finished, whatever ran before
+        print(summary)
         return 128 + outcome.signal
     if outcome["failed"]:
-        print(f"next: the failed runs' tracebacks are in {paths.results}/<run id>.failed.json; fix and run the same "
-              "command again")
+        print(f"{summary}; next: read <run id>.failed.json there, fix, and run the same command again")
         return 1
-    if outcome["done"] or len(runs) > len(pending):
-        print(f"next: lssl report {args.spec}")
+    print(f"{summary}; next: lssl report {args.spec}" if outcome["done"] or len(runs) > len(pending) else summary)
     return 0
+
+
+def check_objects(name: str, runs: list[Run]) -> None:
+    """Build each distinct datamodule and model of the sweep once, before the first run trains:
+    their ``__init__`` checks every option's range (parsing checks only the types), so a value
+    such as ``imbalance_ratio: 0`` is refused here, naming the run, not after the runs before it."""
+    import json
+
+    import pytorch_lightning as pl
+    from jsonargparse import ArgumentParser as ConfigParser
+
+    from lightning_ssl.config.errors import condense
+    from lightning_ssl.sweep.resolve import instantiate_data
+
+    seen: set[str] = set()
+    for run in runs:
+        for kind in ("data", "model"):
+            config = run.config.get(kind)
+            key = kind + json.dumps(config, sort_keys=True, default=str)
+            if not config or key in seen:
+                continue
+            seen.add(key)
+            try:
+                if kind == "data":
+                    instantiate_data(config)
+                else:
+                    parser = ConfigParser(exit_on_error=False)
+                    parser.add_subclass_arguments(pl.LightningModule, "model")
+                    parser.instantiate_classes(parser.parse_object({"model": config}))
+            except (ValueError, TypeError, argparse.ArgumentError) as err:
+                raise ValueError(f"sweep {name!r}, run {run.axes}: {condense(str(err))}") from None
 
 
 def select(runs: list[Run], selection: list[str]) -> list[Run]:

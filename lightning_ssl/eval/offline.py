@@ -33,7 +33,11 @@ def check_probe_options(available: list[str], probe_sets: list[str], linear_reci
     unknown = sorted(set(probe_sets) - set(available))
     if unknown:
         raise ValueError(f"unknown probe set(s) {unknown}; this datamodule has {available}")
-    make_recipe(linear_recipe, **linear_options)  # a bad recipe or option, by name
+    recipe = make_recipe(linear_recipe, **linear_options)  # a bad recipe or option, by name
+    if recipe.epochs is not None and recipe.milestones and any(not 0 < m < recipe.epochs for m in recipe.milestones):
+        raise ValueError(f"linear probe recipe {recipe.name!r} drops its lr at epochs {list(recipe.milestones)}, not all "
+                         f"within its {recipe.epochs} epochs: give it more than {max(recipe.milestones)} epochs "
+                         "(--linear_epochs) or other milestones")
     if isinstance(knn_k, bool) or not isinstance(knn_k, int) or knn_k < 1:
         raise ValueError(f"knn_k={knn_k!r} must be an integer >= 1 (neighbours of the vote); pass e.g. 200")
     if not (isinstance(knn_temperature, (int, float)) and 0 < knn_temperature < math.inf):

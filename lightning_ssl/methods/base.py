@@ -39,6 +39,7 @@ from lightning_ssl.schedules import cosine_schedule
 Batch = tuple[list[Tensor], Tensor, Tensor]
 NONFINITE = ("raise", "skip", "ignore")
 MAX_WARMUP_SHARE = 0.5  # a warm-up given in epochs takes at most half the run (as DnC's stages, docs/methods.md §6.6)
+WARMUP_EPOCHS = 10.0  # SimCLR App. B.1
 SKIPPED_WARN_SHARE = 0.05  # nonfinite="skip": warn at the end of a fit when more steps than this were skipped
 
 
@@ -144,7 +145,7 @@ class SSLMethod(pl.LightningModule):
         lr: float = 0.3,
         weight_decay: float = 1e-4,
         momentum: float = 0.9,
-        warmup_epochs: float = 10.0,
+        warmup_epochs: float = WARMUP_EPOCHS,
         warmup_fraction: float | None = None,
         final_lr: float = 0.0,
         sam: SAMConfig | None = None,
@@ -163,8 +164,9 @@ class SSLMethod(pl.LightningModule):
             weight_decay: weight decay of conv/linear weights.
             momentum: SGD/LARS momentum.
             warmup_epochs: linear warm-up length (SimCLR App. B.1: 10 epochs), at most half the run:
-                a shorter run (under 20 epochs by default) warms up for half its steps, with a
-                warning, and its checkpoints record the steps used (``lr_schedule``).
+                a run under 20 epochs warms up for half its steps (a value other than the default
+                that is cut so says it in a warning); checkpoints record the steps used
+                (``lr_schedule``).
             warmup_fraction: warm-up as a fraction of the run's optimiser steps instead (overrides
                 ``warmup_epochs``): 10 of SimCLR's 100 epochs is 0.1, and it scales with any run
                 length, e.g. a DnC expert stage shorter than ``warmup_epochs``.
@@ -367,7 +369,8 @@ class SSLMethod(pl.LightningModule):
     def on_train_end(self) -> None:
         """Say so when ``nonfinite="skip"`` dropped a large share of the steps: the run then
         trained on the rest only, and may end near chance without any error."""
-        attempted = int(self.trainer.global_step) + self.skipped_steps if self._trainer is not None else 0
+        # Lightning's step counter runs on over a skipped step (automatic optimisation)
+        attempted = max(int(self.trainer.global_step), self.skipped_steps) if self._trainer is not None else 0
         if self.skipped_steps and attempted and self.skipped_steps / attempted > SKIPPED_WARN_SHARE:
             warnings.warn(f"{type(self).__name__}: {self.skipped_steps} of {attempted} training steps "
                           f"({100 * self.skipped_steps / attempted:.0f} %) had a non-finite loss and were skipped "
@@ -432,8 +435,8 @@ class SSLMethod(pl.LightningModule):
 
     def warmup_steps(self, total: int) -> int:
         """Warm-up steps of a ``total``-step run: ``warmup_fraction`` of it when set, else
-        ``warmup_epochs`` epochs, at most half the run; a warm-up cut to half the run is said in a
-        one-line warning (an option is never changed silently)."""
+        ``warmup_epochs`` epochs, at most half the run (the default: 10 epochs or half the run); a
+        value the user chose that is cut to half the run is said in a one-line warning."""
         hp = self.hparams
         if hp.get("warmup_fraction") is not None:
             return int(round(hp.warmup_fraction * total))
@@ -441,6 +444,8 @@ class SSLMethod(pl.LightningModule):
         cap = int(round(MAX_WARMUP_SHARE * total))
         if asked <= cap:
             return asked
+        if hp.warmup_epochs == WARMUP_EPOCHS:  # the default's documented rule: 10 epochs or half the run
+            return cap
         warnings.warn(f"{type(self).__name__}: warmup_epochs={hp.warmup_epochs:g} is {asked} steps, more than half of "
                       f"this {total}-step run: warming up for {cap} step{'s' if cap != 1 else ''} (half the run); pass --model.warmup_fraction F "
                       "to set the warm-up as a share of the run", stacklevel=1)

@@ -405,6 +405,8 @@ class DnCPipeline:
         if not hasattr(import_class(self.teacher_class), "projector_hidden"):
             raise ValueError(f"teacher_class={self.teacher_class!r} has no projector_hidden(x), the layer DnC "
                              "clusters (§3.2); use lightning_ssl.methods.moclr.MoCLR or add the method")
+        import_class(self.teacher_class)(**self.stage_teacher_kwargs("base"))  # every option checked by its __init__
+        DnC(**self.resolved_student_kwargs())  # the student alone (no teachers yet), checked the same way
         n = self.num_samples()
         if self.num_clusters > n:
             raise ValueError(f"DnC with num_clusters={self.num_clusters} clusters for a pre-training set of "
