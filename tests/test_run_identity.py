@@ -137,3 +137,13 @@ def test_rerun_stale_trains_afresh_instead_of_resuming_the_stale_checkpoint(tmp_
     diag = again["diagnostics"]
     assert 1 < diag["features"]["rankme"] <= diag["features"]["dim"] and "alignment" in diag["embedding"]
     assert diag["rows"] == 494 and diag["loss_trend"]["first"] > 0
+
+
+def test_checkpoint_callback_options_do_not_make_a_result_stale() -> None:
+    run = one({"method": ["SimCLR"]})
+    stored = copy.deepcopy(run.config)
+    stored["trainer"]["callbacks"] = [*(stored["trainer"].get("callbacks") or []), {
+        "class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint", "init_args": {"save_on_train_epoch_end": None}}]
+    assert stale_keys(stored, run.config) == []
+    stored["trainer"]["callbacks"].append({"class_path": "lightning_ssl.eval.callbacks.KNNMonitor"})
+    assert stale_keys(stored, run.config) == ["trainer.callbacks"]

@@ -17,7 +17,7 @@ Lightning upgrade that adds a Trainer argument, or an explicit default leave the
   that code changes and the pair is not updated: bump the version, or, for a change that computes
   the same numbers, record the new fingerprint with the same version;
 * its resolved config differs from the current resolution in a value that is not at its default
-  (:func:`stale_keys`);
+  (:func:`stale_keys`; checkpoint callbacks do not count: saving changes no number);
 * its evaluation or transfer protocol differs.
 
 **A run folder's checkpoints** are resumed only for the identity they were trained for
@@ -123,6 +123,9 @@ def stale_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     option added or removed at its default does not change what the run computes)."""
     defaults = code_defaults(current["model"]["class_path"], current["data"]["class_path"])
     a, b = flatten(stored), flatten(current)
+    for flat in (a, b):
+        if isinstance(flat.get("trainer.callbacks"), list):
+            flat["trainer.callbacks"] = [c for c in flat["trainer.callbacks"] if not _saves_checkpoints(c)]
     out = []
     for key in sorted(set(a) | set(b)):
         if is_launch_key(key):
@@ -137,6 +140,12 @@ def stale_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
                     continue
                 out.append(key)
     return out
+
+
+def _saves_checkpoints(callback: Any) -> bool:
+    """A checkpoint callback: where and when a run saves does not change what it computes."""
+    path = callback.get("class_path", "") if isinstance(callback, dict) else ""
+    return path.rsplit(".", 1)[-1].endswith("ModelCheckpoint")
 
 
 def stale_reason(record: dict[str, Any], run: Any) -> str | None:
