@@ -49,7 +49,10 @@ class TensorBoardPerClassCharts(pl.Callback):
     scalars, logged by the probes."""
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loggers = [lg for lg in trainer.loggers if type(lg).__name__ == "TensorBoardLogger"]
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        # isinstance: `lssl fit` logs with ResumableTensorBoardLogger, a subclass
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not loggers or trainer.sanity_checking or not trainer.is_global_zero:
             return
         import matplotlib.pyplot as plt

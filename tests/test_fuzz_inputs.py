@@ -238,6 +238,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "sweep unknown method": (["sweep", "SPEC:method", "--dry-run"], "SimCRL"),
     "sweep bad data value": (["sweep", "SPEC:ratio", "--dry-run"], "imbalance_ratio=0.0 is outside (0, 1]"),
     "sweep seed -1": (["sweep", "SPEC:seed", "--dry-run"], "a seed is an integer in [0, 2**32 - 1]"),
+    "sweep knn_k 0": (["sweep", "SPEC:knn", "--dry-run"], "knn_k=0 must be an integer >= 1"),
+    "sweep dnc clusters 0": (["sweep", "SPEC:dnc", "--dry-run"], "num_clusters=0 must be >= 1"),
     "sweep select matches nothing": (["sweep", "SPEC", "--select", "method=SwAV"], "matches none of the 2 runs"),
     "sweep select without =": (["sweep", "SPEC", "--select", "SimCLR"], "--select takes axis=value"),
     "sweep max-runs 0": (["sweep", "SPEC", "--max-runs", "0"], "argument --max-runs: 0 is not >= 1"),
@@ -253,7 +255,9 @@ CASES: dict[str, tuple[list[str], str]] = {
 PREPARED = {"SPEC": {}, "SPEC:typo": {"grdi": {"seed": [0]}}, "SPEC:method": {"grid": {"method": ["SimCRL"]}},
             "SPEC:ratio": {"base": {**SPEC["base"], "data": {"class_path": "DigitsLT",
                                                               "init_args": {"imbalance_ratio": 0}}}},
-            "SPEC:seed": {"grid": {"method": ["SimCLR"], "seed": [-1]}}}
+            "SPEC:seed": {"grid": {"method": ["SimCLR"], "seed": [-1]}},
+            "SPEC:knn": {"evaluation": {"knn_k": 0}},
+            "SPEC:dnc": {"grid": {"method": ["DnC"]}, "dnc": {"num_clusters": 0}}}
 
 
 def write_bad_images(folder: Path) -> None:

@@ -186,6 +186,10 @@ def check_objects(name: str, runs: list[Run]) -> None:
 
     seen: set[str] = set()
     for run in runs:
+        try:
+            check_protocols(run)
+        except ValueError as err:
+            raise ValueError(f"sweep {name!r}, run {run.axes}: {err}") from None
         for kind in ("data", "model"):
             config = run.config.get(kind)
             key = kind + json.dumps(config, sort_keys=True, default=str)
@@ -201,6 +205,23 @@ def check_objects(name: str, runs: list[Run]) -> None:
                     parser.instantiate_classes(parser.parse_object({"model": config}))
             except (ValueError, TypeError, argparse.ArgumentError) as err:
                 raise ValueError(f"sweep {name!r}, run {run.axes}: {condense(str(err))}") from None
+
+
+def check_protocols(run: Run) -> None:
+    """The run's evaluation options (kNN, probe recipe) and, for DnC, its pipeline options, with the
+    checks :func:`~lightning_ssl.eval.offline.evaluate_frozen` and ``DnCPipeline`` make (their
+    probe sets and data-dependent checks wait for the data)."""
+    from lightning_ssl.eval.linear import DEFAULT_RECIPE
+    from lightning_ssl.eval.offline import check_probe_options
+
+    ev = dict(run.evaluation or {})
+    check_probe_options([], [], ev.get("linear_recipe", DEFAULT_RECIPE), dict(ev.get("linear_options") or {}),
+                        ev.get("knn_k", 200), ev.get("knn_temperature", 0.1), ev.get("knn_bank", "full"))
+    if run.is_dnc:
+        from lightning_ssl.methods.dnc_pipeline import DnCPipeline
+
+        options = {k: v for k, v in (run.dnc or {}).items() if k != "distill"}
+        DnCPipeline(datamodule=None, work_dir=".", **options)
 
 
 def select(runs: list[Run], selection: list[str]) -> list[Run]:
