@@ -4,7 +4,9 @@ world sizes.
 
 Fixed views per sample (no augmentation) and BatchNorm in eval mode (SyncBatchNorm needs a GPU)
 make both runs see the same global batches; gathered negatives, the gathered MoCo queue, the
-distributed Sinkhorn sums and UOTA's global covariance are what is being checked. MTTV (partners
+distributed Sinkhorn sums and UOTA's global covariance are what is being checked, and the
+per-sample memories gathered by index (BCL's momentum loss, GH's logits and prior), SDCLR's masks
+(re-pruned at the second epoch) and the strengths BCL hands to the datamodule. MTTV (partners
 drawn from the local batch) and DnC (a pipeline of such fits) are not world-size invariant by
 design and are left out.
 """
@@ -19,7 +21,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lightning_ssl.methods import MoCLR, MoCoV2, SimCLR, SimSiam, Supervised, SwAV, UOTASwAV
+from lightning_ssl.methods import (
+    BCLD,
+    SDCLR,
+    MoCLR,
+    MoCoV2,
+    SimCLR,
+    SimSiam,
+    Supervised,
+    SwAV,
+    UOTASwAV,
+)
+from lightning_ssl.methods.gh import GHConfig
+from lightning_ssl.methods.temperature import TemperatureSchedule
 
 N, B = 32, 8  # 32 samples; batch 16 on one process = 8 per rank on two
 
@@ -54,6 +68,26 @@ class Interleaved(Sampler):
         return N // self._rank_world()[1]
 
 
+class FixedViewsData(pl.LightningDataModule):
+    """The loader above as a datamodule with the two methods of the batch contract that the memories
+    use (``pretrain_eval_dataloader`` for their size, ``set_sample_augmentation`` for BCL's strengths,
+    recorded: the views are fixed)."""
+
+    def __init__(self, devices: int) -> None:
+        super().__init__()
+        self.devices = devices
+        self.strengths: list[torch.Tensor] = []
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(FixedViews(), batch_size=2 * B // self.devices, sampler=Interleaved(), drop_last=True)
+
+    def pretrain_eval_dataloader(self) -> DataLoader:
+        return DataLoader(FixedViews(), batch_size=B)
+
+    def set_sample_augmentation(self, num_ops: int, magnitude: torch.Tensor, probability: torch.Tensor) -> None:
+        self.strengths.append(torch.stack([magnitude, probability]))
+
+
 class FrozenBNAndSave(pl.Callback):
     def __init__(self, out: Path) -> None:
         self.out = out
@@ -79,18 +113,27 @@ METHODS = {
     "UOTA": lambda: UOTASwAV(proj_hidden_dim=16, proj_output_dim=8, num_prototypes=5, num_small_views=2,
                              freeze_prototypes_steps=0, uota_start_epoch=0, **SMALL),
     "Supervised": lambda: Supervised(num_classes=4, **SMALL),
+    "SDCLR": lambda: SDCLR(proj_hidden_dim=16, proj_output_dim=8, **SMALL),
+    "BCL-D": lambda: BCLD(proj_hidden_dim=16, proj_output_dim=8, **SMALL),
+    "SimCLR+GH+TS": lambda: SimCLR(proj_hidden_dim=16, proj_output_dim=8, **SMALL,
+                                   gh=GHConfig(num_anchors=6, warmup_epochs=1, ramp_epochs=1, prior_every=1,
+                                               iterations=30),
+                                   temperature_schedule=TemperatureSchedule(0.1, 1.0, period_epochs=4)),
 }
+# methods whose state changes at an epoch boundary run two epochs of 2 steps (re-pruning, BCL's
+# weights, GH's prior and weight, the temperature of epoch 2)
+STEPS = {"SDCLR": 4, "BCL-D": 4, "SimCLR+GH+TS": 4}
 
 
 def train(method: str, devices: int, out: Path) -> dict[str, torch.Tensor]:
     pl.seed_everything(0)
     model = METHODS[method]()
-    loader = DataLoader(FixedViews(), batch_size=2 * B // devices, sampler=Interleaved(), drop_last=True)
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", devices=devices,
+    data = FixedViewsData(devices)
+    trainer = pl.Trainer(max_steps=STEPS.get(method, 2), accelerator="cpu", devices=devices,
                          strategy="ddp_spawn" if devices > 1 else "auto", logger=False, use_distributed_sampler=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[FrozenBNAndSave(out)], default_root_dir=out.parent)
-    trainer.fit(model, loader)
+    trainer.fit(model, datamodule=data)
     return torch.load(out)
 
 

@@ -26,6 +26,10 @@ METHODS = {
     "SimCLR": ["--model.sam", '{"rho": 0.05, "weights": "label_exp"}', "--model.proj_hidden_dim", "32"],
     "MoCoV2": ["--model.sam", '{"rho": 0.5, "adaptive": true}', "--model.queue_size", "64",
                "--model.proj_hidden_dim", "32"],
+    "SDCLR": ["--model.proj_hidden_dim", "32", "--model.proj_output_dim", "16"],
+    "BCL": ["--model.base", "sdclr"],
+    "BCLI": ["--model.proj_hidden_dim", "32", "--model.gh", '{"num_anchors": 10, "warmup_epochs": 0, "iterations": 20}',
+             "--model.temperature_schedule", '{"period_epochs": 2}'],
 }
 
 

@@ -21,19 +21,27 @@ def simplex_etf(num_anchors: int, dim: int, seed: int = 0) -> torch.Tensor:
     """The geometric uniform structure: ``K`` unit vectors in ``R^d`` with every pairwise cosine
     ``-1/(K-1)`` (a simplex equiangular tight frame), as the official ``target/gen_target.py`` builds it:
     ``M = sqrt(K/(K-1)) (I_K - 1 1^T / K) U`` with ``U`` the orthonormal-row polar factor of a
-    Gaussian ``K x d`` matrix. Needs ``K <= d + 1``. The official file has no seed; any rotation of an
-    ETF is an ETF, so ``seed`` only fixes which one (float64, returned as float32)."""
+    Gaussian ``K x d`` matrix. Needs ``K <= d``: the official assert allows ``K = d + 1``, but then the
+    polar factor has orthonormal columns, not rows, and the result is not an ETF (docs/methods.md §15.6).
+    The official file has no seed; any rotation of an ETF is an ETF, so ``seed`` only fixes which
+    one (float64, returned as float32)."""
     if num_anchors < 2:
         raise ValueError(f"num_anchors={num_anchors}: a simplex needs at least 2 anchors")
-    if num_anchors > dim + 1:
-        raise ValueError(f"num_anchors={num_anchors} anchors do not fit a simplex in {dim} dimensions (need "
-                         f"num_anchors <= proj_output_dim + 1 = {dim + 1}): lower gh.num_anchors or raise proj_output_dim")
+    if num_anchors > dim:
+        raise ValueError(f"num_anchors={num_anchors} anchors: the official construction gives a simplex only for "
+                         f"num_anchors <= proj_output_dim = {dim}: lower gh.num_anchors or raise proj_output_dim")
     g = torch.Generator().manual_seed(seed)
-    a = torch.randn(num_anchors, dim, generator=g, dtype=torch.float64)
-    left, _, right_t = torch.linalg.svd(a, full_matrices=False)
-    u = left @ right_t  # the polar factor: rows orthonormal
-    centre = torch.eye(num_anchors, dtype=torch.float64) - 1.0 / num_anchors
-    return (math.sqrt(num_anchors / (num_anchors - 1)) * centre @ u).float()
+    return etf_from_gaussian(torch.randn(num_anchors, dim, generator=g, dtype=torch.float64)).float()
+
+
+def etf_from_gaussian(a: torch.Tensor) -> torch.Tensor:
+    """``sqrt(K/(K-1)) (I - 1 1^T / K) U`` for the polar factor ``U`` of ``a`` (``K x d``, ``K <= d``):
+    ``a = U P`` with ``U`` of orthonormal rows, i.e. ``U = L R^T`` from ``a = L S R^T``."""
+    k = a.shape[0]
+    left, _, right_t = torch.linalg.svd(a.double(), full_matrices=False)
+    u = left @ right_t
+    centre = torch.eye(k, dtype=torch.float64) - 1.0 / k
+    return math.sqrt(k / (k - 1)) * centre @ u
 
 
 def gh_logits(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ RandAugment strengths it sets in the datamodule's batched view path
 from __future__ import annotations
 
 import inspect
+import os
 import zlib
 from typing import Any
 
@@ -128,12 +129,12 @@ class BCL(SSLMethod, metaclass=_ChooseBase):
             self.loss_memory.resize(n)
             self.aug_weight = torch.zeros(n, device=self.aug_weight.device)
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        state = checkpoint.get("state_dict", {})
-        self.loss_memory.resize_for(state, "loss_memory.")
-        if "aug_weight" in state:
-            self.aug_weight = torch.zeros_like(state["aug_weight"], device=self.aug_weight.device)
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """The weights' size is the pre-training set's (known only when a fit starts): take the stored one."""
+        stored = state_dict.get(f"{prefix}aug_weight")
+        if stored is not None and stored.shape != self.aug_weight.shape:
+            self.aug_weight = torch.zeros_like(stored, device=self.aug_weight.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- memory -> weights -> augmentation strength --------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -142,7 +143,8 @@ class BCL(SSLMethod, metaclass=_ChooseBase):
         super().on_train_epoch_start()
         epoch = self.current_epoch
         if int(self.strength_seed) < 0:  # fixed once per run (seed_everything's), the same on every rank
-            seed = torch.tensor([torch.initial_seed() % 2**31], device=self.strength_seed.device)
+            seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed() % 2**31))
+            seed = torch.tensor([seed], device=self.strength_seed.device)
             self.strength_seed.fill_(int(distributed.broadcast(seed)[0]))
         if int(self.weight_epoch) != epoch:
             self.aug_weight = momentum_weights(self.loss_memory.values, self.loss_memory.seen).float()

@@ -24,7 +24,7 @@ class GHConfig:
 
     Args:
         num_anchors: K, anchors of the simplex target (``--target_dim 100`` for every dataset; needs
-            ``K <= proj_output_dim + 1``).
+            ``K <= proj_output_dim``).
         epsilon: Sinkhorn's entropy regularisation (``GHLoss(0.05, ...)``).
         iterations: Sinkhorn iterations (``--sinkhorn_iter 300``).
         gamma: temperature of the softmax the codes are predicted with (0.1 in ``GHLoss.loss``).

@@ -121,8 +121,3 @@ class SimCLR(ScheduledTemperature, SSLMethod):
         super().after_optimizer_step()
         if self.gh is not None:
             self.gh.after_step(self.current_epoch)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        if self.gh is not None:  # the memory's size is the pre-training set's, known only when fitting
-            self.gh.memory.resize_for(checkpoint.get("state_dict", {}), "gh.memory.")

@@ -60,11 +60,13 @@ class PerSampleMemory(nn.Module):
             self.values = torch.zeros(self._shape(n), device=self.values.device)
             self.seen = torch.zeros(n, dtype=torch.bool, device=self.seen.device)
 
-    def resize_for(self, state_dict: dict[str, Tensor], prefix: str) -> None:
-        """Match the size stored under ``prefix`` in a checkpoint's ``state_dict`` (before it loads)."""
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Take the size of the memory being loaded: it is the pre-training set's, known only when a
+        fit starts (``load_from_checkpoint``, a resume, or DDP-spawn's copy back to the main process)."""
         stored = state_dict.get(f"{prefix}seen")
-        if stored is not None:
+        if stored is not None and stored.shape[0] != len(self):
             self.resize(int(stored.shape[0]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def update(self, index: Tensor, values: Tensor, beta: float) -> None:
