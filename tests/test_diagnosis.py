@@ -68,3 +68,18 @@ def test_diagnostics_table_has_a_row_per_group() -> None:
     assert table.count("\n") == 4  # header, rule, RandomInit, RawPixels, SimCLR
     assert "| SimCLR | dataset=D | 2 | 60.0 / 128 | 30.0 / 64 | 0.40 | -3.00 | 0.80 | 0.1 % |" in table
     assert diagnostics_table([{"axes": {"method": "x"}, "metrics": {}}]) == ""
+
+
+def test_headline_marks_missing_seeds_and_rows_not_run() -> None:
+    from lightning_ssl.sweep.diagnosis import headline_table
+
+    records = floors() + [rec("SimCLR", 0, 0.85)]
+    key_simclr = (("dataset", "D"), ("method", "SimCLR"))
+    key_moco = (("dataset", "D"), ("method", "MoCo"))
+    table = headline_table(records, METRIC, expected={key_simclr: 3, key_moco: 3})
+    lines = table.splitlines()
+    assert lines[0].startswith("| method | setting | seeds | linear_full/acc_top1 | knn_k200_t0.1/acc_top1 |")
+    assert lines[2].startswith("| RawPixels |") and lines[3].startswith("| RandomInit |")
+    assert "| SimCLR | dataset=D | 1/3 | 85.00 | 85.00 |" in table and table.rstrip().endswith("| finding |")
+    assert "| MoCo | dataset=D | 0/3 | – | – | – |  |  | not run yet |" in table
+    assert diagnosis_lines(floors(), METRIC) == ["- no method has finished a run yet"]

@@ -33,6 +33,7 @@ from lightning_ssl.sweep.report import (
     fmt,
     markdown_table,
     mean_std,
+    replicate,
 )
 
 COLLAPSED_RANK = 0.10  # features RankMe / dim below this: dimensional collapse
@@ -108,9 +109,9 @@ def diagnosis_lines(records: list[dict[str, Any]], metric: str) -> list[str]:
             margin = "; ".join(f"{fmt(*entry[f])} points vs {f}" for f in FLOORS if f in entry)
             lines.append(f"- **{axes.get('method')}** ({_where(axes)}) misses {' and '.join(missed)} on {m} ({margin}): "
                          + "; ".join(causes(groups[key], m)))
-    if not lines:
+    if not lines and any(dict(k).get("method") not in FLOORS for k in groups):
         lines.append(f"- every method beats both floors on {' and '.join(metrics)}")
-    return lines
+    return lines or ["- no method has finished a run yet"]
 
 
 def ranking_lines(records: list[dict[str, Any]], metric: str) -> list[str]:
@@ -173,3 +174,56 @@ def diagnostics_table(records: list[dict[str, Any]]) -> str:
                      num(d["embedding_std"] if math.isfinite(d["embedding_std"]) else d["features_std"]),
                      num(100 * d["fall"], 1, " %")])
     return markdown_table(header, body)
+
+
+def headline_table(records: list[dict[str, Any]], metric: str, expected: dict[tuple, int] | None = None) -> str:
+    """The README's compact table: per method row, the seeds done, ``metric`` and the kNN top-1 (mean ±
+    sample std), the few-group accuracy of ``metric``'s probe, the margins over both floors on
+    ``metric`` and the verdict (``finding``, or what it misses). ``expected`` (group key -> seeds
+    planned) marks rows still running as ``n/N seeds``."""
+    knn = knn_metric(records)
+    probe = metric.rsplit("/", 1)[0]
+    margins = floor_margins(records, metric)
+    knn_margins = floor_margins(records, knn) if knn else {}
+    header = ["method", "setting", "seeds", metric, knn or "kNN", f"{probe} few", "− RawPixels", "− RandomInit", "verdict"]
+    body = []
+    groups = _by_group(records)
+    for key in sorted(set(groups) | set(expected or {}), key=lambda k: (_floor_first(k), str(k))):
+        axes, members = dict(key), groups.get(key, [])
+        if not members:
+            body.append([str(axes.get("method")), _where(axes), f"0/{expected[key]}", *["–"] * 3, "", "",
+                         "not run yet"])
+            continue
+
+        few = next((k for r in members for k in r.get("metrics", {}) if k.startswith(probe + "/") and k.endswith("/acc_few")), "")
+        entry, knn_entry = margins.get(key, {}), knn_margins.get(key, {})
+        seeds = str(len({replicate(r) for r in members}))
+        if expected and key in expected and expected[key] > int(seeds):
+            seeds = f"{seeds}/{expected[key]}"
+        body.append([str(axes.get("method")), _where(axes), seeds, _stat(members, metric),
+                     _stat(members, knn) if knn else "–", _stat(members, few) if few else "–",
+                     fmt(*entry["RawPixels"]) if "RawPixels" in entry else "",
+                     fmt(*entry["RandomInit"]) if "RandomInit" in entry else "",
+                     "" if axes.get("method") in FLOORS else _verdict(entry, knn_entry)])
+    return markdown_table(header, body)
+
+
+def _stat(members: list[dict[str, Any]], name: str) -> str:
+    values = [r["metrics"][name] for r in members if name in r.get("metrics", {})]
+    return fmt(*mean_std(values)) if values else "–"
+
+
+def _floor_first(key: tuple) -> int:
+    method = dict(key).get("method")
+    return FLOORS.index(method) if method in FLOORS else len(FLOORS)
+
+
+def _verdict(entry: dict[str, Any], knn_entry: dict[str, Any]) -> str:
+    missed = []
+    if entry.get("clear") is False:
+        missed.append("RandomInit")
+    if "RawPixels" in entry and entry["RawPixels"][0] <= 0:
+        missed.append("RawPixels (linear)")
+    if "RawPixels" in knn_entry and knn_entry["RawPixels"][0] <= 0:
+        missed.append("RawPixels (kNN)")
+    return "finding" if not missed else "misses " + ", ".join(missed)

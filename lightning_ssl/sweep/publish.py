@@ -15,6 +15,7 @@ from lightning_ssl.sweep.diagnosis import (
     UNSTABLE_STD,
     diagnosis_lines,
     diagnostics_table,
+    headline_table,
     ranking_lines,
 )
 from lightning_ssl.sweep.plots import write_plots
@@ -23,21 +24,33 @@ from lightning_ssl.sweep.report import (
     DEFAULT_METRIC,
     check_rows,
     floor_notes,
+    group_key,
     main_table,
     per_class_gap_table,
+    replicate,
     robustness_tables,
     setting_lines,
 )
 
 
+def planned_seeds(runs: list[Any]) -> dict[tuple, int]:
+    """Seeds (replicates) a spec plans per run group, from its expanded runs."""
+    counts: dict[tuple, set] = {}
+    for run in runs:
+        record = {"axes": run.axes}
+        counts.setdefault(group_key(record), set()).add(replicate(record))
+    return {k: len(v) for k, v in counts.items()}
+
+
 def write_report(records: list[dict[str, Any]], out_dir: str | Path, title: str = "sweep",
                  metric: str = DEFAULT_METRIC, plots: bool = True, skipped: list[str] | None = None,
-                 published: Any = None) -> dict[str, Path]:
+                 published: Any = None, expected: dict[tuple, int] | None = None) -> dict[str, Path]:
     """Write ``report.md``, ``summary.csv``, ``robustness.csv`` (when there are balanced twins) and
     the PNG plots into ``out_dir``; returns the written paths by name. ``skipped`` lines (results
     left out, and why) are listed in the report; duplicates of a replicate are added to them.
     ``published``: the spec's ``report.published`` entries, shown beside the measured numbers
-    (``published.csv``, :mod:`lightning_ssl.sweep.published`)."""
+    (``published.csv``, :mod:`lightning_ssl.sweep.published`). ``expected``: seeds planned per run
+    group (:func:`planned_seeds`), so that rows still running say ``n/N seeds``."""
     from lightning_ssl.io import atomic_write_text
 
     skipped = list(skipped or [])
@@ -54,7 +67,7 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path, title: str 
     if skipped:
         parts.append(f"- skipped {len(skipped)} result(s):")
         parts += [f"  - {line}" for line in skipped]
-    parts += ["", "## Results", "", md, ""]
+    parts += ["", "## Headline", "", headline_table(records, metric, expected), "", "## Results", "", md, ""]
     pub_md, pub_csv, pub_notes = published_table(records, parse_published(published))
     if pub_md:
         parts += ["## Published numbers beside ours", "", pub_md, "", *pub_notes, ""]
