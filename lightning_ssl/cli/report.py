@@ -102,6 +102,17 @@ def log_to_wandb(project: str, title: str, written: dict[str, Path]) -> None:
     run.finish()
 
 
+def expected_of(source: str) -> dict[tuple, int] | None:
+    """Seeds a spec plans per run group (``None`` for a folder): unfinished rows say ``n/N``."""
+    path = Path(source)
+    if path.suffix not in (".yaml", ".yml") or path.is_dir():
+        return None
+    from lightning_ssl.sweep.publish import planned_seeds
+    from lightning_ssl.sweep.spec import expand, load_spec
+
+    return planned_seeds(expand(load_spec(path), validate=False))
+
+
 def run(argv: list[str]) -> int:
     """Entry point of ``lssl report``; prints the Markdown report."""
     args = build_parser().parse_args(argv)
@@ -110,7 +121,8 @@ def run(argv: list[str]) -> int:
         skipped: list[str] = []
         records = select(load_results(folder, skipped), args.source, args.sweep, skipped)
         written = write_report(records, args.out or folder, title, args.metric or metric or DEFAULT_METRIC,
-                               plots=not args.no_plots, skipped=skipped, published=published_of(args.source))
+                               plots=not args.no_plots, skipped=skipped, published=published_of(args.source),
+                               expected=expected_of(args.source))
         if skipped:
             print(f"lssl report: skipped {len(skipped)} result(s) (listed in {written['report.md']})", file=sys.stderr)
     except (ValueError, FileNotFoundError) as err:
