@@ -147,3 +147,14 @@ def test_checkpoint_callback_options_do_not_make_a_result_stale() -> None:
     assert stale_keys(stored, run.config) == []
     stored["trainer"]["callbacks"].append({"class_path": "lightning_ssl.eval.callbacks.KNNMonitor"})
     assert stale_keys(stored, run.config) == ["trainer.callbacks"]
+
+
+def test_a_method_version_makes_only_that_methods_results_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_ssl.sweep import identity
+
+    simclr = one({"method": ["SimCLR"]})
+    monkeypatch.setattr(identity, "METHOD_VERSIONS", {"SimCLR": 3})
+    assert "SimCLR version 0, the current code is version 3" in stale_reason(record_of(simclr), simclr)
+    assert stale_reason(record_of(simclr, method_version=3), simclr) is None
+    moco = one({"method": ["MoCoV2"]})
+    assert stale_reason(record_of(moco), moco) is None  # another method's results stay current

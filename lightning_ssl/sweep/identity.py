@@ -11,7 +11,8 @@ Lightning upgrade that adds a Trainer argument, or an explicit default leave the
 
 * it was computed by another :data:`COMPUTE_VERSION`; the version is bumped whenever a change of
   the code changes what a run computes without changing its config (the probe's algorithm, a
-  loss, an augmentation, a default). ``tests/test_compute_version.py`` holds the fingerprint of the
+  loss, an augmentation, a default), or, when the change alters one method's numbers only, that
+  method's entry in :data:`METHOD_VERSIONS`. ``tests/test_compute_version.py`` holds the fingerprint of the
   computing code (:func:`compute_fingerprint`: the syntax trees of the packages that produce
   numbers, without docstrings, comments and formatting) recorded with the version, and fails when
   that code changes and the pair is not updated: bump the version, or, for a change that computes
@@ -35,6 +36,10 @@ from lightning_ssl.config.registry import dataset_classes, import_class
 from lightning_ssl.io import canonical_json, digest
 
 COMPUTE_VERSION = 2
+# a change that alters the numbers of one method only bumps that method's version (DnC 1: the
+# distillation loss divided by the head's output width, docs/methods.md §6.4), so the stored
+# results of every other method stay current
+METHOD_VERSIONS = {"DnC": 1}
 # what a run executes on, and how it is launched and resumed: not part of what it computes
 NOT_HASHED_TRAINER = ("logger", "default_root_dir", "enable_progress_bar", "enable_model_summary", "devices",
                       "num_nodes", "accelerator", "strategy")
@@ -148,12 +153,28 @@ def _saves_checkpoints(callback: Any) -> bool:
     return path.rsplit(".", 1)[-1].endswith("ModelCheckpoint")
 
 
+def method_key(run: Any) -> str:
+    """The key of ``run``'s method in :data:`METHOD_VERSIONS`: ``DnC`` for the DnC pipeline, else the
+    trained class's name."""
+    if getattr(run, "dnc", None) is not None:
+        return "DnC"
+    return str(((run.config or {}).get("model") or {}).get("class_path", "")).rsplit(".", 1)[-1]
+
+
+def method_version(run: Any) -> int:
+    """The version of ``run``'s method (0 for a method never bumped)."""
+    return METHOD_VERSIONS.get(method_key(run), 0)
+
+
 def stale_reason(record: dict[str, Any], run: Any) -> str | None:
     """Why a stored result is not what the current code would compute for ``run`` (a
     :class:`~lightning_ssl.sweep.spec.Run`); ``None``: it is."""
     version = record.get("compute_version", 1)
     if version != COMPUTE_VERSION:
         return f"computed by code version {version}, the current code is version {COMPUTE_VERSION}"
+    if record.get("method_version", 0) != method_version(run):
+        return (f"computed by {method_key(run)} version {record.get('method_version', 0)}, the current code is "
+                f"version {method_version(run)}")
     keys = stale_keys(record.get("config") or {}, run.config)
     if keys:
         return f"config differs in {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
@@ -166,7 +187,8 @@ def stale_reason(record: dict[str, Any], run: Any) -> str | None:
 def training_identity(run: Any) -> dict[str, Any]:
     """What the checkpoints of a run folder were trained for: a checkpoint of another identity
     (an older code version, another config) is never resumed."""
-    return {"compute_version": COMPUTE_VERSION, "config": run.config, "dnc": run.dnc}
+    return {"compute_version": COMPUTE_VERSION, "method_version": method_version(run), "config": run.config,
+            "dnc": run.dnc}
 
 
 def _tree_without_docstrings(source: str) -> str:

@@ -31,7 +31,12 @@ from lightning_ssl.eval.diagnostics import (
 )
 from lightning_ssl.io import atomic_write_json, canonical_json
 from lightning_ssl.sweep import environment
-from lightning_ssl.sweep.identity import COMPUTE_VERSION, stale_reason, training_identity
+from lightning_ssl.sweep.identity import (
+    COMPUTE_VERSION,
+    method_version,
+    stale_reason,
+    training_identity,
+)
 from lightning_ssl.sweep.lock import RunLock, is_stale
 from lightning_ssl.sweep.spec import Run, SweepSpec
 
@@ -249,7 +254,8 @@ def execute(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dic
     diagnostics["loss_trend"] = loss_trend(monitor.losses) if monitor is not None else None
     train["eval_seconds"] = time.perf_counter() - eval_started
     return {
-        "schema": SCHEMA, "compute_version": COMPUTE_VERSION, "sweep": spec.name, "reference": run.reference,
+        "schema": SCHEMA, "compute_version": COMPUTE_VERSION, "method_version": method_version(run),
+        "sweep": spec.name, "reference": run.reference,
         "settings": run.settings, "run_id": run.run_id, "method": run.method, "dataset": run.dataset,
         "axes": run.axes, "seed": run.seed, "config": run.config, "evaluation_protocol": run.evaluation,
         "transfer_protocol": run.transfer, "dnc": run.dnc,
