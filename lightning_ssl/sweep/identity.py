@@ -187,8 +187,10 @@ def stale_reason(record: dict[str, Any], run: Any) -> str | None:
 def training_identity(run: Any) -> dict[str, Any]:
     """What the checkpoints of a run folder were trained for: a checkpoint of another identity
     (an older code version, another config) is never resumed."""
-    return {"compute_version": COMPUTE_VERSION, "method_version": method_version(run), "config": run.config,
-            "dnc": run.dnc}
+    identity = {"compute_version": COMPUTE_VERSION, "config": run.config, "dnc": run.dnc}
+    if method_version(run):  # absent for a method never bumped: the folders of older runs still match
+        identity["method_version"] = method_version(run)
+    return identity
 
 
 def _tree_without_docstrings(source: str) -> str:
