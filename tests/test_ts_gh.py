@@ -195,16 +195,16 @@ def test_the_weight_ramp_memory_momentum_and_prior_epochs_are_the_official_ones(
     recomputed = []
     for epoch in (10, 498, 499, 500, 518, 519):
         gh.prior.fill_(-1.0)
-        gh.remember(epoch, torch.eye(4)[:3], torch.arange(3))
+        gh.remember(torch.eye(4)[:3], torch.arange(3))
         gh.after_step(epoch)
         recomputed.append(bool((gh.prior >= 0).all()))
     assert recomputed == [False, False, True, False, False, True]  # (e + 1) % 20 == 0 or e + 1 == warm-up
     gh2 = GeometricHarmonization(GHConfig(num_anchors=4), dim=8)
     gh2.memory.resize(2)
     gh2.warmup = 500
-    gh2.remember(0, torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]), torch.tensor([0, 1]))
+    gh2.remember(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]), torch.tensor([0, 1]))
     gh2.after_step(0)
-    gh2.remember(1, torch.tensor([[0, 0, 1.0, 0], [0, 1.0, 0, 0]]), torch.tensor([0, 1]))
+    gh2.remember(torch.tensor([[0, 0, 1.0, 0], [0, 1.0, 0, 0]]), torch.tensor([0, 1]))
     gh2.after_step(1)
     assert gh2.memory.values[0].tolist() == pytest.approx([0.9, 0, 0.1, 0])  # first value, then beta 0.9
 

@@ -104,15 +104,14 @@ class BCL(SSLMethod, metaclass=_ChooseBase):
         self.register_buffer("aug_weight", torch.zeros(0))  # the weights of the current epoch
         self.register_buffer("weight_epoch", torch.tensor(-1, dtype=torch.long))
         self.register_buffer("strength_seed", torch.tensor(-1, dtype=torch.long))
-        self._pending: tuple[int, Tensor, Tensor] | None = None
+        self._pending: tuple[Tensor, Tensor, Tensor] | None = None  # (the batch's index object, losses, index)
         _record_base_defaults(self)
 
     # -- the memory ---------------------------------------------------------------------------------
     def compute_losses(self, batch: Batch) -> LossOutput:
         out = self.contrastive_losses(batch)  # type: ignore[attr-defined]
-        step = self.global_step if self._trainer is not None else 0
-        if self._pending is None or self._pending[0] != step:  # a SAM step's second pass does not overwrite
-            self._pending = (step, out.losses.detach().float().mean(0), batch[2].detach())
+        if self._pending is None or self._pending[0] is not batch[2]:  # a SAM step's second pass keeps the first
+            self._pending = (batch[2], out.losses.detach().float().mean(0), batch[2].detach())
         return self.add_gh(out, batch)  # type: ignore[attr-defined]
 
     def after_optimizer_step(self) -> None:

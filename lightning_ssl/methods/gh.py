@@ -87,7 +87,7 @@ class GeometricHarmonization(nn.Module):
         self.memory = PerSampleMemory(config.num_anchors)
         self.register_buffer("prior", torch.full((config.num_anchors,), 1.0 / config.num_anchors, dtype=torch.float64))
         self.warmup = 0 if _is_fraction(config.warmup_epochs) else int(config.warmup_epochs)
-        self._pending: tuple[int, Tensor, Tensor] | None = None
+        self._pending: tuple[Tensor, Tensor, Tensor] | None = None  # (the batch's index object, t1, index)
 
     def resolve_warmup(self, max_epochs: int | None) -> None:
         """A fractional ``warmup_epochs`` of ``max_epochs`` (when the fit starts)."""
@@ -120,11 +120,12 @@ class GeometricHarmonization(nn.Module):
         c = self.config
         return w * gh_loss(t1, t2, self.prior.float(), c.epsilon, c.iterations, c.gamma), w
 
-    def remember(self, step: int, t1: Tensor, index: Tensor) -> None:
-        """Keep this step's first-view logits for :meth:`after_step` (the first call of a step wins:
-        a SAM step's second pass does not overwrite the unperturbed values)."""
-        if self._pending is None or self._pending[0] != step:
-            self._pending = (step, t1.detach(), index.detach())
+    def remember(self, t1: Tensor, index: Tensor) -> None:
+        """Keep this batch's first-view logits for :meth:`after_step`. The first call for a batch wins
+        (a SAM step's second pass, which gets the same batch, keeps the unperturbed values); a new
+        batch replaces what a skipped step left."""
+        if self._pending is None or self._pending[0] is not index:
+            self._pending = (index, t1.detach(), index.detach())
 
     @torch.no_grad()
     def after_step(self, epoch: int) -> None:

@@ -99,7 +99,7 @@ class SimCLR(ScheduledTemperature, SSLMethod):
         assert out.embeddings is not None
         epoch = self.current_epoch if self._trainer is not None else 0
         t1, t2 = self.gh.logits(out.embeddings[0]), self.gh.logits(out.embeddings[1])
-        self.gh.remember(self.global_step if self._trainer is not None else 0, t1, batch[2])
+        self.gh.remember(t1, batch[2])
         term = self.gh.loss(t1, t2, epoch)
         if term is None:
             return out
