@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,8 @@ def test_user_method_from_readme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     source = readme_method_source()
     assert source.strip() == (ROOT / "examples" / "my_method.py").read_text().strip()
     (tmp_path / "my_module.py").write_text(source)
+    monkeypatch.delitem(sys.modules, "my_module", raising=False)  # another test's my_module may be imported
+    monkeypatch.setattr(sys, "path", list(sys.path))  # lssl appends the cwd: undone after the test
     run = fit(tmp_path, monkeypatch, "--model", "my_module.MyMethod", "--model.proj_dim", "32")
     assert list((tmp_path / "runs").glob("*/checkpoints/last.ckpt"))
     metrics = last_values(run / "metrics.csv")  # the suite's probes ran on the user's method

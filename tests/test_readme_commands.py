@@ -12,6 +12,7 @@ import glob
 import json
 import shlex
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,9 +129,11 @@ def test_dnc_command_runs_with_a_few_lines_per_stage(here: Path, capsys: pytest.
     ("my_method", "cd examples && lssl fit --model my_method.MyMethod --model.backbone resnet18 --data DigitsLT "
                   "--trainer.max_epochs 5"),
 ])
-def test_your_own_module_commands(module: str, command: str, here: Path) -> None:
+def test_your_own_module_commands(module: str, command: str, here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert command in README
     shutil.copy(ROOT / "examples" / f"{module}.py", here / f"{module}.py")  # `cd examples`
+    monkeypatch.delitem(sys.modules, module, raising=False)  # another test may have imported its own
+    monkeypatch.setattr(sys, "path", list(sys.path))  # lssl appends the cwd: undone after the test
     argv = shlex.split(command.split("&&", 1)[1])[1:]
     assert main([*argv, *SHRINK]) == 0
     assert main(["probe", *glob.glob("runs/*/checkpoints/last.ckpt"), "--out", "p.json"]) == 0
