@@ -137,7 +137,9 @@ def wandb_logger_config(project: str, save_dir: str = "runs", run_id: str | None
     if offline:
         print(f"W&B: no credentials found (WANDB_API_KEY or `wandb login`): logging offline to {save_dir}/wandb; "
               f"upload later with `wandb sync {save_dir}/wandb/offline-run-*`")
-    init_args: dict[str, Any] = {"project": project, "save_dir": save_dir, "offline": offline}
+    # absolute: W&B's service process outlives the run and resolves a relative folder against its
+    # own working directory, which is the first run's, not this one's
+    init_args: dict[str, Any] = {"project": project, "save_dir": os.path.abspath(save_dir), "offline": offline}
     if run_id:
         init_args.update({"id": run_id, "resume": "allow"})
     return {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": init_args}

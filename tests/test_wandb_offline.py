@@ -25,7 +25,9 @@ def test_wandb_offline_run_has_config_and_charts(tmp_path: Path, monkeypatch: py
     out = capsys.readouterr().out
     assert out.count("W&B: no credentials found") == 1 and "logging offline" in out
     # the given id names the run, so a resumed run (same id) continues the same W&B run
-    (run_file,) = (tmp_path / "runs" / "wandb").glob("offline-run-*-run0042/run-run0042.wandb")
+    found = sorted((tmp_path / "runs" / "wandb").glob("offline-run-*-run0042/run-run0042.wandb"))
+    assert len(found) == 1, sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    run_file = found[0]
     data = run_file.read_bytes()
     assert b"0.37" in data and b"temperature" in data  # the config
     for key in (b"online_linear/per_class", b"acc_vs_frequency", b"knn_k200_t0.1/thirds/acc_few",
