@@ -30,7 +30,7 @@ import pytorch_lightning as pl
 import throughput as tp  # benchmarks/throughput.py: this folder is the script's sys.path[0]
 import torch
 
-from datamodules.cards import DatasetCard
+from datamodules.dataset_card import DatasetCard
 from datamodules.in_memory import InMemoryLTDataModule, Source
 from lightning_ssl.cluster import available_backends
 

@@ -27,8 +27,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from datamodules.cards import DatasetCard
 from datamodules.checks import check_choice, check_int, check_seed
+from datamodules.dataset_card import DatasetCard
 from datamodules.errors import DataInputError
 from datamodules.groups import class_groups, effective_rule, group_rule_name
 from datamodules.samplers import ResumableSampler

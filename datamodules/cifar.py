@@ -24,10 +24,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from datamodules.cards import DatasetCard
 from datamodules.checks import check_choice
+from datamodules.dataset_card import DatasetCard
 from datamodules.errors import DataInputError, DataNotFoundError
 from datamodules.in_memory import InMemoryLTDataModule, Source, few_shot_indices
+from datamodules.profiles import LongTailProfile
 
 PROTOCOLS = ("ldam", "sdclr")
 
@@ -82,9 +83,8 @@ def load_index_file(path: Path, num_source: int) -> np.ndarray:
     return idx.astype(np.int64)
 
 
-# profile options the sdclr protocol does not read (its split files fix the set), at their defaults
-PROFILE_DEFAULTS = {"profile": "exp", "imbalance_ratio": 0.01, "head_order": "natural", "img_max": None,
-                    "subsample": 1.0}
+# profile options the sdclr protocol does not read (its split files fix the set)
+SDCLR_IGNORES = ("profile", "imbalance_ratio", "head_order", "img_max", "subsample")
 
 
 class _CIFARLT(InMemoryLTDataModule):
@@ -127,7 +127,8 @@ class _CIFARLT(InMemoryLTDataModule):
             raise ValueError(f"sdclr_split={sdclr_split!r} is outside 1..5 (SDCLR released 5 splits); pass e.g. "
                              "--data.sdclr_split 1")
         if protocol == "sdclr":
-            unused = [f"{k}={getattr(self, k)!r}" for k, v in PROFILE_DEFAULTS.items() if getattr(self, k) != v]
+            unused = [f"{k}={getattr(self.long_tail, k)!r}" for k in SDCLR_IGNORES
+                      if getattr(self.long_tail, k) != getattr(LongTailProfile, k)]
             if unused:
                 raise ValueError(f"{', '.join(unused)} shape an LDAM profile, but protocol='sdclr' reads SDCLR's fixed "
                                  "index files: drop them, or pass --data.protocol ldam")
@@ -189,7 +190,7 @@ class _CIFARLT(InMemoryLTDataModule):
     def pretrain_indices(self, labels: np.ndarray) -> np.ndarray:
         if self.protocol == "ldam":
             return super().pretrain_indices(labels)
-        return load_index_file(self.sdclr_file("D_b" if self.balanced_twin else "D_i"), labels.size)
+        return load_index_file(self.sdclr_file("D_b" if self.long_tail.balanced_twin else "D_i"), labels.size)
 
     def probe_indices(self, labels: np.ndarray) -> dict[str, np.ndarray]:
         if self.protocol == "ldam":
@@ -197,7 +198,7 @@ class _CIFARLT(InMemoryLTDataModule):
         pool = load_index_file(self.sdclr_file("trainIdxList"), labels.size)
         sets = {"full": pool, "1pct": load_index_file(self.sdclr_file("S_b"), labels.size)}
         for shots in self.few_shot:
-            sets[f"{shots}shot"] = pool[few_shot_indices(labels[pool], shots, self.seed)]
+            sets[f"{shots}shot"] = pool[few_shot_indices(labels[pool], shots, self.long_tail.seed)]
         return sets
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from datamodules.cards import DatasetCard
+from datamodules.dataset_card import DatasetCard
 from datamodules.in_memory import InMemoryLTDataModule, Source
 
 

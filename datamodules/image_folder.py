@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from datamodules.base import LongTailDataModule, Splits
-from datamodules.cards import DatasetCard
-from datamodules.checks import check_choice, check_load_size
+from datamodules.checks import check_choice, check_load_size, check_seed
+from datamodules.dataset_card import DatasetCard
 from datamodules.errors import DataInputError, DataNotFoundError
 from datamodules.file_datasets import (
     BAD_IMAGES,
@@ -37,10 +37,10 @@ from datamodules.file_datasets import (
 )
 from datamodules.in_memory import few_shot_indices
 from datamodules.list_files import IMAGENET_MEAN, IMAGENET_STD
-from datamodules.profiles import PROFILES, check_profile_options, long_tail_indices
+from datamodules.profiles import PROFILES, LongTailProfile, check_few_shot, long_tail_indices
 
 FOLDER_PROFILES = ("none", *PROFILES)
-DEFAULT_RATIO = 0.01  # imbalance_ratio under a profile, when not given (rho = 100, LDAM's standard)
+DEFAULT_RATIO = LongTailProfile.imbalance_ratio  # under a profile, when not given (rho = 100, LDAM's standard)
 
 
 
@@ -119,11 +119,11 @@ class ImageFolderLT(LongTailDataModule):
         test_root: str | None = None,
         profile: str = "none",
         imbalance_ratio: float | None = None,
-        seed: int = 0,
-        head_order: str = "natural",
-        img_max: float | None = None,
-        subsample: float = 1.0,
-        balanced_twin: bool = False,
+        seed: int = LongTailProfile.seed,
+        head_order: str = LongTailProfile.head_order,
+        img_max: float | None = LongTailProfile.img_max,
+        subsample: float = LongTailProfile.subsample,
+        balanced_twin: bool = LongTailProfile.balanced_twin,
         few_shot: list[int] | None = None,
         load_size: int | None = None,
         bad_images: str = "error",
@@ -152,25 +152,24 @@ class ImageFolderLT(LongTailDataModule):
         """
         super().__init__(**kwargs)
         check_choice("profile", profile, FOLDER_PROFILES)
+        # None with profile "none": the folder as it is; its seed still draws the few-shot sets
+        self.long_tail: LongTailProfile | None = None
         if profile == "none":
             _check_profile_none(imbalance_ratio, head_order, img_max, subsample, balanced_twin)
-        check_profile_options(profile, DEFAULT_RATIO if imbalance_ratio is None else imbalance_ratio, seed,
-                              head_order, img_max, subsample, few_shot, profiles=FOLDER_PROFILES)
+            check_seed("seed", seed)
+        else:
+            ratio = DEFAULT_RATIO if imbalance_ratio is None else imbalance_ratio
+            self.long_tail = LongTailProfile(profile, ratio, seed, head_order, img_max, subsample, balanced_twin)
+        check_few_shot(few_shot)
         check_choice("bad_images", bad_images, BAD_IMAGES)
         self.root = Path(root)
         self.test_root = Path(test_root) if test_root is not None else None
-        self.profile = profile
-        self.imbalance_ratio = DEFAULT_RATIO if imbalance_ratio is None else imbalance_ratio
         self.seed = seed
-        self.head_order = head_order
-        self.img_max = img_max
-        self.subsample = subsample
-        self.balanced_twin = balanced_twin
         self.few_shot = list(few_shot or [])
         self.load_size = check_load_size(load_size, self.image_size)
         self.bad_images = bad_images
-        if profile != "none":
-            self._record_resolved(imbalance_ratio=self.imbalance_ratio)
+        if self.long_tail is not None:
+            self._record_resolved(imbalance_ratio=self.long_tail.imbalance_ratio)
 
     def _scan(self, root: Path, classes: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
         """:func:`scan_class_folders`, then every image decoded once (``bad_images``)."""
@@ -186,20 +185,10 @@ class ImageFolderLT(LongTailDataModule):
         classes, paths, labels = self._scan(self.root)
         self.classes = classes
         num_classes = len(classes)
-        if self.profile == "none":
+        if self.long_tail is None:
             keep = np.arange(labels.size)
         else:
-            keep = long_tail_indices(
-                labels,
-                profile=self.profile,
-                imbalance_ratio=self.imbalance_ratio,
-                seed=self.seed,
-                head_order=self.head_order,
-                img_max=self.img_max,
-                subsample=self.subsample,
-                balanced_twin=self.balanced_twin,
-                num_classes=num_classes,
-            )
+            keep = long_tail_indices(labels, self.long_tail, num_classes=num_classes)
         self.source_indices = keep
 
         def eval_files(p: list[str], t: np.ndarray) -> ImageFiles:

@@ -1,7 +1,7 @@
 """Long-tailed datamodules over small datasets held in memory as uint8 tensors.
 
 A subclass loads its source arrays (:meth:`load_source`); this class applies the long-tail
-profile (:func:`datamodules.profiles.long_tail_indices`) to the training source and builds the
+profile (:class:`datamodules.profiles.LongTailProfile`) to the training source and builds the
 probe sets: ``full`` = the whole balanced training source (the "full balanced training set"
 linear-probe protocol of GH, MTTV and rwSAM; docs/protocols.md §3) and ``{k}shot`` = ``k`` images per
 class drawn from it with a seeded RNG (BCL's 100/50-shot probes).
@@ -17,7 +17,7 @@ import torch
 
 from datamodules.base import LongTailDataModule, Splits
 from datamodules.errors import DataInputError
-from datamodules.profiles import check_profile_options, long_tail_indices
+from datamodules.profiles import LongTailProfile, check_few_shot, long_tail_indices
 from datamodules.tensor_datasets import IndexedImages
 
 
@@ -51,17 +51,19 @@ class InMemoryLTDataModule(LongTailDataModule):
 
     def __init__(
         self,
-        profile: str = "exp",
-        imbalance_ratio: float = 0.01,
-        seed: int = 0,
-        head_order: str = "natural",
-        img_max: float | None = None,
-        subsample: float = 1.0,
-        balanced_twin: bool = False,
+        profile: str = LongTailProfile.profile,
+        imbalance_ratio: float = LongTailProfile.imbalance_ratio,
+        seed: int = LongTailProfile.seed,
+        head_order: str = LongTailProfile.head_order,
+        img_max: float | None = LongTailProfile.img_max,
+        subsample: float = LongTailProfile.subsample,
+        balanced_twin: bool = LongTailProfile.balanced_twin,
         few_shot: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
-        """
+        """The profile options are those of :class:`~datamodules.profiles.LongTailProfile` (with its
+        defaults: LDAM's CIFAR-LT profile).
+
         Args:
             profile: ``exp`` | ``step`` | ``pareto`` | ``balanced`` (LDAM conventions).
             imbalance_ratio: n_min / n_max in (0, 1]; 0.01 is the standard rho = 100.
@@ -75,14 +77,8 @@ class InMemoryLTDataModule(LongTailDataModule):
             **kwargs: view and loader options of :class:`LongTailDataModule`.
         """
         super().__init__(**kwargs)
-        check_profile_options(profile, imbalance_ratio, seed, head_order, img_max, subsample, few_shot)
-        self.profile = profile
-        self.imbalance_ratio = imbalance_ratio
-        self.seed = seed
-        self.head_order = head_order
-        self.img_max = img_max
-        self.subsample = subsample
-        self.balanced_twin = balanced_twin
+        self.long_tail = LongTailProfile(profile, imbalance_ratio, seed, head_order, img_max, subsample, balanced_twin)
+        check_few_shot(few_shot)
         self.few_shot = list(few_shot or [])
 
     def load_source(self) -> Source:
@@ -90,23 +86,13 @@ class InMemoryLTDataModule(LongTailDataModule):
 
     def pretrain_indices(self, labels: np.ndarray) -> np.ndarray:
         """Indices of the pre-training set into the training source."""
-        return long_tail_indices(
-            labels,
-            profile=self.profile,
-            imbalance_ratio=self.imbalance_ratio,
-            seed=self.seed,
-            head_order=self.head_order,
-            img_max=self.img_max,
-            subsample=self.subsample,
-            balanced_twin=self.balanced_twin,
-            num_classes=self.card.num_classes,
-        )
+        return long_tail_indices(labels, self.long_tail, num_classes=self.card.num_classes)
 
     def probe_indices(self, labels: np.ndarray) -> dict[str, np.ndarray]:
         """Probe sets as indices into the training source: ``full`` and the few-shot sets."""
         sets = {"full": np.arange(labels.size)}
         for shots in self.few_shot:
-            sets[f"{shots}shot"] = few_shot_indices(labels, shots, self.seed)
+            sets[f"{shots}shot"] = few_shot_indices(labels, shots, self.long_tail.seed)
         return sets
 
     def build_splits(self) -> Splits:

@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from datamodules.base import LongTailDataModule, Splits
-from datamodules.cards import DatasetCard
 from datamodules.checks import check_load_size
+from datamodules.dataset_card import DatasetCard
 from datamodules.errors import DataInputError, DataNotFoundError
 from datamodules.file_datasets import ImageFiles, check_images
 

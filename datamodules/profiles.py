@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,19 +29,48 @@ PROFILES = ("exp", "step", "pareto", "balanced")
 HEAD_ORDERS = ("natural", "permuted")
 
 
-def check_profile_options(profile: str, imbalance_ratio: float, seed: int, head_order: str,
-                          img_max: float | None, subsample: float, few_shot: Sequence[int] | None = None,
-                          profiles: Sequence[str] = PROFILES) -> None:
-    """The profile options of a datamodule, checked before any data is read (one-line ``ValueError``
-    naming the option, the valid range and the fix). Whether the profile leaves every class at least
-    one image depends on the data: :func:`long_tail_indices` checks that when the set is built."""
-    check_choice("profile", profile, profiles)
-    check_fraction("imbalance_ratio", imbalance_ratio, 0.01,
-                   why="n_min / n_max: 0.01 is a 100:1 imbalance, 1.0 a balanced set")
-    check_seed("seed", seed)
-    check_choice("head_order", head_order, HEAD_ORDERS)
-    check_positive("img_max", img_max, 500, optional=True, why="images of the head class")
-    check_fraction("subsample", subsample, 0.5, why="the share of each class kept")
+@dataclass(frozen=True)
+class LongTailProfile:
+    """How a long-tailed subset is drawn from labelled data: the profile options of every datamodule
+    that builds one (``--data.profile``, ``--data.imbalance_ratio``, ...), held and checked here.
+
+    Made from the datamodule's ``__init__`` arguments (LightningCLI derives the flags from those),
+    and checked then, before any data is read: a bad option is a one-line ``ValueError`` naming it,
+    the valid range and the fix. Whether the profile leaves every class at least one image depends
+    on the data: :func:`long_tail_indices` checks that when the set is built.
+
+    Attributes:
+        profile: ``exp`` | ``step`` | ``pareto`` | ``balanced`` (see :func:`profile_counts`).
+        imbalance_ratio: ``n_min / n_max`` in (0, 1]; 0.01 is the standard rho = 100.
+        seed: seed of the selection stream (LDAM's ``rand_number``, default 0) and of the class order.
+        head_order: ``natural`` (class 0 is the head, as LDAM) or ``permuted`` by ``seed`` (as SDCLR).
+        img_max: size of the head class; default the smallest class size of the source.
+        subsample: keep ``int(n_c * subsample)`` of each class (rwSAM's sampling ratio, Liu et al.
+            ICLR 2022 §3: 0.75, 0.5, 0.25, 0.125).
+        balanced_twin: draw instead a balanced set of the same total size, ``N // C`` per class
+            (rwSAM's control at equal n; SDCLR's ``D_b`` has exactly these sizes).
+    """
+
+    profile: str = "exp"
+    imbalance_ratio: float = 0.01
+    seed: int = 0
+    head_order: str = "natural"
+    img_max: float | None = None
+    subsample: float = 1.0
+    balanced_twin: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice("profile", self.profile, PROFILES)
+        check_fraction("imbalance_ratio", self.imbalance_ratio, 0.01,
+                       why="n_min / n_max: 0.01 is a 100:1 imbalance, 1.0 a balanced set")
+        check_seed("seed", self.seed)
+        check_choice("head_order", self.head_order, HEAD_ORDERS)
+        check_positive("img_max", self.img_max, 500, optional=True, why="images of the head class")
+        check_fraction("subsample", self.subsample, 0.5, why="the share of each class kept")
+
+
+def check_few_shot(few_shot: Sequence[int] | None) -> None:
+    """Shots per class of the few-shot probe sets: each an int >= 1, none listed twice."""
     shots = list(few_shot or [])
     for k in shots:
         check_int("few_shot", k, 1, [100], why="images per class of a few-shot probe set")
@@ -106,29 +136,16 @@ def head_to_tail_order(num_classes: int, head_order: str = "natural", seed: int 
 
 def long_tail_indices(
     labels: Sequence[int] | np.ndarray,
-    profile: str = "exp",
-    imbalance_ratio: float = 0.01,
-    seed: int = 0,
-    head_order: str = "natural",
-    img_max: float | None = None,
-    subsample: float = 1.0,
-    balanced_twin: bool = False,
+    profile: LongTailProfile = LongTailProfile(),
     num_classes: int | None = None,
     num_frequent: int | None = None,
 ) -> np.ndarray:
-    """Indices into ``labels`` of a long-tailed subset (LDAM conventions, see the module docstring).
+    """Indices into ``labels`` of the long-tailed subset ``profile`` draws (LDAM conventions, see
+    the module docstring).
 
     Args:
         labels: class id of every example of the source set (ints in ``[0, num_classes)``).
-        profile: ``exp`` | ``step`` | ``pareto`` | ``balanced`` (see :func:`profile_counts`).
-        imbalance_ratio: ``n_min / n_max`` in (0, 1]; 0.01 is the standard rho = 100.
-        seed: seed of the selection stream (LDAM's ``rand_number``, default 0) and of the class order.
-        head_order: ``natural`` (class 0 is the head, as LDAM) or ``permuted`` by ``seed`` (as SDCLR).
-        img_max: size of the head class; default the smallest class size of the source.
-        subsample: keep ``int(n_c * subsample)`` of each class (rwSAM's sampling ratio, Liu et al.
-            ICLR 2022 §3: 0.75, 0.5, 0.25, 0.125).
-        balanced_twin: return instead a balanced set of the same total size, ``N // C`` per class
-            (rwSAM's control at equal n; SDCLR's ``D_b`` has exactly these sizes).
+        profile: the profile options (:class:`LongTailProfile`; LDAM's CIFAR-LT by default).
         num_classes: default ``max(labels) + 1``.
         num_frequent: number of frequent classes of the ``step`` profile (default ``C // 2``).
 
@@ -136,8 +153,8 @@ def long_tail_indices(
         int64 indices, class blocks in class-id order, each block in shuffled order.
 
     Raises:
-        ValueError: unknown profile/order, ratio outside (0, 1], a class that would be left empty, or
-            a class with fewer examples than the profile asks for.
+        ValueError: a class that would be left empty, or a class with fewer examples than the
+            profile asks for.
     """
     labels = np.asarray(labels, dtype=np.int64)
     if labels.ndim != 1 or labels.size == 0:
@@ -146,20 +163,18 @@ def long_tail_indices(
         raise ValueError(f"labels must be >= 0 (found {labels.min()}); unlabeled data has no profile")
     num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
     available = np.bincount(labels, minlength=num_classes)
-    if img_max is None:
-        img_max = float(available.min())
-    if not 0.0 < subsample <= 1.0:
-        raise ValueError(f"subsample={subsample} is outside (0, 1]")
-    per_rank = profile_counts(num_classes, img_max, profile, imbalance_ratio, num_frequent)
-    order = head_to_tail_order(num_classes, head_order, seed)
+    img_max = float(available.min()) if profile.img_max is None else profile.img_max
+    subsample = profile.subsample
+    per_rank = profile_counts(num_classes, img_max, profile.profile, profile.imbalance_ratio, num_frequent)
+    order = head_to_tail_order(num_classes, profile.head_order, profile.seed)
     counts = np.zeros(num_classes, dtype=np.int64)
     counts[order] = (per_rank * subsample).astype(np.int64)
-    if balanced_twin:
+    if profile.balanced_twin:
         counts[:] = int(counts.sum()) // num_classes
     empty = np.flatnonzero(counts == 0)
     if empty.size:
         raise DataInputError(
-            f"profile {profile!r} with imbalance_ratio={imbalance_ratio}, img_max={img_max:g} and "
+            f"profile {profile.profile!r} with imbalance_ratio={profile.imbalance_ratio}, img_max={img_max:g} and "
             f"subsample={subsample} leaves class(es) {empty.tolist()} empty "
             f"(smallest class size {per_rank.min() * subsample:.2f}): raise --data.imbalance_ratio (to about "
             f"{1.0 / (img_max * subsample):.3g} or more here), --data.img_max or --data.subsample"
@@ -171,7 +186,7 @@ def long_tail_indices(
             f"class {c} has {available[c]} examples but the profile asks for {counts[c]} (img_max={img_max:g}): "
             f"pass --data.img_max {int(available.min())} or less"
         )
-    rng = np.random.RandomState(seed)
+    rng = np.random.RandomState(profile.seed)
     blocks = []
     for c in range(num_classes):
         idx = np.where(labels == c)[0]

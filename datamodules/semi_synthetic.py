@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from datamodules.cards import DatasetCard
+from datamodules.dataset_card import DatasetCard
 from datamodules.in_memory import InMemoryLTDataModule, Source
 from datamodules.profiles import head_to_tail_order
 
@@ -134,7 +134,7 @@ class SemiSyntheticHalves(InMemoryLTDataModule):
     def frequent_classes(self) -> np.ndarray:
         """Class ids carrying their label in ``frequent_half``: the first ``C // 2`` of the head order."""
         c = self.card.num_classes
-        return np.sort(head_to_tail_order(c, self.head_order, self.seed)[: c // 2])
+        return np.sort(head_to_tail_order(c, self.long_tail.head_order, self.long_tail.seed)[: c // 2])
 
     def load_source(self) -> Source:
         if self.source is not None:
@@ -145,8 +145,10 @@ class SemiSyntheticHalves(InMemoryLTDataModule):
             src = CIFAR10LT(root=self.root, download=self.download).load_source()
         frequent = np.zeros(self.card.num_classes, dtype=bool)
         frequent[self.frequent_classes] = True
-        train, _ = compose_halves(src.train_images, src.train_labels, frequent, self.frequent_half, [self.seed, 0])
+        train, _ = compose_halves(src.train_images, src.train_labels, frequent, self.frequent_half,
+                                  [self.long_tail.seed, 0])
         test = None
         if src.test_images is not None and src.test_labels is not None:
-            test, _ = compose_halves(src.test_images, src.test_labels, frequent, self.frequent_half, [self.seed, 1])
+            test, _ = compose_halves(src.test_images, src.test_labels, frequent, self.frequent_half,
+                                     [self.long_tail.seed, 1])
         return Source(train, src.train_labels, test, src.test_labels)

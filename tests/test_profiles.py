@@ -7,7 +7,12 @@ import hashlib
 import numpy as np
 import pytest
 
-from datamodules.profiles import head_to_tail_order, long_tail_indices, profile_counts
+from datamodules.profiles import (
+    LongTailProfile,
+    head_to_tail_order,
+    long_tail_indices,
+    profile_counts,
+)
 
 CIFAR10_R100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 CIFAR10_R50 = [5000, 3237, 2096, 1357, 878, 568, 368, 238, 154, 100]
@@ -54,7 +59,7 @@ def test_pareto_shape() -> None:
 
 def test_selection_follows_counts_and_order() -> None:
     labels = balanced_labels(10, 500)
-    idx = long_tail_indices(labels, "exp", 0.01)
+    idx = long_tail_indices(labels, LongTailProfile("exp", 0.01))
     counts = np.bincount(labels[idx], minlength=10)
     assert counts.tolist() == profile_counts(10, 500.0, "exp", 0.01).tolist()
     assert len(np.unique(idx)) == len(idx)
@@ -66,38 +71,38 @@ def test_permuted_head_order_is_a_seeded_permutation() -> None:
     labels = balanced_labels(10, 500)
     order = head_to_tail_order(10, "permuted", seed=3)
     assert sorted(order.tolist()) == list(range(10)) and order.tolist() != list(range(10))
-    counts = np.bincount(labels[long_tail_indices(labels, head_order="permuted", seed=3)], minlength=10)
+    counts = np.bincount(labels[long_tail_indices(labels, LongTailProfile(head_order="permuted", seed=3))], minlength=10)
     assert counts[order].tolist() == profile_counts(10, 500.0, "exp", 0.01).tolist()
     assert head_to_tail_order(10, "permuted", seed=3).tolist() == order.tolist()
 
 
 def test_subsample_and_balanced_twin() -> None:
     labels = balanced_labels(10, 5000)
-    lt = long_tail_indices(labels, "exp", 0.01, subsample=0.5)
+    lt = long_tail_indices(labels, LongTailProfile("exp", 0.01, subsample=0.5))
     assert np.bincount(labels[lt]).tolist() == [int(c * 0.5) for c in CIFAR10_R100]
-    twin = long_tail_indices(labels, "exp", 0.01, balanced_twin=True)
+    twin = long_tail_indices(labels, LongTailProfile("exp", 0.01, balanced_twin=True))
     assert np.bincount(labels[twin]).tolist() == [12_406 // 10] * 10
 
 
 @pytest.mark.parametrize("ratio", [0.0, -0.1, 1.5])
 def test_ratio_outside_unit_interval_is_refused(ratio: float) -> None:
     with pytest.raises(ValueError, match=r"imbalance_ratio=.* outside \(0, 1\]"):
-        long_tail_indices(balanced_labels(10, 50), "exp", ratio)
+        LongTailProfile("exp", ratio)
 
 
 def test_empty_class_is_refused_with_numbers() -> None:
     with pytest.raises(ValueError, match=r"leaves class\(es\) \[8, 9\] empty"):
-        long_tail_indices(balanced_labels(10, 50), "exp", 0.01)  # 50 * 0.01 ** (8/9) = 0.83 -> 0
+        long_tail_indices(balanced_labels(10, 50), LongTailProfile("exp", 0.01))  # 50 * 0.01 ** (8/9) = 0.83 -> 0
 
 
 def test_unknown_profile_lists_valid_ones() -> None:
     with pytest.raises(ValueError, match="exp, step, pareto, balanced"):
-        long_tail_indices(balanced_labels(10, 50), "zipf")
+        LongTailProfile("zipf")
 
 
 def test_profile_larger_than_class_is_refused() -> None:
     with pytest.raises(ValueError, match="class 0 has 50 examples but the profile asks for 100"):
-        long_tail_indices(balanced_labels(10, 50), "exp", 0.5, img_max=100)
+        long_tail_indices(balanced_labels(10, 50), LongTailProfile("exp", 0.5, img_max=100))
 
 
 LDAM = {
@@ -112,7 +117,7 @@ LDAM = {
 @pytest.mark.parametrize("ratio", [0.01, 0.02, 0.1])
 def test_ldam_indices_match_checksums(shared_data, name: str, ratio: float) -> None:
     labels = np.load(shared_data / "labels" / f"{name}_train_labels.npy")
-    idx = long_tail_indices(labels, "exp", ratio, seed=0)
+    idx = long_tail_indices(labels, LongTailProfile("exp", ratio, seed=0))
     n, first, md5 = LDAM[name][ratio]
     assert len(idx) == n
     first = first or LDAM[name][0.01][1]

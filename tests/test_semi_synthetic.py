@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.cards import DatasetCard
+from datamodules.dataset_card import DatasetCard
 from datamodules.in_memory import InMemoryLTDataModule, Source
 from datamodules.semi_synthetic import SemiSyntheticHalves, compose_halves
 from tests.fixtures import write_cifar10

@@ -9,7 +9,7 @@ from jsonargparse import ArgumentParser
 from rich.console import Console
 from rich.table import Table
 
-import datamodules
+from datamodules.names import datamodule_class, datamodule_classes
 from lightning_ssl.cli.args import parse_jsonargparse, user_values
 from lightning_ssl.config.errors import UsageError
 
@@ -21,9 +21,9 @@ def resolve(name: str) -> type:
     import difflib
 
     try:
-        return datamodules.resolve(name)
+        return datamodule_class(name)
     except ValueError:
-        names = list(datamodules.REGISTRY)
+        names = list(datamodule_classes())
         close = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.5)
         hint = f"did you mean {close[0]}? " if close else ""
         raise UsageError(f"unknown dataset {name!r}; {hint}datasets: {', '.join(names)}") from None
@@ -105,16 +105,16 @@ def png_metadata(path: str) -> dict[str, None]:
 
 def run(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
-        print(f"usage: {USAGE}\ndatasets: {', '.join(datamodules.REGISTRY)}")
+        print(f"usage: {USAGE}\ndatasets: {', '.join(datamodule_classes())}")
         return 0
     if not argv or argv[0] not in ("stats", "card"):
         given = f"{argv[0]!r} is not a data command" if argv else "no data command given"
         raise UsageError(f"{given}; usage: {USAGE}")
     if len(argv) < 2 or argv[1].startswith("-"):
         if len(argv) > 1 and argv[1] in ("-h", "--help"):
-            print(f"usage: {USAGE}\ndatasets: {', '.join(datamodules.REGISTRY)}")
+            print(f"usage: {USAGE}\ndatasets: {', '.join(datamodule_classes())}")
             return 0
-        raise UsageError(f"data {argv[0]}: no dataset named; usage: {USAGE}; datasets: {', '.join(datamodules.REGISTRY)}")
+        raise UsageError(f"data {argv[0]}: no dataset named; usage: {USAGE}; datasets: {', '.join(datamodule_classes())}")
     command, name, rest = argv[0], argv[1], argv[2:]
     console = Console()
     if command == "card":

@@ -8,7 +8,6 @@ network on the probe set instead of a linear head.
 
 from __future__ import annotations
 
-import importlib
 import time
 from pathlib import Path
 from typing import Any
@@ -21,18 +20,13 @@ from rich.table import Table
 from datamodules.base import LongTailDataModule
 from lightning_ssl.cli.args import parse_jsonargparse, user_values
 from lightning_ssl.config.errors import UsageError
-from lightning_ssl.config.registry import expand_short_names, import_all_datamodules
+from lightning_ssl.config.registry import expand_short_names, import_all_datamodules, import_class
 from lightning_ssl.eval.features import feature_dim
 from lightning_ssl.eval.finetune import finetune_and_predict, finetune_recipe
 from lightning_ssl.eval.linear import DEFAULT_RECIPE, RECIPES, make_recipe
 from lightning_ssl.eval.metrics import group_report, per_class_accuracy
 from lightning_ssl.eval.offline import evaluate_frozen
 from lightning_ssl.io import atomic_write_json
-
-
-def _import(path: str) -> type:
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
 
 
 def load_method(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
@@ -49,8 +43,8 @@ def load_method(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
         raise UsageError(f"{path} was not written by lssl fit (no 'method_class' key); pass a checkpoint from "
                          "runs/<run>/checkpoints/")
     try:
-        cls = _import(ckpt["method_class"])
-    except (ImportError, AttributeError) as err:
+        cls = import_class(ckpt["method_class"])
+    except ValueError as err:
         raise UsageError(f"{path} was trained with {ckpt['method_class']}, which does not import here ({err}); run "
                          "lssl probe where that module is importable (e.g. from the folder that holds it)") from None
     if ckpt.get("hyper_parameters") is not None or "model_config" not in ckpt:
@@ -79,7 +73,7 @@ def _checkpoint_file(checkpoint: str | Path) -> Path:
 def datamodule_from_checkpoint(ckpt: dict[str, Any]) -> LongTailDataModule:
     if "datamodule_class" not in ckpt:
         raise ValueError("the checkpoint does not name its datamodule: pass --data CLASS")
-    cls = _import(ckpt["datamodule_class"])
+    cls = import_class(ckpt["datamodule_class"])
     # LightningCLI adds private keys (``_class_path``, ``_instantiator``) to saved hyper-parameters
     args = {k: v for k, v in ckpt.get("datamodule_hyper_parameters", {}).items() if not k.startswith("_")}
     return cls(**args)

@@ -2,7 +2,8 @@
 
 A method is named by its class name (``SimCLR``), in any case (``simclr``), or by a class path
 (``my_package.MyBYOL``: any ``pytorch_lightning.LightningModule``); a dataset by its class name
-(``CIFAR100LT``), its registry name (``cifar100_lt``) or a class path.
+(``CIFAR100LT``), its card's name (``cifar100_lt``) or a class path. Both kinds are found where
+they are defined (:func:`method_classes`, :mod:`datamodules.names`): there is no list to edit.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ import importlib
 import inspect
 import pkgutil
 
-import datamodules
+from datamodules.names import datamodule_classes
 
 
 def import_all_datamodules() -> None:
-    """Import every registered datamodule so that its bare class name resolves in a parser."""
-    for target in datamodules.REGISTRY.values():
-        importlib.import_module(target.split(":")[0])
+    """Import every built-in datamodule so that its bare class name resolves in a parser."""
+    datamodule_classes()
 
 
 def method_classes() -> dict[str, str]:
@@ -37,8 +37,8 @@ def method_classes() -> dict[str, str]:
 
 
 def dataset_classes() -> dict[str, str]:
-    """Registered datamodules: class name -> class path (``datamodules.REGISTRY``)."""
-    return {v.split(":")[1]: v.replace(":", ".") for v in datamodules.REGISTRY.values()}
+    """Registered datamodules (:mod:`datamodules.names`): class name -> class path."""
+    return {cls.__name__: _class_path(cls) for cls in datamodule_classes().values()}
 
 
 def method_path(name: str) -> str:
@@ -55,17 +55,17 @@ def method_path(name: str) -> str:
 
 
 def dataset_path(name: str) -> str:
-    """The class path of a dataset name (class name in any case, or registry name) or the name
-    itself when it is a dotted path; ``ValueError`` naming the valid names otherwise."""
+    """The class path of a dataset name (class name in any case, or card name) or the name itself
+    when it is a dotted path; ``ValueError`` naming the valid names otherwise."""
     if "." in name:
         return name
-    classes = dataset_classes()
-    lookup = {k.lower(): v for k, v in classes.items()}
-    lookup.update({k: v.replace(":", ".") for k, v in datamodules.REGISTRY.items()})
+    registered = datamodule_classes()
+    lookup = {cls.__name__.lower(): _class_path(cls) for cls in registered.values()}
+    lookup.update({card_name: _class_path(cls) for card_name, cls in registered.items()})
     if name.lower() in lookup:
         return lookup[name.lower()]
-    raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(classes))} "
-                     f"(or {', '.join(datamodules.REGISTRY)})")
+    raise ValueError(f"unknown dataset {name!r}; valid datasets: "
+                     f"{', '.join(sorted(cls.__name__ for cls in registered.values()))} (or {', '.join(registered)})")
 
 
 def import_class(path: str) -> type:
@@ -76,6 +76,10 @@ def import_class(path: str) -> type:
     except (ImportError, AttributeError, ValueError) as err:
         raise ValueError(f"cannot import {path!r} ({err}); give module.ClassName importable from the "
                          "working directory or an installed package") from None
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def expand_short_names(argv: list[str], keys: tuple[str, ...] = ("--model", "--data")) -> list[str]:

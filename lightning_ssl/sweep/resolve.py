@@ -1,7 +1,7 @@
 """A run's config through the ``lssl fit`` parser: resolved (defaults filled in) or instantiated.
 
 The same ``SSLCLI`` that ``lssl fit`` uses parses each config, so a sweep accepts exactly what
-``lssl fit`` accepts (docs/design.md: "typed ``__init__`` is the config"; no second schema): any
+``lssl fit`` accepts (docs/design.md §8: "typed ``__init__`` is the config"; no second schema): any
 ``LightningModule`` by class path, and the datamodule's views set from the method's declaration.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import io
 import re
 import warnings
@@ -17,9 +16,15 @@ from typing import Any
 
 from jsonargparse import ArgumentParser
 
+from datamodules.base import LongTailDataModule
 from lightning_ssl.config.cli import SSLCLI
 from lightning_ssl.config.errors import UsageError
-from lightning_ssl.config.registry import dataset_classes, import_all_datamodules
+from lightning_ssl.config.registry import (
+    dataset_classes,
+    import_all_datamodules,
+    import_class,
+    method_classes,
+)
 
 DROPPED = ("config", "wandb")  # parser bookkeeping, and a logging choice that is set per launch
 
@@ -35,8 +40,6 @@ class _ParseOnly(SSLCLI):
 
 
 def _cli(cls: type[SSLCLI], config: dict[str, Any]) -> SSLCLI:
-    from lightning_ssl.config.registry import method_classes
-
     method_classes()  # imports every built-in method so that bare class names resolve
     with warnings.catch_warnings():  # the config is given as a dict on purpose, not from sys.argv
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
@@ -65,10 +68,8 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def accepted_options(class_path: str) -> list[str]:
     """The ``__init__`` options jsonargparse accepts for a class (``**kwargs`` followed to parents)."""
-    module, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(cls, "x")
+    parser.add_class_arguments(import_class(class_path), "x")
     return sorted(parser.get_defaults().as_dict()["x"])
 
 
@@ -88,8 +89,6 @@ def instantiate(config: dict[str, Any]) -> SSLCLI:
 
 
 def _data_parser() -> ArgumentParser:
-    from datamodules.base import LongTailDataModule
-
     import_all_datamodules()
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LongTailDataModule, "data")

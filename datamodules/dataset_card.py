@@ -1,4 +1,4 @@
-"""Dataset cards: what a number in a report was measured on (timm's default-config idea)."""
+"""The dataset card: what a number in a report was measured on (timm's default-config idea)."""
 
 from __future__ import annotations
 
