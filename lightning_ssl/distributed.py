@@ -24,6 +24,12 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def barrier() -> None:
+    """Wait until every rank arrives here; returns at once on one process."""
+    if is_distributed():
+        dist.barrier()
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward returns each rank the gradient of its own slice.
 

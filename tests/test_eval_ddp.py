@@ -20,14 +20,14 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_ssl import distributed as dist
+from lightning_ssl import distributed
 from lightning_ssl.eval import (
     OnlineLinearProbe,
     extract_features,
+    fit_linear_probe,
     group_report,
     knn_predict,
     predict,
-    train_linear_probe,
 )
 
 C, D = 6, 5
@@ -64,10 +64,10 @@ def _model() -> nn.Module:
 
 def _split(t: torch.Tensor, cut: float = 0.6) -> torch.Tensor:
     """This rank's share of a global batch: rank 0 the first 60 %, rank 1 the rest (unequal)."""
-    if dist.world_size() == 1:
+    if distributed.world_size() == 1:
         return t
     k = int(len(t) * cut)
-    return t[:k] if dist.rank() == 0 else t[k:]
+    return t[:k] if distributed.rank() == 0 else t[k:]
 
 
 class _FakeModule:
@@ -94,7 +94,7 @@ def _evaluate() -> dict[str, Any]:
     # one batch for two ranks: rank 1 has nothing and must still join the gathers
     out["tiny"] = extract_features(model, DataLoader(Recording(3, seed=4), batch_size=4))
     out["knn"] = knn_predict(query[0], bank[0], bank[1], C, k=7)
-    layer = train_linear_probe(bank[0], bank[1], C, epochs=20, batch_size=8)
+    layer, _ = fit_linear_probe(bank[0], bank[1], C, epochs=20, batch_size=8)
     out["linear"] = group_report(predict(layer, query[0]), query[1], C, GROUPS, "thirds", "linear")
 
     # Online probe: three global training batches of 10 (two unknown labels), split 6 / 4.
@@ -115,8 +115,8 @@ def _evaluate() -> dict[str, Any]:
     val_feats, val_y = torch.randn(12, 4, generator=g), torch.randint(0, C, (12,), generator=g)
     idx = (
         torch.arange(12)
-        if dist.world_size() == 1
-        else [torch.arange(7), torch.tensor([7, 8, 9, 10, 11, 0])][dist.rank()]
+        if distributed.world_size() == 1
+        else [torch.arange(7), torch.tensor([7, 8, 9, 10, 11, 0])][distributed.rank()]
     )
     probe.on_validation_epoch_start(trainer, _FakeModule())
     for b, part in enumerate(idx.split(4)):

@@ -12,7 +12,7 @@ import torch
 
 from lightning_ssl.eval.features import extract_features
 from lightning_ssl.eval.floors import RawPixels
-from lightning_ssl.eval.linear import RECIPES, _lr_at, fit_linear_probe, predict, train_linear_probe
+from lightning_ssl.eval.linear import PROBE_RECIPES, _lr_at, fit_linear_probe, predict
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -26,7 +26,7 @@ def separable(n_per_class: int = 40, num_classes: int = 4, dim: int = 16, seed: 
     return feats * scale + offset, labels
 
 
-@pytest.mark.parametrize("recipe", list(RECIPES))
+@pytest.mark.parametrize("recipe", list(PROBE_RECIPES))
 def test_separable_features_reach_full_accuracy(recipe: str) -> None:
     feats, labels = separable()
     test_feats, test_labels = separable(seed=1)
@@ -47,7 +47,7 @@ def test_lbfgs_reaches_the_logistic_regression_optimum_whatever_the_scale() -> N
     feats, labels = torch.from_numpy(x), torch.from_numpy(y)
     layer, info = fit_linear_probe(feats, labels, 3)
     bad, _ = fit_linear_probe(feats * 0.001 + 7.0, labels, 3)
-    assert info.converged and info.steps < RECIPES["lbfgs"].steps
+    assert info.converged and info.steps < PROBE_RECIPES["lbfgs"].steps
     assert torch.equal(predict(layer, feats), predict(bad, feats * 0.001 + 7.0))
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -64,14 +64,14 @@ def test_lbfgs_reaches_the_logistic_regression_optimum_whatever_the_scale() -> N
 
 
 def test_paper_recipes_are_the_papers_and_deterministic_for_a_seed() -> None:
-    assert (RECIPES["mttv"].optimizer, RECIPES["mttv"].lr, RECIPES["mttv"].epochs, RECIPES["mttv"].batch_size) == (
+    assert (PROBE_RECIPES["mttv"].optimizer, PROBE_RECIPES["mttv"].lr, PROBE_RECIPES["mttv"].epochs, PROBE_RECIPES["mttv"].batch_size) == (
         "adamw", 0.005, 100, 1024)
-    assert (RECIPES["rwsam"].lr, RECIPES["rwsam"].milestones, RECIPES["rwsam"].batch_size) == (30.0, (60, 80), 256)
-    assert (RECIPES["sdclr"].epochs, RECIPES["sdclr"].milestones) == (30, (10, 20))
+    assert (PROBE_RECIPES["rwsam"].lr, PROBE_RECIPES["rwsam"].milestones, PROBE_RECIPES["rwsam"].batch_size) == (30.0, (60, 80), 256)
+    assert (PROBE_RECIPES["sdclr"].epochs, PROBE_RECIPES["sdclr"].milestones) == (30, (10, 20))
     feats, labels = separable()
-    a = train_linear_probe(feats, labels, 4, "mttv", epochs=3, batch_size=16, seed=3)
-    b = train_linear_probe(feats, labels, 4, "mttv", epochs=3, batch_size=16, seed=3)
-    c = train_linear_probe(feats, labels, 4, "mttv", epochs=3, batch_size=16, seed=4)
+    a = fit_linear_probe(feats, labels, 4, "mttv", epochs=3, batch_size=16, seed=3)[0]
+    b = fit_linear_probe(feats, labels, 4, "mttv", epochs=3, batch_size=16, seed=3)[0]
+    c = fit_linear_probe(feats, labels, 4, "mttv", epochs=3, batch_size=16, seed=4)[0]
     assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
     assert not torch.equal(a.weight, c.weight)  # the seed orders the mini-batches
 
@@ -86,7 +86,7 @@ def test_budget_exhausted_is_reported_not_converged() -> None:
 def test_trains_inside_inference_mode() -> None:
     feats, labels = separable()
     with torch.inference_mode():
-        layer = train_linear_probe(feats, labels, 4)
+        layer = fit_linear_probe(feats, labels, 4)[0]
     assert torch.equal(predict(layer, feats), labels)
 
 
@@ -116,14 +116,14 @@ def test_schedules() -> None:
 def test_bad_arguments_raise(recipe: str, kwargs: dict, match: str) -> None:
     feats, labels = separable()
     with pytest.raises(ValueError, match=match):
-        train_linear_probe(feats, labels, 4, recipe, **kwargs)
+        fit_linear_probe(feats, labels, 4, recipe, **kwargs)
 
 
 def test_unknown_labels_raise() -> None:
     feats, labels = separable()
     labels[0] = -1
     with pytest.raises(ValueError, match=r"class ids in \[-1, 3\]"):
-        train_linear_probe(feats, labels, 4)
+        fit_linear_probe(feats, labels, 4)
 
 
 def _sklearn_accuracy(x: np.ndarray, y: np.ndarray, tx: np.ndarray, ty: np.ndarray) -> float:

@@ -9,6 +9,7 @@ over the ``W`` ranks, which gives exactly the single-process gradient of the glo
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lightning_ssl.distributed import all_gather
+from lightning_ssl import distributed
 from lightning_ssl.losses import (
     info_nce_in_batch,
     masked_nt_xent,
@@ -78,7 +79,12 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         result = _losses_and_grads(inputs, rows)
         result["sinkhorn"] = (sinkhorn_knopp(inputs["scores"][rows], 0.05, 3),)
         ragged = torch.arange(2 + rank, dtype=torch.float64)[:, None] + 10 * rank
-        result["all_gather_unequal"] = (all_gather(ragged),)
+        result["all_gather_unequal"] = (distributed.all_gather(ragged),)
+        if rank == 1:  # the late rank: rank 0 must wait for it at the barrier
+            time.sleep(0.5)
+            (Path(out_dir) / "late_rank_arrived").touch()
+        distributed.barrier()
+        result["late_rank_seen"] = (torch.tensor((Path(out_dir) / "late_rank_arrived").exists()),)
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -118,3 +124,7 @@ def test_all_gather_with_unequal_sizes(ranks) -> None:
     expected = torch.tensor([0.0, 1.0, 10.0, 11.0, 12.0], dtype=torch.float64)[:, None]
     for result in ranks:
         torch.testing.assert_close(result["all_gather_unequal"][0], expected)
+
+
+def test_barrier_waits_for_every_rank(ranks) -> None:
+    assert all(bool(result["late_rank_seen"][0]) for result in ranks)

@@ -22,8 +22,13 @@ from lightning_ssl.cli.args import parse_jsonargparse, user_values
 from lightning_ssl.config.errors import UsageError
 from lightning_ssl.config.registry import expand_short_names, import_all_datamodules, import_class
 from lightning_ssl.eval.features import feature_dim
-from lightning_ssl.eval.finetune import finetune_and_predict, finetune_recipe
-from lightning_ssl.eval.linear import DEFAULT_RECIPE, RECIPES, make_recipe
+from lightning_ssl.eval.finetune import (
+    DEFAULT_FINETUNE_RECIPE,
+    FINETUNE_RECIPES,
+    finetune_and_predict,
+    finetune_recipe,
+)
+from lightning_ssl.eval.linear import DEFAULT_PROBE_RECIPE, PROBE_RECIPES, make_recipe
 from lightning_ssl.eval.metrics import group_report, per_class_accuracy
 from lightning_ssl.eval.offline import evaluate_frozen
 from lightning_ssl.io import atomic_write_json
@@ -87,8 +92,8 @@ def build_parser() -> ArgumentParser:
                              help="evaluate on another datamodule (transfer); default: the checkpoint's")
     p.add_argument("--out", type=str | None, default=None, help="result JSON (default: next to the checkpoint)")
     p.add_argument("--probe_sets", type=list[str] | None, default=None, help="probe sets (default: all)")
-    p.add_argument("--linear_recipe", type=str, default=DEFAULT_RECIPE,
-                   help=f"linear probe recipe (docs/protocols.md §5): {', '.join(RECIPES)}")
+    p.add_argument("--linear_recipe", type=str, default=DEFAULT_PROBE_RECIPE,
+                   help=f"linear probe recipe (docs/protocols.md §5): {', '.join(PROBE_RECIPES)}")
     p.add_argument("--linear_epochs", type=int | None, default=None, help="epochs of a mini-batch recipe "
                    "(default: the recipe's, e.g. mttv 100)")
     p.add_argument("--linear_steps", type=int | None, default=None, help="L-BFGS iterations (default: the recipe's)")
@@ -97,8 +102,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--knn_temperature", type=float, default=0.1, help="kNN vote temperature (0.1)")
     p.add_argument("--finetune", type=bool, default=False, help="fine-tune the whole network (rwSAM's transfer)")
     p.add_argument("--finetune_epochs", type=int, default=20, help="fine-tuning epochs")
-    p.add_argument("--finetune_recipe", type=str, default="rwsam",
-                   help="rwsam (rwSAM's transfer recipe: SGD Nesterov, 20 x 2000 iterations) or simple")
+    p.add_argument("--finetune_recipe", type=str, default=DEFAULT_FINETUNE_RECIPE,
+                   help=f"{', '.join(FINETUNE_RECIPES)} (rwsam: rwSAM's transfer recipe, SGD Nesterov, 20 x 2000 "
+                   "iterations; docs/protocols.md §7)")
     p.add_argument("--finetune_iterations", type=int | None, default=None,
                    help="iterations per fine-tuning epoch (default: the recipe's, rwsam 2000)")
     p.add_argument("--device", type=str | None, default=None, help="cpu, cuda, ... (default: cuda if available)")
@@ -121,7 +127,7 @@ def check_options(cfg: Any) -> str:
                              f"{', '.join(map(str, recipe.milestones))}; pass --linear_epochs "
                              f"{max(recipe.milestones) + 1} or more")
         if cfg.finetune:
-            finetune_recipe(cfg.finetune_recipe or "rwsam", epochs=cfg.finetune_epochs,
+            finetune_recipe(cfg.finetune_recipe or DEFAULT_FINETUNE_RECIPE, epochs=cfg.finetune_epochs,
                             iterations_per_epoch=cfg.get("finetune_iterations"))
     if cfg.knn_k < 1:
         raise UsageError(f"--knn_k {cfg.knn_k} must be >= 1 (neighbours of the kNN vote); pass e.g. --knn_k 200")
@@ -179,7 +185,7 @@ def probe(cfg: Any, device: str | None = None) -> dict[str, Any]:
                              linear_options={k: v for k, v in options.items() if v is not None}, knn_k=cfg.knn_k,
                              knn_temperature=cfg.knn_temperature, seed=cfg.seed, progress=True, device=device)
     if cfg.finetune:
-        recipe = finetune_recipe(cfg.get("finetune_recipe") or "rwsam", epochs=cfg.finetune_epochs,
+        recipe = finetune_recipe(cfg.get("finetune_recipe") or DEFAULT_FINETUNE_RECIPE, epochs=cfg.finetune_epochs,
                                  iterations_per_epoch=cfg.get("finetune_iterations"))
         pred, target = finetune_and_predict(model, feature_dim(model, dm.test_dataloader()), dm, recipe=recipe,
                                             accelerator="gpu" if device.startswith("cuda") else "cpu", seed=cfg.seed)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_ssl import distributed as D
+from lightning_ssl import distributed
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ def distributed_kmeans(
     :func:`~lightning_ssl.eval.features.extract_features`, which gathers): nothing is gathered,
     rank 0 clusters them and broadcasts, and the local assignments are all N of them.
     """
-    if not D.is_distributed():
+    if not distributed.is_distributed():
         result = kmeans(local_features, k, **kw)
         return result, result.assignments
     device = local_features.device
@@ -335,8 +335,8 @@ def distributed_kmeans(
         sizes = None
         gathered = local_features.detach().float()
     else:
-        sizes = D.all_gather(torch.tensor([local_features.shape[0]], device=device))
-        gathered = D.all_gather(local_features.detach().float())
+        sizes = distributed.all_gather(torch.tensor([local_features.shape[0]], device=device))
+        gathered = distributed.all_gather(local_features.detach().float())
     n, d = gathered.shape
     _validate(gathered, k, kw.get("iterations", 1), kw.get("max_points_per_centroid"))
     centroids = torch.empty(k, d, device=device)
@@ -344,7 +344,7 @@ def distributed_kmeans(
     # (succeeded, objective, backend index): a failure on rank 0 must not leave the others waiting
     meta = torch.zeros(3, dtype=torch.float64, device=device)
     error: Exception | None = None
-    if D.rank() == 0:
+    if distributed.rank() == 0:
         try:
             result = kmeans(gathered, k, **kw)
             centroids.copy_(result.centroids)
@@ -356,15 +356,15 @@ def distributed_kmeans(
             )
         except Exception as exc:  # re-raised below, after telling the other ranks
             error = exc
-    D.broadcast(meta)
+    distributed.broadcast(meta)
     if error is not None:
         raise error
     if meta[0] != 1.0:
         raise RuntimeError("k-means failed on rank 0 (see its traceback)")
-    D.broadcast(centroids)
-    D.broadcast(labels)
+    distributed.broadcast(centroids)
+    distributed.broadcast(labels)
     result = KMeansResult(centroids, labels, BACKENDS[int(meta[2])], float(meta[1]))
     if sizes is None:
         return result, labels
-    start = int(sizes[: D.rank()].sum())
+    start = int(sizes[: distributed.rank()].sum())
     return result, labels[start : start + local_features.shape[0]]

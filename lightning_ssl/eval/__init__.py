@@ -8,18 +8,18 @@ population standard deviation, with the group rule and the probe type in the met
 from lightning_ssl.eval.callbacks import KNNMonitor, OnlineLinearProbe
 from lightning_ssl.eval.features import extract_features
 from lightning_ssl.eval.knn import knn_predict
-from lightning_ssl.eval.linear import predict, train_linear_probe
+from lightning_ssl.eval.linear import fit_linear_probe, predict
 from lightning_ssl.eval.metrics import group_accuracy, group_report, per_class_accuracy, rule_key
 
 __all__ = [
     "KNNMonitor",
     "OnlineLinearProbe",
     "extract_features",
+    "fit_linear_probe",
     "group_accuracy",
     "group_report",
     "knn_predict",
     "per_class_accuracy",
     "predict",
     "rule_key",
-    "train_linear_probe",
 ]

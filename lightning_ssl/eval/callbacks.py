@@ -26,7 +26,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import nn
 
-from lightning_ssl import distributed as dist
+from lightning_ssl import distributed
 from lightning_ssl.eval.features import extract_features
 from lightning_ssl.eval.knn import knn_predict
 from lightning_ssl.eval.metrics import group_report, per_class_accuracy
@@ -176,7 +176,7 @@ class OnlineLinearProbe(pl.Callback):
         else:
             feats = _features_of_first_view(pl_module, batch).float()
         target = torch.as_tensor(batch[1]).to(feats.device).long()
-        feats, target = dist.all_gather(feats), dist.all_gather(target)
+        feats, target = distributed.all_gather(feats), distributed.all_gather(target)
         if self.head is None:
             num_classes, _, _ = _eval_spec(trainer)
             self._build(feats.shape[1], num_classes, feats.device)
@@ -243,7 +243,7 @@ class OnlineLinearProbe(pl.Callback):
             pred, target, index = (torch.cat(t) for t in zip(*self._val))
         else:  # this rank saw no validation batch; it still takes part in the gathers
             pred = target = index = torch.empty(0, dtype=torch.long, device=device)
-        pred, target, index = (dist.all_gather(t) for t in (pred, target, index))
+        pred, target, index = (distributed.all_gather(t) for t in (pred, target, index))
         pred, target = _first_of_each_index(pred, target, index=index)
         self._val = []
         if pred.numel() == 0:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from lightning_ssl import distributed as dist
+from lightning_ssl import distributed
 
 
 class _EveryNthBatch(Sampler[list[int]]):
@@ -83,7 +83,7 @@ def extract_features(
     loader: Iterable,
     device: torch.device | str | None = None,
     progress: bool = False,
-    distributed: bool | None = None,
+    shard: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Features ``model(image)`` of every sample of ``loader``, in eval mode, without gradients.
 
@@ -92,7 +92,7 @@ def extract_features(
         loader: yields ``(image, target, index)`` batches (the eval batch contract).
         device: where the model runs and the results live (default: the model's device).
         progress: show a rich progress bar (rank 0 only).
-        distributed: shard the batches over ranks and gather (default: whenever a process group
+        shard: deal the batches out over ranks and gather (default: whenever a process group
             with more than one rank is initialised). Pass ``False`` when only some ranks call this.
 
     Returns:
@@ -103,8 +103,8 @@ def extract_features(
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
-    sharded = dist.is_distributed() if distributed is None else distributed
-    rank, world = (dist.rank(), dist.world_size()) if sharded else (0, 1)
+    sharded = distributed.is_distributed() if shard is None else shard
+    rank, world = (distributed.rank(), distributed.world_size()) if sharded else (0, 1)
     batches = _local_batches(loader, rank, world)
     total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
 
@@ -126,7 +126,7 @@ def extract_features(
 
     out = _concat_or_empty(feats, labels, indices, device, sharded)
     if sharded:
-        out = tuple(dist.all_gather(t) for t in out)  # type: ignore[assignment]
+        out = tuple(distributed.all_gather(t) for t in out)  # type: ignore[assignment]
     order = out[2].argsort(stable=True)
     return out[0][order], out[1][order], out[2][order]
 
@@ -142,7 +142,7 @@ def _concat_or_empty(
     joins the gather, with a ``0×D`` tensor whose ``D`` it learns from the other ranks."""
     dim = torch.tensor([feats[0].shape[1] if feats else -1], device=device)
     if sharded:
-        dim = dist.all_gather(dim).max()
+        dim = distributed.all_gather(dim).max()
     if int(dim) < 0:
         raise ValueError("the loader yielded no batch: nothing to extract features from")
     if feats:

@@ -9,7 +9,7 @@ Two recipes (:func:`finetune_recipe`):
   scale 0.08-1, ratio 3/4-4/3) and a horizontal flip (the flip is our assumption: the MoCo
   linear-classification script that ``ft_moco.py`` follows uses it). An "epoch" is a fixed number
   of iterations, not a pass over the data: batches are drawn from reshuffled passes.
-* ``simple`` (the suite's earlier recipe, for comparison): the same optimiser, batch
+* ``simple`` (a plain baseline recipe, for comparison): the same optimiser, batch
   ``min(256, N)``, epochs as passes over the probe set, lr x0.1 at 25/50/75 % of them, flip only.
 
 Tests scale a recipe down through its arguments (``epochs``, ``iterations_per_epoch``).
@@ -31,7 +31,6 @@ from torchvision.transforms.v2.functional import resized_crop
 
 from lightning_ssl.eval.features import extract_features
 
-RECIPES = ("rwsam", "simple")
 AUGMENTS = ("random_resized_crop", "flip")
 
 
@@ -86,15 +85,19 @@ class FinetuneRecipe:
         return {**asdict(self), "milestones": list(self.milestones), "milestone_epochs": self.milestone_epochs()}
 
 
-def finetune_recipe(name: str = "rwsam", **overrides: Any) -> FinetuneRecipe:
+FINETUNE_RECIPES: dict[str, FinetuneRecipe] = {
+    "rwsam": FinetuneRecipe("rwsam", epochs=20, iterations_per_epoch=2000, batch_size=48),
+    "simple": FinetuneRecipe("simple", epochs=20, iterations_per_epoch=None, batch_size=None, augment="flip"),
+}
+DEFAULT_FINETUNE_RECIPE = "rwsam"
+
+
+def finetune_recipe(name: str = DEFAULT_FINETUNE_RECIPE, **overrides: Any) -> FinetuneRecipe:
     """The named recipe (module docstring) with ``overrides`` (``None`` values are ignored), e.g.
     ``finetune_recipe("rwsam", epochs=2, iterations_per_epoch=5)`` for a test."""
-    if name == "rwsam":
-        recipe = FinetuneRecipe("rwsam", epochs=20, iterations_per_epoch=2000, batch_size=48)
-    elif name == "simple":
-        recipe = FinetuneRecipe("simple", epochs=20, iterations_per_epoch=None, batch_size=None, augment="flip")
-    else:
-        raise ValueError(f"unknown fine-tuning recipe {name!r}; valid: {', '.join(RECIPES)}")
+    if name not in FINETUNE_RECIPES:
+        raise ValueError(f"unknown fine-tuning recipe {name!r}; valid: {', '.join(FINETUNE_RECIPES)}")
+    recipe = FINETUNE_RECIPES[name]
     overrides = {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(overrides) - set(FinetuneRecipe.__dataclass_fields__) - {"name"})
     if unknown or "name" in overrides:

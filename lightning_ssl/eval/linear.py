@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-OPTIMIZERS = ("lbfgs", "adamw", "sgd", "adam")
+PROBE_OPTIMIZERS = ("lbfgs", "adamw", "sgd", "adam")
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class ProbeRecipe:
     final_lr: float | None = None
 
 
-RECIPES: dict[str, ProbeRecipe] = {
+PROBE_RECIPES: dict[str, ProbeRecipe] = {
     "lbfgs": ProbeRecipe("lbfgs", "lbfgs", lr=1.0, standardize=True, steps=500),
     "mttv": ProbeRecipe("mttv", "adamw", lr=0.005, standardize=False, epochs=100, batch_size=1024,
                         weight_decay=0.0),
@@ -72,7 +72,7 @@ RECIPES: dict[str, ProbeRecipe] = {
     "bcl": ProbeRecipe("bcl", "adam", lr=1e-2, standardize=False, epochs=500, batch_size=1000,
                        weight_decay=5e-6, final_lr=1e-6),
 }
-DEFAULT_RECIPE = "lbfgs"
+DEFAULT_PROBE_RECIPE = "lbfgs"
 
 
 @dataclass
@@ -91,12 +91,12 @@ class ProbeInfo:
         return dataclasses.asdict(self)
 
 
-def make_recipe(recipe: str | ProbeRecipe = DEFAULT_RECIPE, **overrides: object) -> ProbeRecipe:
+def make_recipe(recipe: str | ProbeRecipe = DEFAULT_PROBE_RECIPE, **overrides: object) -> ProbeRecipe:
     """A named recipe with ``overrides`` (``None`` values are ignored); unknown names or keys raise."""
     if isinstance(recipe, str):
-        if recipe not in RECIPES:
-            raise ValueError(f"unknown linear probe recipe {recipe!r}; valid: {', '.join(RECIPES)}")
-        recipe = RECIPES[recipe]
+        if recipe not in PROBE_RECIPES:
+            raise ValueError(f"unknown linear probe recipe {recipe!r}; valid: {', '.join(PROBE_RECIPES)}")
+        recipe = PROBE_RECIPES[recipe]
     fields = {f.name for f in dataclasses.fields(ProbeRecipe)} - {"name"}
     bad = sorted(set(overrides) - fields)
     if bad:
@@ -108,8 +108,8 @@ def make_recipe(recipe: str | ProbeRecipe = DEFAULT_RECIPE, **overrides: object)
 
 
 def _check(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, r: ProbeRecipe) -> None:
-    if r.optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {r.optimizer!r}")
+    if r.optimizer not in PROBE_OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {PROBE_OPTIMIZERS}, got {r.optimizer!r}")
     if feats.ndim != 2 or feats.shape[0] == 0:
         raise ValueError(f"train_feats must be a non-empty N×D matrix, got shape {tuple(feats.shape)}")
     if labels.shape != (feats.shape[0],):
@@ -153,7 +153,7 @@ def fit_linear_probe(
     train_feats: torch.Tensor,
     train_labels: torch.Tensor,
     num_classes: int,
-    recipe: str | ProbeRecipe = DEFAULT_RECIPE,
+    recipe: str | ProbeRecipe = DEFAULT_PROBE_RECIPE,
     *,
     seed: int = 0,
     device: torch.device | str | None = None,
@@ -203,17 +203,6 @@ def fit_linear_probe(
             layer.bias.sub_(layer.weight @ mean)
     info = ProbeInfo(recipe=dataclasses.asdict(r), steps=steps, train_loss=loss, grad_norm=grad, converged=converged)
     return layer.eval(), info
-
-
-def train_linear_probe(
-    train_feats: torch.Tensor,
-    train_labels: torch.Tensor,
-    num_classes: int,
-    recipe: str | ProbeRecipe = DEFAULT_RECIPE,
-    **kwargs: object,
-) -> nn.Linear:
-    """:func:`fit_linear_probe` without the run information."""
-    return fit_linear_probe(train_feats, train_labels, num_classes, recipe, **kwargs)[0]  # type: ignore[arg-type]
 
 
 def _penalised_loss(layer: nn.Linear, x: torch.Tensor, y: torch.Tensor, weight_decay: float,

@@ -19,7 +19,7 @@ from torch import nn
 
 from lightning_ssl.eval.features import extract_features
 from lightning_ssl.eval.knn import knn_predict
-from lightning_ssl.eval.linear import DEFAULT_RECIPE, fit_linear_probe, make_recipe, predict
+from lightning_ssl.eval.linear import DEFAULT_PROBE_RECIPE, fit_linear_probe, make_recipe, predict
 from lightning_ssl.eval.metrics import group_report, per_class_accuracy
 from lightning_ssl.eval.ts_probes import ts_probes
 
@@ -52,7 +52,7 @@ def evaluate_frozen(
     datamodule: Any,
     *,
     probe_sets: list[str] | None = None,
-    linear_recipe: str = DEFAULT_RECIPE,
+    linear_recipe: str = DEFAULT_PROBE_RECIPE,
     linear_options: dict[str, Any] | None = None,
     knn_k: int = 200,
     knn_temperature: float = 0.1,

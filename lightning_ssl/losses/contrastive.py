@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from lightning_ssl.distributed import gather_with_grad, rank
+from lightning_ssl import distributed
 from lightning_ssl.helpers import (
     check_embeddings,
     check_positive,
@@ -28,10 +28,10 @@ def _multi_view_logits(
     """
     z = [l2_normalize(upcast(v)) for v in views]
     anchors = torch.cat(z)
-    candidates = torch.cat([gather_with_grad(v) for v in z])
+    candidates = torch.cat([distributed.gather_with_grad(v) for v in z])
     n_views, batch = len(z), z[0].shape[0]
     n_global = candidates.shape[0] // n_views
-    instance = rank() * batch + torch.arange(batch, device=anchors.device)
+    instance = distributed.rank() * batch + torch.arange(batch, device=anchors.device)
     self_col = (
         torch.arange(n_views, device=anchors.device)[:, None] * n_global + instance
     ).flatten()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lightning_ssl.distributed import gather_with_grad, rank
+from lightning_ssl import distributed
 from lightning_ssl.helpers import (
     check_embeddings,
     check_positive,
@@ -61,7 +61,7 @@ def info_nce_in_batch(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.1
     check_positive("temperature", temperature)
     with full_precision(q.device):
         q, k = l2_normalize(upcast(q)), l2_normalize(upcast(k))
-        keys = gather_with_grad(k)
+        keys = distributed.gather_with_grad(k)
         logits = q @ keys.T / temperature
-        own_key = rank() * q.shape[0] + torch.arange(q.shape[0], device=q.device)
+        own_key = distributed.rank() * q.shape[0] + torch.arange(q.shape[0], device=q.device)
         return F.cross_entropy(logits, own_key, reduction="none")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lightning_ssl.distributed import gather_with_grad, rank
+from lightning_ssl import distributed
 from lightning_ssl.helpers import (
     check_embeddings,
     check_positive,
@@ -69,9 +69,9 @@ def masked_nt_xent(
     with full_precision(u.device):
         z = [l2_normalize(upcast(u)), l2_normalize(upcast(v))]
         anchors = torch.cat(z)
-        candidates = torch.cat([gather_with_grad(side) for side in z])
+        candidates = torch.cat([distributed.gather_with_grad(side) for side in z])
         batch, n_global = z[0].shape[0], candidates.shape[0] // 2
-        instance = rank() * batch + torch.arange(batch, device=anchors.device)
+        instance = distributed.rank() * batch + torch.arange(batch, device=anchors.device)
         self_col = torch.cat([instance, instance + n_global])
         pos_col = torch.cat([instance + n_global, instance])
         sim = anchors @ candidates.T
@@ -88,5 +88,5 @@ def masked_nt_xent(
             per_anchor = torch.where(pos_kept, -log_ratio, torch.zeros_like(log_ratio))
             return per_anchor.view(2, -1).mean(0)
         ratio = torch.where(pos_kept, log_ratio.exp(), torch.zeros_like(log_ratio))
-        loss = -gather_with_grad(ratio).mean().log()
+        loss = -distributed.gather_with_grad(ratio).mean().log()
         return loss.expand(batch)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from lightning_ssl.distributed import all_gather, all_reduce_sum
+from lightning_ssl import distributed
 from lightning_ssl.helpers import check_positive, full_precision, upcast
 
 
@@ -50,10 +50,10 @@ def sinkhorn_knopp(
         raise ValueError(f"iterations must be >= 1, got {iterations!r}")
     with full_precision(scores.device):
         s = upcast(scores.detach())
-        prototype_max = all_gather(s.max(dim=0, keepdim=True).values).max(dim=0).values
+        prototype_max = distributed.all_gather(s.max(dim=0, keepdim=True).values).max(dim=0).values
         q = torch.exp((s - prototype_max) / epsilon).T  # K x B_local
         n_prototypes = q.shape[0]
-        global_batch = all_reduce_sum(
+        global_batch = distributed.all_reduce_sum(
             torch.tensor(float(q.shape[1]), device=q.device, dtype=q.dtype)
         )
         if prior is not None:
@@ -63,9 +63,9 @@ def sinkhorn_knopp(
             marginal = upcast(prior.detach()).to(q.dtype).view(-1, 1)
         for _ in range(iterations):
             if prior is None:
-                q /= all_reduce_sum(q.sum(dim=1, keepdim=True)) * n_prototypes
+                q /= distributed.all_reduce_sum(q.sum(dim=1, keepdim=True)) * n_prototypes
             else:  # a zero marginal empties its row for good (GH's prior may hold empty anchors)
-                rows = all_reduce_sum(q.sum(dim=1, keepdim=True))
+                rows = distributed.all_reduce_sum(q.sum(dim=1, keepdim=True))
                 q *= torch.where(marginal > 0, marginal / rows, torch.zeros_like(rows))
             q /= q.sum(dim=0, keepdim=True) * global_batch
         return (q * global_batch).T

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from lightning_ssl.backbones import build_backbone
 from lightning_ssl.methods.card import MethodCard
 from lightning_ssl.methods.views import Views
-from lightning_ssl.optim.factory import OPTIMIZERS, build_optimizer
+from lightning_ssl.optim.factory import PRETRAIN_OPTIMIZERS, build_optimizer
 from lightning_ssl.optim.param_groups import split_decay_groups
 from lightning_ssl.optim.sam import (
     SAMConfig,
@@ -186,8 +186,8 @@ class SSLMethod(pl.LightningModule):
         super().__init__()
         if nonfinite not in NONFINITE:
             raise ValueError(f"unknown nonfinite={nonfinite!r}; valid: {', '.join(NONFINITE)}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if optimizer not in PRETRAIN_OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(PRETRAIN_OPTIMIZERS)}")
         check_options(lr, weight_decay, momentum, warmup_epochs, warmup_fraction, final_lr, image_size, in_chans)
         self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
         check_method_options(type(self).__name__, dict(self.hparams))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from timm.optim import Lars
 
-OPTIMIZERS = ("sgd", "lars", "adamw")
+PRETRAIN_OPTIMIZERS = ("sgd", "lars", "adamw")
 
 
 def build_optimizer(
@@ -24,4 +24,4 @@ def build_optimizer(
         return Lars(groups, lr=lr, momentum=momentum, trust_coeff=0.001)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
-    raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+    raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(PRETRAIN_OPTIMIZERS)}")

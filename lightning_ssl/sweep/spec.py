@@ -202,10 +202,10 @@ def spec_from_dict(raw: dict[str, Any], default_name: str = "sweep", path: Path 
     bad = sorted(set(evaluation) - set(eval_keys))
     if bad:
         raise ValueError(f"unknown evaluation key(s) {bad}; valid keys: {', '.join(eval_keys)}")
-    from lightning_ssl.eval.linear import DEFAULT_RECIPE, make_recipe
+    from lightning_ssl.eval.linear import DEFAULT_PROBE_RECIPE, make_recipe
 
     try:  # a bad probe recipe fails here, not after the first run has trained
-        make_recipe(evaluation.get("linear_recipe", DEFAULT_RECIPE), **dict(evaluation.get("linear_options") or {}))
+        make_recipe(evaluation.get("linear_recipe", DEFAULT_PROBE_RECIPE), **dict(evaluation.get("linear_options") or {}))
     except ValueError as err:
         raise ValueError(f"evaluation: {err}") from None
     transfer = list(raw.get("transfer") or [])

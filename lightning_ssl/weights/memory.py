@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_ssl.distributed import all_gather_same_size
+from lightning_ssl import distributed
 
 
 def pretrain_size(trainer: Any) -> int:
@@ -76,8 +76,8 @@ class PerSampleMemory(nn.Module):
             raise ValueError("the per-sample memory has no size yet: resize() it when the fit starts")
         if not 0.0 <= beta <= 1.0:
             raise ValueError(f"memory momentum beta={beta} must be in [0, 1]")
-        index = all_gather_same_size(index.detach().long())
-        values = all_gather_same_size(values.detach().to(self.values.dtype))
+        index = distributed.all_gather_same_size(index.detach().long())
+        values = distributed.all_gather_same_size(values.detach().to(self.values.dtype))
         old = self.values[index]
         seen = self.seen[index].view(-1, *([1] * (values.ndim - 1)))
         self.values[index] = torch.where(seen, beta * old + (1.0 - beta) * values, values)

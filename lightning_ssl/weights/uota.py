@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_ssl.distributed import all_gather
+from lightning_ssl import distributed
 
 if TYPE_CHECKING:
     from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
@@ -77,7 +77,7 @@ def uota_view_weights(
     e = F.normalize(embeddings.to(torch.float64), dim=-1)
     delta = e - e[list(refs)].mean(dim=0, keepdim=True)  # V x B x D
     local = delta.transpose(0, 1).reshape(batch, n_views * dim)  # B x (V D), rows are images
-    rows = all_gather(local).reshape(-1, dim)  # (N V) x D over the global batch
+    rows = distributed.all_gather(local).reshape(-1, dim)  # (N V) x D over the global batch
     cov = rows.T @ rows / rows.shape[0] + eps * torch.eye(dim, dtype=rows.dtype, device=rows.device)
     d_all = (rows * torch.linalg.solve(cov, rows.T).T).sum(dim=1) / tau
     flat = delta.reshape(-1, dim)
