@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_ssl.backbones import build_backbone
-from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.methods.method_card import MethodCard
 from lightning_ssl.methods.views import Views
 from lightning_ssl.optim.factory import PRETRAIN_OPTIMIZERS, build_optimizer
 from lightning_ssl.optim.param_groups import split_decay_groups

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from lightning_ssl import distributed
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
-from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.methods.method_card import MethodCard
 from lightning_ssl.methods.sdclr import SDCLR
 from lightning_ssl.methods.simclr import SimCLR
 from lightning_ssl.weights.bcl import bcl_strength, momentum_weights

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from lightning_ssl.heads import mlp
 from lightning_ssl.losses.distill import regression_distill
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
-from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.methods.method_card import MethodCard
 from lightning_ssl.methods.moclr import moclr_projector
 
 DEFAULT_TEACHER = "lightning_ssl.methods.moclr.MoCLR"

@@ -11,7 +11,7 @@ from torch.func import functional_call
 
 from lightning_ssl.losses import nt_xent
 from lightning_ssl.methods.base import Batch, LossOutput
-from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.methods.method_card import MethodCard
 from lightning_ssl.methods.simclr import SimCLR
 from lightning_ssl.pruning import PrunedBranch
 

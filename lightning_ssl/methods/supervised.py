@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
-from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.methods.method_card import MethodCard
 
 
 class Supervised(SSLMethod):

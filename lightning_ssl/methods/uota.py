@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from lightning_ssl.methods.base import SSLMethod
-from lightning_ssl.methods.card import MethodCard
+from lightning_ssl.methods.method_card import MethodCard
 from lightning_ssl.methods.mocov2 import MoCoV2
 from lightning_ssl.methods.simclr import SimCLR
 from lightning_ssl.methods.swav import SwAV
