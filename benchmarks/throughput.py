@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.views import MultiViewTransform, simclr_spec
+from datamodules.views import MultiViewTransform, default_small_size, simclr_spec
 from lightning_ssl.cluster import available_backends, kmeans
 from lightning_ssl.eval.knn import knn_predict
 from lightning_ssl.io import atomic_write_json
@@ -80,7 +80,7 @@ class PILPairs(Dataset):
                 T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD)])
 
         self.transform = views(size, (0.08, 1.0))
-        self.small_transform = views(small_size or max(1, round(size * 96 / 224)), SWAV_SMALL_SCALE)
+        self.small_transform = views(small_size or default_small_size(size), SWAV_SMALL_SCALE)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -154,8 +154,8 @@ def bench_method(args: argparse.Namespace, method: str, images: np.ndarray, devi
                         getattr(args, "compile_backend", "inductor"), **options)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     resident = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
-    transform = MultiViewTransform(size, CIFAR_MEAN, CIFAR_STD, recipe="simclr", num_large=2,
-                                   num_small=num_small, small_size=small_size)
+    transform = MultiViewTransform(size, CIFAR_MEAN, CIFAR_STD, recipe="simclr", num_large_views=2,
+                                   num_small_views=num_small, small_size=small_size)
     run = train_step_fn(model, opt, dtype, device)
     gen = torch.Generator(device=device).manual_seed(0)
 
@@ -194,7 +194,7 @@ def bench_method(args: argparse.Namespace, method: str, images: np.ndarray, devi
 def bench_augmentation(images: np.ndarray, size: int, n: int = 512) -> dict:
     """Per-image cost of the batched augmentation vs torchvision per-image transforms (CPU)."""
     batch = torch.from_numpy(images[:n]).permute(0, 3, 1, 2).contiguous()
-    transform = MultiViewTransform(size, CIFAR_MEAN, CIFAR_STD, recipe="simclr", num_large=1)
+    transform = MultiViewTransform(size, CIFAR_MEAN, CIFAR_STD, recipe="simclr", num_large_views=1)
     transform(batch, seed=0)
     start = time.perf_counter()
     for s in range(3):
@@ -281,7 +281,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager/aot_eager: no codegen)")
     p.add_argument("--num-small", type=int, default=6, help="SwAV small crops (Caron et al. 2020: 6)")
-    p.add_argument("--small-size", type=int, default=None, help="SwAV small-crop side (default size*96/224)")
+    p.add_argument("--small-size", type=int, default=None, help="SwAV small-crop side (default: default_small_size)")
     p.add_argument("--knn", nargs=3, type=int, default=[50_000, 10_000, 512], metavar=("BANK", "QUERIES", "DIM"))
     p.add_argument("--kmeans", nargs=3, type=int, default=[50_000, 4096, 10], metavar=("N", "DIM", "K"))
     p.add_argument("--decode", nargs=3, type=int, default=[512, 500, 256], metavar=("N", "JPEG_SIDE", "LOAD_SIZE"))

@@ -33,7 +33,7 @@ from datamodules.errors import DataInputError
 from datamodules.groups import class_groups, effective_rule, group_rule_name
 from datamodules.samplers import ResumableSampler
 from datamodules.tensor_datasets import IndexedImages
-from datamodules.views import RECIPES, EvalTransform, MultiViewTransform
+from datamodules.views import RECIPES, EvalTransform, MultiViewTransform, default_small_size
 
 
 class _Positions(Dataset):
@@ -88,8 +88,9 @@ class LongTailDataModule(pl.LightningDataModule):
             recipe: augmentation recipe of the views (``simclr``, ``mocov2``, ``byol``, ...).
             num_large_views: number of large (global) crops per image; 2 for two-view methods.
             num_small_views: number of small crops (SwAV multi-crop, Caron et al. 2020 §3.2).
-            small_size: side of the small crops; default ``image_size * 96 // 224`` (as SwAV), at
-                least 8 and at most ``image_size``.
+            small_size: side of the small crops; default
+                :func:`~datamodules.views.default_small_size` (SwAV's 96 px for 224 px, scaled and
+                rounded down, at least 8 and at most ``image_size``: 13 px at 32 px).
             clean_view: append the un-augmented normalised view (MTTV's n(.)).
             batch_size: pre-training batch size per process.
             eval_batch_size: batch size of the evaluation loaders.
@@ -112,8 +113,7 @@ class LongTailDataModule(pl.LightningDataModule):
         self.recipe = recipe
         self.num_large_views = num_large_views
         self.num_small_views = num_small_views
-        self.small_size = small_size if small_size is not None else min(self.image_size,
-                                                                        max(8, self.image_size * 96 // 224))
+        self.small_size = small_size if small_size is not None else default_small_size(self.image_size)
         if self.small_size > self.image_size:
             raise ValueError(f"small_size={self.small_size} is larger than image_size={self.image_size}: small crops "
                              f"are at most the large views' size; pass --data.small_size {self.image_size} or less")
@@ -134,8 +134,8 @@ class LongTailDataModule(pl.LightningDataModule):
             mean=self.card.mean,
             std=self.card.std,
             recipe=recipe,
-            num_large=num_large_views,
-            num_small=num_small_views,
+            num_large_views=num_large_views,
+            num_small_views=num_small_views,
             small_size=self.small_size,
             clean_view=clean_view,
         )

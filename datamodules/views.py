@@ -27,6 +27,7 @@ __all__ = [
     "byol_specs",
     "swav_large_spec",
     "swav_small_spec",
+    "default_small_size",
     "mttv_spec",
     "lt_simclr_spec",
     "recipe_specs",
@@ -40,6 +41,16 @@ small resolution" (Chen et al. 2020, App. B.9). The cut-off (64 px) is our choic
 
 SWAV_SMALL_SCALE = (0.05, 0.14)
 """Area range of SwAV's small crops (Caron et al. 2020, §4 / App. A: 6×96 px at 0.05-0.14)."""
+
+MIN_SMALL_SIZE = 8
+"""The smallest default side of a small crop (our choice: a 16 px image would otherwise get 6 px crops)."""
+
+
+def default_small_size(image_size: int) -> int:
+    """The side of the small crops when none is given: SwAV's 96 px for 224 px images (Caron et al.
+    2020, §4), scaled to ``image_size`` and rounded down, at least :data:`MIN_SMALL_SIZE` and at most
+    ``image_size`` (the scaling and both bounds are our choice): 224 -> 96, 32 -> 13, 16 -> 8."""
+    return min(image_size, max(MIN_SMALL_SIZE, image_size * 96 // 224))
 
 
 def _blur_on(size: int, blur: bool | None) -> bool:
@@ -309,11 +320,11 @@ class MultiViewTransform:
         mean, std: normalisation statistics, 1 value or one per output channel.
         recipe: one of :data:`RECIPES` (``simclr``, ``mocov2``, ``byol``, ``swav``, ``mttv``).
             For ``byol`` large view 0 uses T and view 1 uses T' (Grill et al. 2020, Table 6).
-        num_large: number of large crops (2 in every two-view method).
-        num_small: number of small crops (SwAV multi-crop: 6); they use the recipe's first
+        num_large_views: number of large crops (2 in every two-view method).
+        num_small_views: number of small crops (SwAV multi-crop: 6); they use the recipe's first
             large-view distortions at SwAV's area 0.05-0.14 (:func:`swav_small_spec`).
-        small_size: side of the small crops; default ``round(image_size · 96 / 224)`` (SwAV's
-            96 px for 224 px; the proportional rule for other sizes is our choice).
+        small_size: side of the small crops; default :func:`default_small_size` (SwAV's 96 px
+            for 224 px, scaled).
         clean_view: append the un-augmented normalised view resized to ``image_size``
             (MTTV's "normalized view" n(.), docs/methods.md §8.2).
         out_channels: 1-channel images are repeated to this many channels (1 or 3).
@@ -337,27 +348,26 @@ class MultiViewTransform:
         mean: Sequence[float],
         std: Sequence[float],
         recipe: str = "simclr",
-        num_large: int = 2,
-        num_small: int = 0,
+        num_large_views: int = 2,
+        num_small_views: int = 0,
         small_size: int | None = None,
         clean_view: bool = False,
         out_channels: int = 3,
     ) -> None:
         _check_size(image_size, "image_size")
-        if isinstance(num_large, bool) or not isinstance(num_large, int) or num_large < 1:
-            raise ValueError(f"num_large must be an int >= 1, got {num_large!r}")
-        if isinstance(num_small, bool) or not isinstance(num_small, int) or num_small < 0:
-            raise ValueError(f"num_small must be an int >= 0, got {num_small!r}")
+        if isinstance(num_large_views, bool) or not isinstance(num_large_views, int) or num_large_views < 1:
+            raise ValueError(f"num_large_views must be an int >= 1, got {num_large_views!r}")
+        if isinstance(num_small_views, bool) or not isinstance(num_small_views, int) or num_small_views < 0:
+            raise ValueError(f"num_small_views must be an int >= 0, got {num_small_views!r}")
         base = recipe_specs(recipe, image_size)
         self.recipe = recipe
         self.image_size = image_size
-        self.large_specs: tuple[ViewSpec, ...] = tuple(base[k % len(base)] for k in range(num_large))
-        self.num_small = num_small
-        if small_size is None:
-            small_size = max(1, round(image_size * 96 / 224))
+        self.large_specs: tuple[ViewSpec, ...] = tuple(base[k % len(base)] for k in range(num_large_views))
+        self.num_small_views = num_small_views
+        small_size = default_small_size(image_size) if small_size is None else small_size
         self.small_size = _check_size(small_size, "small_size")
         self.small_spec: ViewSpec | None = (
-            swav_small_spec(self.small_size, base=base[0]) if num_small else None
+            swav_small_spec(self.small_size, base=base[0]) if num_small_views else None
         )
         self.clean_view = clean_view
         self.eval_transform = EvalTransform(image_size, mean, std, out_channels)
@@ -399,9 +409,9 @@ class MultiViewTransform:
         return magnitude[index], probability[index]
 
     @property
-    def num_views(self) -> int:
+    def total_views(self) -> int:
         """Length of the returned list."""
-        return len(self.large_specs) + self.num_small + int(self.clean_view)
+        return len(self.large_specs) + self.num_small_views + int(self.clean_view)
 
     def __call__(self, images: Tensor, seed: int, index: Tensor | None = None) -> list[Tensor]:
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -419,7 +429,7 @@ class MultiViewTransform:
             large = [rand_augment(v, self.randaug_ops, magnitude, probability, strength_generator) for v in large]
         views = [normalize(v) for v in large]
         if self.small_spec is not None:
-            views += [normalize(augment(x, self.small_spec, generator)) for _ in range(self.num_small)]
+            views += [normalize(augment(x, self.small_spec, generator)) for _ in range(self.num_small_views)]
         if self.clean_view:
             views.append(self.eval_transform(x))
         return views
@@ -428,7 +438,7 @@ class MultiViewTransform:
         n = self.eval_transform.normalize
         return (
             f"MultiViewTransform(image_size={self.image_size}, recipe={self.recipe!r}, "
-            f"num_large={len(self.large_specs)}, num_small={self.num_small}, "
+            f"num_large_views={len(self.large_specs)}, num_small_views={self.num_small_views}, "
             f"small_size={self.small_size}, clean_view={self.clean_view}, "
             f"mean={n.mean}, std={n.std}, out_channels={n.out_channels})"
         )

@@ -12,7 +12,7 @@ from datamodules.digits import DigitsLT
 from lightning_ssl.cli.main import main
 from lightning_ssl.config.cli import apply_views
 from lightning_ssl.config.errors import UsageError
-from lightning_ssl.methods import MTTV, SimCLR, SwAV
+from lightning_ssl.methods import MTTV, MoCoV2, SimCLR, SwAV
 from lightning_ssl.methods.views import Views
 from lightning_ssl.sweep.resolve import resolve_config
 
@@ -27,10 +27,11 @@ def data_options(**given: object) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(("cls", "options", "expected"), [
-    (SimCLR, {"num_views": 3}, {"num_large_views": 3}),
+    (SimCLR, {"num_large_views": 3}, {"num_large_views": 3}),
+    (MoCoV2, {"num_large_views": 3}, {"num_large_views": 3}),
     (MTTV, {}, {"clean_view": True}),
     (SwAV, {"num_large_views": 2, "num_small_views": 4}, {"num_small_views": 4}),
-    (SwAV, {"num_large_views": 2, "num_small_views": None}, {}),  # None: follows the datamodule
+    (SwAV, {"num_large_views": 2}, {}),  # no small crops: the datamodule's default already
 ])
 def test_declared_views_set_the_datamodule(cls: type, options: dict, expected: dict) -> None:
     data = data_options()
@@ -49,8 +50,19 @@ def test_an_explicit_data_option_that_contradicts_the_method_names_both() -> Non
 
 def test_views_reject_nonsense() -> None:
     with pytest.raises(ValueError, match="at least one large view"):
-        Views(num_large=0)
-    assert Views(num_large=2, clean=True).data_options() == {"num_large_views": 2, "clean_view": True}
+        Views(num_large_views=0)
+    assert Views(num_large_views=2, clean_view=True).data_options() == {"num_large_views": 2, "clean_view": True}
+
+
+def test_the_method_declares_and_the_data_follows_one_way_only() -> None:
+    """The view counts are stated on the method; a data option never sets the method's."""
+    resolved = resolve_config({"model": {"class_path": "SwAV", "init_args": {"num_small_views": 2}},
+                               "data": {"class_path": "DigitsLT"}})
+    assert resolved["data"]["init_args"]["num_small_views"] == 2
+    with pytest.raises(ValueError, match=r"--data.num_small_views 2 contradicts --model SwAV "
+                                         r"\(num_large_views=2, num_small_views=0\)"):
+        resolve_config({"model": {"class_path": "SwAV", "init_args": {"num_small_views": 0}},
+                        "data": {"class_path": "DigitsLT", "init_args": {"num_small_views": 2}}})
 
 
 def test_the_sweep_parser_applies_the_declaration() -> None:

@@ -18,10 +18,10 @@ QUICK = ["--model.backbone", "resnet_tiny", "--trainer.max_steps", "2", "--train
 SMALL = {"proj_hidden_dim": "32", "proj_output_dim": "16"}
 METHODS = {
     "SimSiam": ["--model.proj_hidden_dim", "32", "--model.proj_output_dim", "32", "--model.pred_hidden_dim", "16"],
-    "SwAV": ["--model.num_prototypes", "20", "--model.proj_hidden_dim", "32", "--data.num_small_views", "2",
+    "SwAV": ["--model.num_prototypes", "20", "--model.proj_hidden_dim", "32", "--model.num_small_views", "2",
              "--data.small_size", "8", "--data.recipe", "swav"],
     "MoCLR": ["--model.proj_hidden_dim", "32", "--model.proj_output_dim", "16", "--data.recipe", "byol"],
-    "UOTA": ["--model.uota_start_epoch", "0", "--data.num_small_views", "2", "--data.small_size", "8"],
+    "UOTASwAV": ["--model.uota_start_epoch", "0", "--model.num_small_views", "2", "--data.small_size", "8"],
     "MTTV": ["--data.clean_view", "true"],
     "SimCLR": ["--model.sam", '{"rho": 0.05, "weights": "label_exp"}', "--model.proj_hidden_dim", "32"],
     "MoCoV2": ["--model.sam", '{"rho": 0.5, "adaptive": true}', "--model.queue_size", "64",

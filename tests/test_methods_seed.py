@@ -124,19 +124,21 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 def test_swav_splits_large_small_and_ignores_a_trailing_clean_view() -> None:
     views = _views(16, 16, 8, 8, 16)  # 2 large, 2 small, clean view
-    large, small = _swav().split_views(views)
+    large, small = _swav(num_small_views=2).split_views(views)
     assert [v.shape[-1] for v in large] == [16, 16] and [v.shape[-1] for v in small] == [8, 8]
     assert small[1] is views[3]
     large, small = _swav(num_small_views=1).split_views(views)
     assert len(large) == 2 and len(small) == 1
-    with pytest.raises(ValueError, match="at least 2 crops"):
-        _swav(num_large_views=1).split_views(_views(16, 16))  # the second is taken as a clean view
-    with pytest.raises(ValueError, match="num_small_views=4"):
-        _swav(num_small_views=4).split_views(views)
+    with pytest.raises(ValueError, match="2 crops in all"):
+        _swav(num_large_views=1)
+    with pytest.raises(ValueError, match=r"SwAV declares 2 large \+ 4 small views per image, but the batch carries 5 "
+                                         r"views \(sides 16, 16, 8, 8, 16\): pass --data.num_large_views 2 "
+                                         r"--data.num_small_views 4"):
+        _swav(num_small_views=4).check_views(_batch(views))
 
 
 def test_swav_loss_is_the_official_swapped_prediction_with_large_crop_codes() -> None:
-    model = _swav().eval()
+    model = _swav(num_small_views=2).eval()
     model.on_train_batch_start(None, 0)
     views = _views(16, 16, 8, 8)
     out = model.compute_losses(_batch(views))
@@ -182,11 +184,11 @@ def test_swav_queue_fills_newest_first_and_joins_sinkhorn_once_full() -> None:
 
 
 def test_swav_freezes_prototypes_then_trains_them() -> None:
-    frozen = _swav(freeze_prototypes_steps=313)
+    frozen = _swav(freeze_prototypes_steps=313, num_small_views=2)
     normalised = F.normalize(frozen.prototypes.weight.detach().clone(), dim=1)
     _trains(frozen, num_small_views=2)
     torch.testing.assert_close(frozen.prototypes.weight.detach(), normalised)
-    free = _swav(freeze_prototypes_steps=0, queue_length=32, queue_start_epoch=0)
+    free = _swav(freeze_prototypes_steps=0, queue_length=32, queue_start_epoch=0, num_small_views=2)
     normalised = F.normalize(free.prototypes.weight.detach().clone(), dim=1)
     _fit(free, num_small_views=2)
     assert not torch.allclose(free.prototypes.weight.detach(), normalised)

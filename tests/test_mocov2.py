@@ -12,7 +12,7 @@ from lightning_ssl.methods import MoCoV2
 def test_three_views_average_the_other_views_keys() -> None:
     torch.manual_seed(0)
     model = MoCoV2(backbone="resnet_tiny", image_size=16, proj_hidden_dim=16, proj_output_dim=8,
-                   queue_size=32, num_views=3).eval()
+                   queue_size=32, num_large_views=3).eval()
     views = [torch.randn(4, 3, 16, 16) for _ in range(3)]
     out = model.compute_losses((views, torch.full((4,), -1), torch.arange(4)))
     assert out.losses.shape == (3, 4)

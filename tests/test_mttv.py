@@ -122,8 +122,9 @@ def test_key_encoder_is_an_ema_with_momentum_0_9_before_the_step() -> None:
 
 
 def test_views_are_checked() -> None:
-    with pytest.raises(ValueError, match="clean_view true"):
-        _identity_mttv().compute_losses(_batch(_views(1)))
+    with pytest.raises(ValueError, match=r"MTTV declares 1 large view \+ the clean view last per image, but the batch "
+                                         r"carries 1 view \(sides \d+\): pass --data.clean_view true"):
+        _identity_mttv().check_views(_batch(_views(1)))
     trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(ValueError, match="--data.clean_view true"):

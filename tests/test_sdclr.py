@@ -179,9 +179,9 @@ def test_the_pruned_branch_has_its_own_batch_norm() -> None:
 def test_sdclr_options_are_checked() -> None:
     with pytest.raises(ValueError, match=r"prune_ratio=1.0 must be in \[0, 1\)"):
         SDCLR(backbone="resnet_tiny", image_size=16, prune_ratio=1.0)
-    with pytest.raises(ValueError, match="num_views=3 must be 2"):
-        SDCLR(backbone="resnet_tiny", image_size=16, num_views=3)
-    assert SDCLR.views_needed().num_large == 2
+    with pytest.raises(ValueError, match="num_large_views=3 must be 2"):
+        SDCLR(backbone="resnet_tiny", image_size=16, num_large_views=3)
+    assert SDCLR.views_needed().num_large_views == 2
     assert SDCLR(backbone="resnet_tiny", image_size=16).hparams.temperature == 0.2  # official CIFAR commands
 
 

@@ -224,8 +224,8 @@ def test_simclr_adds_the_weighted_gh_loss() -> None:
     assert float(out.losses.mean()) == pytest.approx(float(total), abs=1e-5)
     model.after_optimizer_step()
     torch.testing.assert_close(model.gh.memory.values, t1.detach())  # the first view's logits, by index
-    with pytest.raises(ValueError, match="gh needs num_views=2"):
-        SimCLR(num_views=3, gh=GHConfig(num_anchors=5), **SMALL)
+    with pytest.raises(ValueError, match="gh needs num_large_views=2"):
+        SimCLR(num_large_views=3, gh=GHConfig(num_anchors=5), **SMALL)
     with pytest.raises(ValueError, match="gh.warmup_epochs=1.5"):
         GHConfig(warmup_epochs=1.5)
 

@@ -9,11 +9,13 @@ import torch
 import torchvision.transforms.functional as TF
 
 from datamodules.augment import ViewSpec, augment
+from datamodules.digits import DigitsLT
 from datamodules.views import (
     RECIPES,
     EvalTransform,
     MultiViewTransform,
     byol_specs,
+    default_small_size,
     mocov2_spec,
     mttv_spec,
     recipe_specs,
@@ -100,17 +102,23 @@ def test_unknown_recipe_lists_the_recipes():
 
 
 def test_views_shapes_dtypes_multicrop_and_clean_view():
-    t = MultiViewTransform(16, MEAN, STD, recipe="swav", num_large=2, num_small=3, small_size=8, clean_view=True)
+    t = MultiViewTransform(16, MEAN, STD, recipe="swav", num_large_views=2, num_small_views=3, small_size=8,
+                           clean_view=True)
     views = t(images(5, size=20), seed=3)
-    assert t.num_views == 6 == len(views)
+    assert t.total_views == 6 == len(views)
     assert [tuple(v.shape) for v in views] == [(5, 3, 16, 16)] * 2 + [(5, 3, 8, 8)] * 3 + [(5, 3, 16, 16)]
     assert all(v.dtype == torch.float32 for v in views)
     assert t.small_spec is not None and t.small_spec.scale == (0.05, 0.14)
 
 
 def test_default_small_size_follows_swav_ratio():
-    assert MultiViewTransform(224, MEAN, STD, num_small=6).small_size == 96
-    assert MultiViewTransform(32, MEAN, STD, num_small=6).small_size == 14
+    # SwAV's 96 px at 224 px, scaled and rounded down: 32 * 96 / 224 = 13.7 -> 13; 16 * 96 / 224 = 6.9 -> 6,
+    # raised to the 8 px floor; a 6 px image keeps its own side; 28 * 96 / 224 = 12 exactly
+    expected = {224: 96, 32: 13, 16: 8, 6: 6, 28: 12}
+    assert {size: default_small_size(size) for size in expected} == expected
+    # the transform and the datamodule use the same default
+    assert MultiViewTransform(32, MEAN, STD, num_small_views=6).small_size == 13
+    assert DigitsLT(image_size=32, num_small_views=2).small_size == 13
 
 
 def test_clean_view_is_normalised_resized_image():
@@ -124,7 +132,8 @@ def test_clean_view_is_normalised_resized_image():
 
 def test_views_are_normalised_augment_outputs_drawn_in_order():
     x = images(4, size=16)
-    views = MultiViewTransform(12, MEAN, STD, recipe="byol", num_large=2, num_small=1, small_size=8)(x, seed=11)
+    transform = MultiViewTransform(12, MEAN, STD, recipe="byol", num_large_views=2, num_small_views=1, small_size=8)
+    views = transform(x, seed=11)
     t, tp = byol_specs(12)
     g = torch.Generator().manual_seed(11)
     expected = [augment(x, t, g), augment(x, tp, g), augment(x, swav_small_spec(8, base=t), g)]
@@ -137,7 +146,7 @@ def test_byol_views_use_t_then_t_prime():
     # (brightness >= 0.6; contrast and saturation keep a constant gray), and solarising maps
     # anything >= 0.5 to <= 0.5, so the share of views below 0.55 is the solarisation rate.
     white = torch.full((1000, 3, 8, 8), 255, dtype=torch.uint8)
-    t = MultiViewTransform(8, (0.0,), (1.0,), recipe="byol", num_large=3)
+    t = MultiViewTransform(8, (0.0,), (1.0,), recipe="byol", num_large_views=3)
     v0, v1, v2 = (v.amin(dim=(1, 2, 3)) for v in t(white, seed=0))
     assert (v0 > 0.55).all() and (v2 > 0.55).all()  # views 0 and 2 use T
     share = (v1 < 0.55).double().mean().item()
@@ -146,7 +155,7 @@ def test_byol_views_use_t_then_t_prime():
 
 def test_determinism_and_seed_sensitivity():
     x = images(4)
-    t = MultiViewTransform(12, MEAN, STD, num_large=2, num_small=2, small_size=8)
+    t = MultiViewTransform(12, MEAN, STD, num_large_views=2, num_small_views=2, small_size=8)
     a, b, c = t(x, seed=5), t(x, seed=5), t(x, seed=6)
     assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
     assert not any(torch.equal(u, v) for u, v in zip(a, c, strict=True))
@@ -169,10 +178,10 @@ def test_bad_arguments_raise():
         MultiViewTransform(16, (0.5, 0.5), STD)
     with pytest.raises(ValueError, match="std"):
         MultiViewTransform(16, MEAN, (0.2, 0.0, 0.2))
-    with pytest.raises(ValueError, match="num_large"):
-        MultiViewTransform(16, MEAN, STD, num_large=0)
-    with pytest.raises(ValueError, match="num_small"):
-        MultiViewTransform(16, MEAN, STD, num_small=-1)
+    with pytest.raises(ValueError, match="num_large_views"):
+        MultiViewTransform(16, MEAN, STD, num_large_views=0)
+    with pytest.raises(ValueError, match="num_small_views"):
+        MultiViewTransform(16, MEAN, STD, num_small_views=-1)
     with pytest.raises(ValueError, match="out_channels"):
         MultiViewTransform(16, MEAN, STD, out_channels=2)
     with pytest.raises(ValueError, match="channels"):
@@ -211,7 +220,7 @@ def test_viewspec_is_consistent_with_recipes():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_multiview_on_gpu_without_host_sync():
     x = images(8, size=32).cuda()
-    t = MultiViewTransform(32, MEAN, STD, recipe="byol", num_small=2, small_size=16, clean_view=True)
+    t = MultiViewTransform(32, MEAN, STD, recipe="byol", num_small_views=2, small_size=16, clean_view=True)
     t(x, seed=0)  # warm-up: per-device normalisation constants are copied once
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

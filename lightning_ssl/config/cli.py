@@ -6,7 +6,8 @@ Before anything is built it
 
 * fills in the model's ``image_size`` from the datamodule when unset;
 * sets the datamodule's view options from the method's declaration (``views_needed``, see
-  :mod:`lightning_ssl.methods.views`); an explicit data option that contradicts it is an error;
+  :mod:`lightning_ssl.methods.views`), one way only: the method declares, the data follows; an
+  explicit data option that contradicts it is an error;
 * for ``fit``, puts checkpoints and logs together in ``runs/<method>-<dataset>-<hash>/`` and
   resumes from the newest readable checkpoint there.
 """
@@ -26,7 +27,7 @@ from lightning_ssl.config.errors import UsageError, condense
 from lightning_ssl.config.registry import import_all_datamodules, import_class
 from lightning_ssl.eval.diagnostics import CollapseMonitor
 from lightning_ssl.io import canonical_json, digest
-from lightning_ssl.methods.views import init_option
+from lightning_ssl.methods.views import VIEW_OPTIONS, init_option
 
 RUNS = "runs"
 
@@ -143,10 +144,6 @@ class SSLCLI(LightningCLI):
         if "image_size" in model_args and model_args.get("image_size") is None and data_size:
             model_args["image_size"] = int(data_size)
         apply_views(model_cls, data_cls, model_args, data_args)
-        # a method option that both sides declare (SwAV's view counts) follows the datamodule when unset
-        for key in ("num_large_views", "num_small_views"):
-            if key in model_args and model_args.get(key) is None and data_args.get(key) is not None:
-                model_args[key] = data_args[key]
         self._model_config = {"class_path": cfg.model.class_path, "init_args": _plain(model_args)}
         self._auto_log_interval = cfg.trainer.get("log_every_n_steps") is None
         if self.subcommand == "fit":
@@ -276,8 +273,7 @@ def apply_views(model_cls: type, data_cls: type, model_args: Any, data_args: Any
         if current == value:
             continue
         if current != init_option(data_cls, None, key):
-            own = ", ".join(f"{k}={options[k]}" for k in ("num_views", "num_large_views", "num_small_views")
-                            if k in options) or "its defaults"
+            own = ", ".join(f"{k}={options[k]}" for k in VIEW_OPTIONS if k in options) or "its defaults"
             raise UsageError(f"--data.{key} {current} contradicts --model {model_cls.__name__} ({own}), which "
                              f"reads {key}={value}: drop --data.{key} (the method sets it) or change the method's option")
         data_args[key] = value

@@ -10,6 +10,7 @@ re-weighting composes with every method without the method knowing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from lightning_ssl.backbones import build_backbone
 from lightning_ssl.methods.method_card import MethodCard
-from lightning_ssl.methods.views import Views
+from lightning_ssl.methods.views import VIEW_OPTIONS, Views, views_mismatch
 from lightning_ssl.optim.factory import PRETRAIN_OPTIMIZERS, build_optimizer
 from lightning_ssl.optim.param_groups import split_decay_groups
 from lightning_ssl.optim.sam import (
@@ -211,9 +212,25 @@ class SSLMethod(pl.LightningModule):
     def views_needed(cls, options: Mapping[str, Any] | None = None) -> Views:
         """The views this method reads from ``batch[0]``, given its ``__init__`` options (what
         ``lssl fit`` passes, or ``self.hparams``); the CLI and the sweep set the datamodule's view
-        options from it (docs/design.md "batch contract"). The base requires nothing: override it
-        when the loss needs a number of crops or the clean view."""
+        options from it, and :meth:`check_views` checks every training batch against it
+        (docs/design.md §3 "the batch contract"). The base requires one view: override it when the
+        loss needs a number of crops or the clean view."""
         return Views()
+
+    @functools.cached_property
+    def declared_views(self) -> Views:
+        """:meth:`views_needed` of this module's own options (they do not change after ``__init__``)."""
+        return type(self).views_needed(dict(self.hparams))
+
+    def check_views(self, batch: Batch) -> None:
+        """Raise a one-line ``ValueError`` when the batch's views cannot hold what
+        :meth:`views_needed` declares (the method, the declaration, what arrived, the data option
+        that fixes it); runs before every :meth:`compute_losses` of a training step."""
+        dm = self._trainer.datamodule if self._trainer is not None else None
+        data = {k: getattr(dm, k) for k in VIEW_OPTIONS if hasattr(dm, k)} if dm is not None else None
+        problem = views_mismatch(type(self).__name__, self.declared_views, batch[0], data)
+        if problem is not None:
+            raise ValueError(problem)
 
     # -- the one thing a method implements ------------------------------------------------------
     def compute_losses(self, batch: Batch) -> LossOutput:
@@ -255,6 +272,7 @@ class SSLMethod(pl.LightningModule):
         return weights
 
     def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        self.check_views(batch)
         if self.sam_weighter is not None:
             return self._sam_training_step(batch)
         out = self.compute_losses(batch)

@@ -107,12 +107,10 @@ class MoCLR(ScheduledTemperature, SSLMethod):
     @classmethod
     def views_needed(cls, options: Mapping[str, Any] | None = None) -> Views:
         """Two large crops (one per encoder, Tian et al. 2021 §3.1)."""
-        return Views(num_large=2)
+        return Views(num_large_views=2)
 
     def compute_losses(self, batch: Batch) -> LossOutput:
         views = batch[0]
-        if len(views) < 2:
-            raise ValueError(f"MoCLR needs 2 views per image, got {len(views)}: set num_large_views=2")
         v1, v2 = views[0], views[1]
         feats = self(torch.cat([v1, v2]))
         q1, q2 = self.projector(feats).chunk(2)

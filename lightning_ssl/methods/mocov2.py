@@ -14,6 +14,7 @@ after shuffling, but the query and key batches still hold the same images.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ from lightning_ssl.losses import info_nce_with_queue
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
 from lightning_ssl.methods.method_card import MethodCard
 from lightning_ssl.methods.temperature import ScheduledTemperature
+from lightning_ssl.methods.views import Views, init_option
 from lightning_ssl.schedules import momentum_schedule
 
 
@@ -48,7 +50,7 @@ class MoCoV2(ScheduledTemperature, SSLMethod):
         base_momentum: float = 0.999,
         final_momentum: float = 0.999,
         symmetric: bool = False,
-        num_views: int = 2,
+        num_large_views: int = 2,
         sync_bn: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -63,7 +65,7 @@ class MoCoV2(ScheduledTemperature, SSLMethod):
             final_momentum: momentum at the end (a BYOL-style cosine ramp when > base).
             symmetric: also swap the roles of the two views (a symmetrised loss, He et al.
                 2020 §4.1 "symmetric loss"; doubles the compute).
-            num_views: large views per image; > 2 makes every view a query whose positives are
+            num_large_views: large views per image; > 2 makes every view a query whose positives are
                 the keys of all the other views (the "more than two views" option; our
                 generalisation, implies ``symmetric``); all keys are enqueued.
             sync_bn: under DDP, convert the BatchNorm layers of the query and key encoders to
@@ -74,8 +76,8 @@ class MoCoV2(ScheduledTemperature, SSLMethod):
             **kwargs: backbone and optimisation options of :class:`SSLMethod`.
         """
         super().__init__(**kwargs)
-        if num_views < 2:
-            raise ValueError(f"num_views={num_views}: MoCo needs at least 2 views")
+        if num_large_views < 2:
+            raise ValueError(f"num_large_views={num_large_views}: MoCo needs at least 2 views")
         if queue_size < 0:
             raise ValueError(f"queue_size={queue_size} must be >= 0")
         if not 0.0 <= base_momentum <= final_momentum <= 1.0:
@@ -86,6 +88,11 @@ class MoCoV2(ScheduledTemperature, SSLMethod):
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_output_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.momentum_values = None
+
+    @classmethod
+    def views_needed(cls, options: Mapping[str, Any] | None = None) -> Views:
+        """The first ``num_large_views`` large crops (a query and a key view, Chen et al. 2020 §3)."""
+        return Views(num_large_views=int(init_option(cls, options, "num_large_views")))
 
     def setup(self, stage: str) -> None:
         """Convert to SyncBatchNorm before the strategy wraps the model (``sync_bn`` under DDP)."""
@@ -122,10 +129,8 @@ class MoCoV2(ScheduledTemperature, SSLMethod):
 
     def compute_losses(self, batch: Batch) -> LossOutput:
         hp = self.hparams
-        n = hp.num_views
+        n = hp.num_large_views
         views = batch[0][:n]
-        if len(views) < n:
-            raise ValueError(f"MoCoV2(num_views={n}) got {len(views)} views: set --data.num_large_views {n}")
         T = self.current_temperature()  # TS applies to positives and queue alike (docs/methods.md §14)
         queue = self.queue.clone().detach() if self.queue.shape[0] else None
         if n == 2 and not hp.symmetric:

@@ -133,15 +133,10 @@ class MTTV(ScheduledTemperature, SSLMethod):
     def views_needed(cls, options: Mapping[str, Any] | None = None) -> Views:
         """An augmented view first and the clean view n(.) last (class docstring;
         docs/methods.md §3.2); a second large view, when present, is the partner's."""
-        return Views(clean=True)
+        return Views(clean_view=True)
 
     def compute_losses(self, batch: Batch) -> LossOutput:
         views = batch[0]
-        if len(views) < 2:
-            raise ValueError(
-                f"MTTV needs an augmented view and the clean view per image, got {len(views)} view(s): "
-                "set --data.clean_view true (and num_large_views >= 1)"
-            )
         a_anchor, n_anchor = views[0], views[-1]
         second = views[1] if len(views) > 2 and views[1].shape == a_anchor.shape else a_anchor
         partner = self.partners(a_anchor.shape[0], a_anchor.device)
@@ -152,15 +147,6 @@ class MTTV(ScheduledTemperature, SSLMethod):
         return LossOutput(losses, feats, logs=self.temperature_logs(T))
 
     # -- hooks ---------------------------------------------------------------------------------
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and hasattr(dm, "clean_view") and not dm.clean_view:
-            raise ValueError(
-                f"MTTV needs the un-augmented normalised view n(.) as the last view, but "
-                f"{type(dm).__name__}(clean_view=False): set --data.clean_view true"
-            )
-
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """EMA-update the key encoder before this step's keys (official code, m = 0.9)."""
         m = self.hparams.key_momentum

@@ -45,12 +45,13 @@ class SDCLR(SimCLR):
                 ImageNet-100-LT; the argparse default 0.3 is not what the paper ran).
             temperature: NT-Xent temperature (official CIFAR commands: 0.2; 0.3 on ImageNet-100-LT).
             **kwargs: SimCLR's options (projector, ``temperature_schedule``, ``gh``) and
-                :class:`SSLMethod`'s; ``num_views`` must stay 2.
+                :class:`SSLMethod`'s; ``num_large_views`` must stay 2.
         """
         if not 0.0 <= prune_ratio < 1.0:
             raise ValueError(f"prune_ratio={prune_ratio} must be in [0, 1) (SDCLR: 0.9 on CIFAR, 0.3 on ImageNet-100)")
-        if kwargs.get("num_views", 2) != 2:
-            raise ValueError(f"SDCLR has one dense and one pruned view: num_views={kwargs['num_views']} must be 2")
+        if kwargs.get("num_large_views", 2) != 2:
+            raise ValueError(f"SDCLR has one dense and one pruned view: num_large_views={kwargs['num_large_views']} "
+                             "must be 2")
         super().__init__(temperature=temperature, **kwargs)
         self.pruned = PrunedBranch({"backbone": self.backbone, "projector": self.projector}, prune=("backbone",))
 
@@ -84,8 +85,6 @@ class SDCLR(SimCLR):
     # -- the loss ----------------------------------------------------------------------------------
     def contrastive_losses(self, batch: Batch) -> LossOutput:
         views = batch[0]
-        if len(views) < 2:
-            raise ValueError(f"SDCLR needs 2 views per image, got {len(views)}: set --data.num_large_views 2")
         feats = self(views[0])
         z_dense = self.projector(feats)
         z_pruned = self.pruned_project(self.pruned_forward(views[1]))

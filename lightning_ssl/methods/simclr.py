@@ -32,7 +32,7 @@ class SimCLR(ScheduledTemperature, SSLMethod):
         proj_hidden_dim: int = 2048,
         proj_output_dim: int = 128,
         temperature: float = 0.5,
-        num_views: int = 2,
+        num_large_views: int = 2,
         gh: GHConfig | None = None,
         **kwargs: Any,
     ) -> None:
@@ -44,8 +44,8 @@ class SimCLR(ScheduledTemperature, SSLMethod):
                 uses batch 512-1024); ImageNet uses 0.1 at batch 4096 (§5.1, Table 5). Lower T
                 sharpens the weight of hard negatives: lower it with larger batches, and
                 long-tailed studies (SDCLR, BCL) use 0.2.
-            num_views: large views per image used by the loss; > 2 gives every other view of the
-                same image as a positive (the "more than two views" option).
+            num_large_views: large views per image used by the loss; > 2 gives every other view of
+                the same image as a positive (the "more than two views" option).
             gh: Geometric Harmonization added to the loss (Zhou et al. NeurIPS 2023, docs/methods.md
                 §15): official CIFAR settings K=100 anchors, Sinkhorn eps 0.05 x 300 with the running
                 class prior, gamma 0.1, off for 500 of 1000 epochs then ramped over 10
@@ -57,10 +57,11 @@ class SimCLR(ScheduledTemperature, SSLMethod):
         super().__init__(**kwargs)
         if temperature <= 0:
             raise ValueError(f"temperature={temperature} must be > 0")
-        if num_views < 2:
-            raise ValueError(f"num_views={num_views}: contrastive learning needs at least 2 views")
-        if gh is not None and num_views != 2:
-            raise ValueError(f"gh needs num_views=2 (a swapped prediction between two views), got num_views={num_views}")
+        if num_large_views < 2:
+            raise ValueError(f"num_large_views={num_large_views}: contrastive learning needs at least 2 views")
+        if gh is not None and num_large_views != 2:
+            raise ValueError(f"gh needs num_large_views=2 (a swapped prediction between two views), got "
+                             f"num_large_views={num_large_views}")
         self.projector = mlp([self.feature_dim, proj_hidden_dim, proj_output_dim])
         self.gh = GeometricHarmonization(gh, proj_output_dim) if gh is not None else None
         if gh is not None:  # a plain dict: checkpoints load with weights_only=True
@@ -68,20 +69,15 @@ class SimCLR(ScheduledTemperature, SSLMethod):
 
     @classmethod
     def views_needed(cls, options: Mapping[str, Any] | None = None) -> Views:
-        """The first ``num_views`` large crops (two in SimCLR, Chen et al. 2020 §2.1)."""
-        return Views(num_large=int(init_option(cls, options, "num_views")))
+        """The first ``num_large_views`` large crops (two in SimCLR, Chen et al. 2020 §2.1)."""
+        return Views(num_large_views=int(init_option(cls, options, "num_large_views")))
 
     def compute_losses(self, batch: Batch) -> LossOutput:
         return self.add_gh(self.contrastive_losses(batch), batch)
 
     def contrastive_losses(self, batch: Batch) -> LossOutput:
         """The NT-Xent part: ``V x B`` per-view losses and the raw projections as ``embeddings``."""
-        views = batch[0][: self.hparams.num_views]
-        if len(views) < self.hparams.num_views:
-            raise ValueError(
-                f"SimCLR(num_views={self.hparams.num_views}) got {len(views)} views: set the "
-                f"datamodule's num_large_views to at least {self.hparams.num_views}"
-            )
+        views = batch[0][: self.hparams.num_large_views]
         feats = self(torch.cat(views))
         z = self.projector(feats).chunk(len(views))
         T = self.current_temperature()

@@ -24,10 +24,9 @@ class SwAV(SSLMethod):
     returned per view (``V x B``) together with the normalised projector outputs (``V x B x D``),
     so that UOTA can weight each crop (Wang et al. 2021, Eq. M.12).
 
-    Views of the batch: the first ``num_large_views`` are the large crops; the small crops follow.
-    With ``num_small_views=None`` the small crops are the following views that are smaller than the
-    large ones, so a trailing clean view (``clean_view=True``, same size as the large crops) is
-    ignored; if your small crops have the large size, give ``num_small_views`` explicitly.
+    Views of the batch: the first ``num_large_views`` are the large crops and the next
+    ``num_small_views`` the small ones; the method declares both (:meth:`views_needed`) and the
+    datamodule follows, so multi-crop is ``--model.num_small_views 6``.
     """
 
     card = MethodCard(
@@ -38,7 +37,7 @@ class SwAV(SSLMethod):
         "T=0.1, eps=0.05, 3 Sinkhorn iterations, prototypes frozen for 313 iterations, "
         "queue from epoch 15 for small batches",
         notes="Paper optimisation: LARS, lr 0.6 x batch/256 (4.8 at 4096) cosine to 0.0006, wd 1e-6; "
-        "multi-crop 2x224 + 6x96 (--data.num_small_views 6).",
+        "multi-crop 2x224 + 6x96 (--model.num_small_views 6).",
     )
 
     def __init__(
@@ -51,7 +50,7 @@ class SwAV(SSLMethod):
         sinkhorn_iterations: int = 3,
         freeze_prototypes_steps: int = 313,
         num_large_views: int = 2,
-        num_small_views: int | None = None,
+        num_small_views: int = 0,
         queue_length: int = 0,
         queue_start_epoch: int = 15,
         **kwargs: Any,
@@ -69,8 +68,8 @@ class SwAV(SSLMethod):
                 (313 = the first epoch at batch 4096, App. A; helps convergence).
             num_large_views: large crops at the front of the batch; their codes are the targets
                 (SwAV uses the two 224 crops, §3.2).
-            num_small_views: small crops after them; ``None`` takes every following view smaller
-                than the large crops (see the class docstring).
+            num_small_views: small crops after them (multi-crop, §3.2: 6 of 96 px for 224 px
+                images; their side is the datamodule's ``small_size``).
             queue_length: past embeddings *per process* added to the Sinkhorn batch (0 = no
                 queue). The official ``--queue_length`` (3840 for total batch 256, App. A) is
                 global and divided by the number of GPUs; pass that quotient. Use it when the
@@ -84,10 +83,9 @@ class SwAV(SSLMethod):
             raise ValueError(f"temperature={temperature} and sinkhorn_epsilon={sinkhorn_epsilon} must be > 0")
         if sinkhorn_iterations < 1:
             raise ValueError(f"sinkhorn_iterations={sinkhorn_iterations} must be >= 1")
-        if num_large_views < 1:
-            raise ValueError(f"num_large_views={num_large_views} must be >= 1")
-        if num_small_views is not None and num_small_views < 0:
-            raise ValueError(f"num_small_views={num_small_views} must be >= 0 or None")
+        if num_large_views < 1 or num_small_views < 0 or num_large_views + num_small_views < 2:
+            raise ValueError(f"num_large_views={num_large_views}, num_small_views={num_small_views}: SwAV needs at "
+                             "least 1 large crop and 2 crops in all; pass e.g. --model.num_large_views 2")
         if num_prototypes < 1 or queue_length < 0 or freeze_prototypes_steps < 0 or queue_start_epoch < 0:
             raise ValueError(
                 f"need num_prototypes >= 1, queue_length >= 0, freeze_prototypes_steps >= 0 and "
@@ -102,35 +100,16 @@ class SwAV(SSLMethod):
 
     @classmethod
     def views_needed(cls, options: Mapping[str, Any] | None = None) -> Views:
-        """``num_large_views`` large crops, then ``num_small_views`` small ones (Caron et al. 2020
-        §3.2); ``num_small_views=None`` requires nothing and follows the datamodule."""
-        return Views(num_large=int(init_option(cls, options, "num_large_views")),
-                     num_small=init_option(cls, options, "num_small_views"))
+        """``num_large_views`` large crops, then ``num_small_views`` small ones (Caron et al. 2020 §3.2)."""
+        return Views(num_large_views=int(init_option(cls, options, "num_large_views")),
+                     num_small_views=int(init_option(cls, options, "num_small_views")))
 
     # -- views, codes, loss ---------------------------------------------------------------------
     def split_views(self, views: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """The large crops and the small crops of a batch's views (see the class docstring)."""
+        """The large crops and the small crops of a batch's views (the base has checked that the
+        batch holds them: :meth:`SSLMethod.check_views`)."""
         n_large, n_small = self.hparams.num_large_views, self.hparams.num_small_views
-        if len(views) < n_large:
-            raise ValueError(f"SwAV(num_large_views={n_large}) got {len(views)} views")
-        large, rest = list(views[:n_large]), list(views[n_large:])
-        if n_small is None:
-            side = large[0].shape[-1]
-            small = []
-            for v in rest:
-                if v.shape[-1] >= side:
-                    break
-                small.append(v)
-        else:
-            if len(rest) < n_small:
-                raise ValueError(
-                    f"SwAV(num_small_views={n_small}) got only {len(rest)} views after the large ones"
-                )
-            small = rest[:n_small]
-        if len(large) + len(small) < 2:
-            raise ValueError("SwAV needs at least 2 crops per image: set the datamodule's "
-                             "num_large_views=2 (and num_small_views for multi-crop)")
-        return large, small
+        return list(views[:n_large]), list(views[n_large:n_large + n_small])
 
     def queue_in_use(self) -> bool:
         """The queue joins the Sinkhorn batch from ``queue_start_epoch`` on, once it is full."""
