@@ -166,6 +166,7 @@ def test_a_wrong_root_is_an_error_never_another_copy(tmp_path: Path, system_copy
 @pytest.mark.parametrize("options", [{"imbalance_ratio": 1.0}, {"profile": "balanced"}, {"balanced_twin": True}])
 def test_a_balanced_set_reports_no_groups(options: dict) -> None:
     from lightning_ssl.eval.metrics import group_report
+    from lightning_ssl.sweep.record import RunRecord
     from lightning_ssl.sweep.report import main_table
 
     dm = DigitsLT(**options)
@@ -178,7 +179,8 @@ def test_a_balanced_set_reports_no_groups(options: dict) -> None:
     metrics = group_report(target, target, 10, dm.class_groups, dm.group_rule, "knn")
     assert metrics["knn/acc_top1"] == 1.0
     assert math.isnan(metrics["knn/none/acc_many"]) and math.isnan(metrics["knn/none/std"])
-    record = {"axes": {"method": "SimCLR"}, "seed": 0, "metrics": metrics, "per_class": {"knn": [1.0] * 10}}
+    record = RunRecord.from_json({"run_id": "r", "axes": {"method": "SimCLR"}, "seed": 0, "metrics": metrics,
+                                  "per_class": {"knn": [1.0] * 10}})
     table, _ = main_table([record])  # a report over such a run does not crash; its groups show as missing
     row = table.splitlines()[-1].split(" | ")
     assert row[2:7] == ["100.00", "–", "–", "–", "–"]

@@ -4,27 +4,26 @@
 from __future__ import annotations
 
 from lightning_ssl.sweep.diagnosis import causes, diagnosis_lines, diagnostics_table, ranking_lines
+from lightning_ssl.sweep.record import RunRecord
 
 METRIC = "linear_full/acc_top1"
 KNN = "knn_k200_t0.1/acc_top1"
 
 
-def rec(method: str, seed: int, acc: float, knn: float | None = None, rank: float = 60.0, std: float = 0.8,
-        falling: bool = False) -> dict:
+def rec(method: str, seed: int | None, acc: float, knn: float | None = None, rank: float = 60.0, std: float = 0.8,
+        falling: bool = False) -> RunRecord:
+    """A result of ``method``; ``seed=None``: a run without randomness (RawPixels), no seed axis."""
     diag = {"features": {"rankme": rank, "dim": 128, "uniformity": -3.0, "std": std, "alignment": 0.5},
             "embedding": {"rankme": rank / 2, "dim": 64, "uniformity": -3.0, "std": std, "alignment": 0.4},
             "rows": 2048, "loss_trend": {"first": 5.0, "last": 4.0, "fall_last_quarter": 0.05 if falling else 0.001,
                                          "still_falling": falling}}
-    return {"run_id": f"{method}-{seed}", "method": method, "seed": seed,
-            "axes": {"method": method, "dataset": "D", "seed": seed},
-            "metrics": {METRIC: acc, KNN: acc if knn is None else knn}, "diagnostics": diag}
+    axes = {"method": method, "dataset": "D", **({} if seed is None else {"seed": seed})}
+    return RunRecord.from_json({"run_id": f"{method}-{seed}", "method": method, "seed": seed, "axes": axes,
+                                "metrics": {METRIC: acc, KNN: acc if knn is None else knn}, "diagnostics": diag})
 
 
-def floors() -> list[dict]:
-    raw = rec("RawPixels", 0, 0.80)
-    raw["axes"].pop("seed")
-    raw["seed"] = None
-    return [raw] + [rec("RandomInit", s, 0.60) for s in (0, 1, 2)]
+def floors() -> list[RunRecord]:
+    return [rec("RawPixels", None, 0.80)] + [rec("RandomInit", s, 0.60) for s in (0, 1, 2)]
 
 
 def test_a_collapsed_row_is_named_with_its_rank_and_std() -> None:
@@ -67,7 +66,7 @@ def test_diagnostics_table_has_a_row_per_group() -> None:
     table = diagnostics_table(floors() + [rec("SimCLR", s, 0.85) for s in (0, 1)])
     assert table.count("\n") == 4  # header, rule, RandomInit, RawPixels, SimCLR
     assert "| SimCLR | dataset=D | 2 | 60.0 / 128 | 30.0 / 64 | 0.40 | -3.00 | 0.80 | 0.1 % |" in table
-    assert diagnostics_table([{"axes": {"method": "x"}, "metrics": {}}]) == ""
+    assert diagnostics_table([RunRecord.from_json({"run_id": "x", "axes": {"method": "x"}, "metrics": {}})]) == ""
 
 
 def test_headline_marks_missing_seeds_and_rows_not_run() -> None:

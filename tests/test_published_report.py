@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lightning_ssl.sweep.published import parse_published, published_table
+from lightning_ssl.sweep.record import RunRecord
 from lightning_ssl.sweep.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,9 +17,9 @@ BLOCK = [{"source": "BCL README", "setting": "CIFAR-100-LT split 1, ResNet-18, 2
           "values": {"SimCLR": {"linear_full/acc_top1": 50.7}, "BCL-D": {"linear_full/acc_top1": 58.7}}}]
 
 
-def record(method: str, seed: int, acc: float) -> dict:
-    return {"run_id": f"{method}{seed}", "axes": {"method": method, "dataset": "DigitsLT", "seed": seed},
-            "metrics": {"linear_full/acc_top1": acc}, "per_class": {}, "seed": seed}
+def record(method: str, seed: int, acc: float, **more: object) -> RunRecord:
+    return RunRecord.from_json({"run_id": f"{method}{seed}", "axes": {"method": method, "dataset": "DigitsLT", "seed": seed},
+                                "metrics": {"linear_full/acc_top1": acc}, "per_class": {}, "seed": seed, **more})
 
 
 def test_the_table_has_a_published_column_and_the_difference() -> None:
@@ -72,8 +73,8 @@ def test_the_shipped_specs_carry_the_papers_numbers() -> None:
 def test_write_report_adds_the_section_and_the_csv(tmp_path: Path) -> None:
     from lightning_ssl.sweep.publish import write_report
 
-    records = [{**record("SimCLR", s, 0.6 + 0.01 * s), "config": {}, "dataset": "DigitsLT", "finished": s,
-                "train": {}, "peak_memory": {}} for s in (0, 1)]
+    records = [record("SimCLR", s, 0.6 + 0.01 * s, config={}, dataset="DigitsLT", finished=s, train={},
+                      peak_memory={}) for s in (0, 1)]
     written = write_report(records, tmp_path, "t", plots=False, published=BLOCK)
     text = written["report.md"].read_text()
     assert "## Published numbers beside ours" in text and "published (another setting)" in text

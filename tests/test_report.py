@@ -12,6 +12,7 @@ import pytest
 
 from lightning_ssl.cli.report import run as report_cli
 from lightning_ssl.sweep.publish import write_report
+from lightning_ssl.sweep.record import RunRecord, RunStatus
 from lightning_ssl.sweep.report import main_table, mean_std, robustness_rows
 from lightning_ssl.sweep.runner import load_results
 
@@ -53,6 +54,11 @@ def records() -> list[dict]:
     ]
 
 
+def typed(recs: list[dict]) -> list[RunRecord]:
+    """Result JSONs as the report reads them."""
+    return [RunRecord.from_json(r) for r in recs]
+
+
 def test_mean_std_is_sample_std() -> None:
     assert mean_std([0.5, 0.7]) == pytest.approx((0.6, math.sqrt(0.02)))
     mean, std = mean_std([0.4])
@@ -60,7 +66,7 @@ def test_mean_std_is_sample_std() -> None:
 
 
 def test_main_table_numbers(tmp_path: Path) -> None:
-    md, csv_text = main_table(records())
+    md, csv_text = main_table(typed(records()))
     # SimCLR LT: acc 50 / 70 -> 60 ± 14.14 (sample std); many 60/80 -> 70 ± 14.14; few 40/50 -> 45 ± 7.07
     line = next(row for row in md.splitlines() if row.startswith("| SimCLR | DigitsLT | False | 1.0 |"))
     assert "| 2 | 60.00 ± 14.14 | 70.00 ± 14.14 | 60.00 ± 14.14 | 45.00 ± 7.07 |" in line
@@ -74,7 +80,7 @@ def test_main_table_numbers(tmp_path: Path) -> None:
 
 
 def test_robustness_gap_per_seed() -> None:
-    rows = {(g.axes["method"], g.axes["subsample"], g.evaluation): g for g in robustness_rows(records())}
+    rows = {(g.axes["method"], g.axes["subsample"], g.evaluation): g for g in robustness_rows(typed(records()))}
     simclr = rows[("SimCLR", 1.0, "ID")]
     # per seed: (0.8-0.5)/0.8 = 0.375, (0.8-0.7)/0.8 = 0.125 -> 0.25 ± 0.1768
     assert simclr.gap == pytest.approx((0.25, math.sqrt(2 * 0.125**2)))
@@ -120,8 +126,8 @@ def floor(method: str, seed: int, twin: bool, acc: float, per_class: list[float]
 def test_floors_margins_and_the_not_trained_flag() -> None:
     from lightning_ssl.sweep.report import floor_margins, floor_notes
 
-    recs = records() + [floor("RawPixels", 0, False, 0.55), floor("RandomInit", 0, False, 0.45),
-                        floor("RandomInit", 1, False, 0.46)]
+    recs = typed(records() + [floor("RawPixels", 0, False, 0.55), floor("RandomInit", 0, False, 0.45),
+                              floor("RandomInit", 1, False, 0.46)])
     margins = {dict(k)["method"]: v for k, v in floor_margins(recs).items() if not dict(k)["balanced_twin"]
                and dict(k)["subsample"] == 1.0}
     # SimCLR LT: 0.5 / 0.7 against RandomInit 0.45 / 0.46 (paired by seed) -> +0.05, +0.24
@@ -148,10 +154,10 @@ def test_per_class_gap_is_relative_to_the_twin_per_class_then_grouped() -> None:
     lt["per_class"]["linear_full"] = [0.9, 0.8, 0.4, 0.2]
     bal["per_class"]["linear_full"] = [0.9, 1.0, 0.5, 0.4]
     lt["evaluation"]["groups"] = {"many": [0, 1], "medium": [2], "few": [3]}
-    (row,) = per_class_gap_rows([lt, bal])
+    (row,) = per_class_gap_rows(typed([lt, bal]))
     # per class: 0, 0.2, 0.2, 0.5 -> many 0.1, medium 0.2, few 0.5, all 0.225
-    assert row["many"][0] == pytest.approx(0.1) and row["medium"][0] == pytest.approx(0.2)
-    assert row["few"][0] == pytest.approx(0.5) and row["all"][0] == pytest.approx(0.225)
+    assert row.gaps["many"][0] == pytest.approx(0.1) and row.gaps["medium"][0] == pytest.approx(0.2)
+    assert row.gaps["few"][0] == pytest.approx(0.5) and row.gaps["all"][0] == pytest.approx(0.225)
 
 
 def test_rows_count_distinct_seeds_and_refuse_to_average_different_settings(tmp_path: Path) -> None:
@@ -161,14 +167,14 @@ def test_rows_count_distinct_seeds_and_refuse_to_average_different_settings(tmp_
     a["finished"], b["finished"] = 1.0, 2.0
     b["run_id"] = "newer"
     skipped: list[str] = []
-    kept = check_rows([a, b], skipped)
-    assert [r["run_id"] for r in kept] == ["newer"] and "same run group and seed" in skipped[0]
+    kept = check_rows(typed([a, b]), skipped)
+    assert [r.run_id for r in kept] == ["newer"] and "same run group and seed" in skipped[0]
     md, _ = main_table(kept)
     assert "| SimCLR | DigitsLT | False | 1.0 | 1 | 60.00 |" in md  # one distinct seed, not two
     c = record("SimCLR", 1, False, 0.7, (0.7,) * 3)
     c["config"] = {**c["config"], "trainer": {"max_epochs": 9}}
     with pytest.raises(ValueError, match=r"differ in trainer\.max_epochs, not only in the seed"):
-        check_rows([a, c], [])
+        check_rows(typed([a, c]), [])
 
 
 def test_report_skips_an_unreadable_result_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -188,7 +194,24 @@ def test_a_missing_floor_seed_is_not_filled_in_by_another_seed() -> None:
     from lightning_ssl.sweep.report import floor_margins
 
     # RandomInit finished for seed 0 only: seed 1 of SimCLR has no floor to be paired with
-    recs = records() + [floor("RandomInit", 0, False, 0.45)]
+    recs = typed(records() + [floor("RandomInit", 0, False, 0.45)])
     margin = next(v for k, v in floor_margins(recs).items()
                   if dict(k)["method"] == "SimCLR" and not dict(k)["balanced_twin"] and dict(k)["subsample"] == 1.0)
     assert margin["RandomInit_n"] == 1 and margin["RandomInit"][0] == pytest.approx(0.05)
+
+
+def test_a_record_reads_the_json_and_names_a_missing_key() -> None:
+    rec = record("SimCLR", 0, False, 0.5, (0.6, 0.5, 0.4))
+    typed_rec = RunRecord.from_json(rec)
+    assert typed_rec.raw is rec and typed_rec.settings == rec["config"]  # no settings recorded: the config
+    assert (typed_rec.time_per_epoch_s, typed_rec.peak_memory_mib, typed_rec.machine) == (2.0, 100.0, "test cpu")
+    assert math.isnan(RunRecord.from_json({"run_id": "x", "axes": {}, "metrics": {}}).peak_memory_mib)
+    with pytest.raises(ValueError, match="a result record needs metrics"):
+        RunRecord.from_json({"run_id": "x", "axes": {}})
+
+
+def test_a_status_is_its_name_wherever_a_string_is_expected() -> None:
+    outcome = {RunStatus.DONE: ["a"], "failed": ["b"]}
+    assert outcome["done"] == ["a"] and outcome[RunStatus.FAILED] == ["b"]
+    assert f"{RunStatus.STALE:<7}|{RunStatus.PENDING}" == "stale  |pending"
+    assert json.dumps([RunStatus.INTERRUPTED]) == '["interrupted"]' and RunStatus("locked") is RunStatus.LOCKED

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from lightning_ssl.cli.args import ArgumentParser
 from lightning_ssl.sweep.publish import write_report
+from lightning_ssl.sweep.record import RunRecord
 from lightning_ssl.sweep.report import DEFAULT_METRIC
 from lightning_ssl.sweep.runner import load_results
 
@@ -50,7 +52,7 @@ def published_of(source: str) -> list | None:
     return block
 
 
-def select(records: list[dict], source: str, sweep: str | None, skipped: list[str]) -> list[dict]:
+def select(records: list[RunRecord], source: str, sweep: str | None, skipped: list[str]) -> list[RunRecord]:
     """The records of one sweep: a spec's own runs (a stored result the current code would not
     reproduce is kept and marked stale), or, for a folder, those of one sweep name."""
     path = Path(source)
@@ -61,20 +63,20 @@ def select(records: list[dict], source: str, sweep: str | None, skipped: list[st
         runs = {run.run_id: run for run in expand(load_spec(path))}
         kept = []
         for r in records:
-            run = runs.get(r["run_id"])
+            run = runs.get(r.run_id)
             if run is None:
-                skipped.append(f"{r['run_id']} ({r.get('method')}): not a run of {path.name} as it is now")
+                skipped.append(f"{r.run_id} ({r.method}): not a run of {path.name} as it is now")
                 continue
-            reason = stale_reason(r, run)
-            kept.append({**r, "_stale": reason} if reason else r)
+            reason = stale_reason(dict(r.raw), run)
+            kept.append(replace(r, stale=reason) if reason else r)
         return kept
-    names = sorted({str(r.get("sweep")) for r in records})
+    names = sorted({str(r.sweep) for r in records})
     if sweep is None and len(names) > 1:
         raise ValueError(f"{source} holds results of several sweeps ({', '.join(names)}); pick one with --sweep NAME "
                          "or report a spec")
     want = sweep or (names[0] if names else None)
-    kept = [r for r in records if str(r.get("sweep")) == want]
-    skipped += [f"{r['run_id']}: of sweep {r.get('sweep')!r}, not {want!r}" for r in records if r not in kept]
+    kept = [r for r in records if str(r.sweep) == want]
+    skipped += [f"{r.run_id}: of sweep {r.sweep!r}, not {want!r}" for r in records if r not in kept]
     return kept
 
 
@@ -119,7 +121,8 @@ def run(argv: list[str]) -> int:
     try:
         folder, title, metric = resolve_source(args.source, args.results)
         skipped: list[str] = []
-        records = select(load_results(folder, skipped), args.source, args.sweep, skipped)
+        loaded = [RunRecord.from_json(r) for r in load_results(folder, skipped)]
+        records = select(loaded, args.source, args.sweep, skipped)
         written = write_report(records, args.out or folder, title, args.metric or metric or DEFAULT_METRIC,
                                plots=not args.no_plots, skipped=skipped, published=published_of(args.source),
                                expected=expected_of(args.source))

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_ssl.sweep.record import RunRecord
 from lightning_ssl.sweep.report import (
     FLOORS,
     REPLICATE_AXES,
@@ -41,9 +42,9 @@ COLLAPSED_STD = 0.10  # normalised std of the embedding below this: the embeddin
 UNSTABLE_STD = 0.02  # accuracy std over seeds above 2 points
 
 
-def knn_metric(records: list[dict[str, Any]]) -> str | None:
+def knn_metric(records: list[RunRecord]) -> str | None:
     """The kNN top-1 metric the records carry (``knn_k200_t0.1/acc_top1``), if any."""
-    names = sorted({k for r in records for k in r.get("metrics", {}) if k.startswith("knn_") and k.endswith("/acc_top1")})
+    names = sorted({k for r in records for k in r.metrics if k.startswith("knn_") and k.endswith("/acc_top1")})
     return names[0] if names else None
 
 
@@ -52,25 +53,18 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def _diag(record: dict[str, Any], part: str, key: str) -> float | None:
-    block = (record.get("diagnostics") or {}).get(part) or {}
-    value = block.get(key)
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def group_diagnostics(members: list[dict[str, Any]]) -> dict[str, float]:
+def group_diagnostics(members: list[RunRecord]) -> dict[str, float]:
     """Means over a run group's seeds of the recorded diagnostics; ``falling`` is the share of seeds
     whose loss still fell over the last quarter."""
-    out = {f"{part}_{key}": _mean([_diag(r, part, key) for r in members])
+    out = {f"{part}_{key}": _mean([r.diagnostic(part, key) for r in members])
            for part in ("features", "embedding") for key in ("rankme", "dim", "alignment", "uniformity", "std")}
-    trends = [(r.get("diagnostics") or {}).get("loss_trend") for r in members]
-    trends = [t for t in trends if t]
+    trends = [r.loss_trend for r in members if r.loss_trend]
     out["falling"] = float(np.mean([t["still_falling"] for t in trends])) if trends else float("nan")
     out["fall"] = _mean([t["fall_last_quarter"] for t in trends]) if trends else float("nan")
     return out
 
 
-def causes(members: list[dict[str, Any]], metric: str) -> list[str]:
+def causes(members: list[RunRecord], metric: str) -> list[str]:
     """The causes the records of one run group show (see the module docstring)."""
     d = group_diagnostics(members)
     found = []
@@ -81,7 +75,7 @@ def causes(members: list[dict[str, Any]], metric: str) -> list[str]:
     if d["falling"] > 0.5:
         found.append(f"under-trained (the loss still fell {100 * d['fall']:.1f} % over the last quarter "
                      f"in {100 * d['falling']:.0f} % of seeds)")
-    values = [r["metrics"][metric] for r in members if metric in r.get("metrics", {})]
+    values = [r.metrics[metric] for r in members if metric in r.metrics]
     if len(values) > 1 and float(np.std(values, ddof=1)) > UNSTABLE_STD:
         found.append(f"unstable (seeds from {100 * min(values):.2f} to {100 * max(values):.2f} %)")
     if not found:
@@ -94,7 +88,7 @@ def _where(axes: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in axes.items() if k != "method")
 
 
-def diagnosis_lines(records: list[dict[str, Any]], metric: str) -> list[str]:
+def diagnosis_lines(records: list[RunRecord], metric: str) -> list[str]:
     """One line per method row that misses a floor on ``metric`` or on the kNN metric, with its causes;
     one line saying so when every row beats every floor."""
     metrics = [metric] + [m for m in [knn_metric(records)] if m and m != metric]
@@ -114,7 +108,7 @@ def diagnosis_lines(records: list[dict[str, Any]], metric: str) -> list[str]:
     return lines or ["- no method has finished a run yet"]
 
 
-def ranking_lines(records: list[dict[str, Any]], metric: str) -> list[str]:
+def ranking_lines(records: list[RunRecord], metric: str) -> list[str]:
     """The methods ranked by mean ``metric`` within each setting (every axis but method and seed),
     floors left out; two methods whose means differ by less than twice the standard error of the
     difference are a tie, and said so."""
@@ -123,7 +117,7 @@ def ranking_lines(records: list[dict[str, Any]], metric: str) -> list[str]:
         axes = dict(key)
         if axes.get("method") in FLOORS:
             continue
-        values = [r["metrics"][metric] for r in members if metric in r.get("metrics", {})]
+        values = [r.metrics[metric] for r in members if metric in r.metrics]
         if values:
             rest = tuple((k, v) for k, v in key if k not in ("method", *REPLICATE_AXES))
             settings[rest].append((str(axes.get("method")), values))
@@ -150,11 +144,11 @@ def _tied(a: list[float], b: list[float]) -> bool:
     return gap <= 2 * se if math.isfinite(se) else gap == 0
 
 
-def diagnostics_table(records: list[dict[str, Any]]) -> str:
+def diagnostics_table(records: list[RunRecord]) -> str:
     """Markdown: per run group, the means over seeds of RankMe (features, embedding), alignment,
     uniformity, normalised std and the loss's fall over the last quarter; empty when no record has
     diagnostics."""
-    if not any(r.get("diagnostics") for r in records):
+    if not any(r.diagnostics for r in records):
         return ""
     header = ["method", "setting", "seeds", "RankMe features", "RankMe embedding", "alignment", "uniformity",
               "std (×√d)", "loss fall, last quarter"]
@@ -176,7 +170,7 @@ def diagnostics_table(records: list[dict[str, Any]]) -> str:
     return markdown_table(header, body)
 
 
-def headline_table(records: list[dict[str, Any]], metric: str, expected: dict[tuple, int] | None = None) -> str:
+def headline_table(records: list[RunRecord], metric: str, expected: dict[tuple, int] | None = None) -> str:
     """The README's compact table: per method row, the seeds done, ``metric`` and the kNN top-1 (mean ±
     sample std), the few-group accuracy of ``metric``'s probe, the margins over both floors on
     ``metric`` and the verdict (``finding``, or what it misses). ``expected`` (group key -> seeds
@@ -195,9 +189,9 @@ def headline_table(records: list[dict[str, Any]], metric: str, expected: dict[tu
                          "not run yet"])
             continue
 
-        few = next((k for r in members for k in r.get("metrics", {}) if k.startswith(probe + "/") and k.endswith("/acc_few")), "")
+        few = next((k for r in members for k in r.metrics if k.startswith(probe + "/") and k.endswith("/acc_few")), "")
         entry, knn_entry = margins.get(key, {}), knn_margins.get(key, {})
-        seeds = str(len({replicate(r) for r in members}))
+        seeds = str(len({replicate(r.axes) for r in members}))
         if expected and key in expected and expected[key] > int(seeds):
             seeds = f"{seeds}/{expected[key]}"
         body.append([str(axes.get("method")), _where(axes), seeds, _stat(members, metric),
@@ -208,8 +202,8 @@ def headline_table(records: list[dict[str, Any]], metric: str, expected: dict[tu
     return markdown_table(header, body)
 
 
-def _stat(members: list[dict[str, Any]], name: str) -> str:
-    values = [r["metrics"][name] for r in members if name in r.get("metrics", {})]
+def _stat(members: list[RunRecord], name: str) -> str:
+    values = [r.metrics[name] for r in members if name in r.metrics]
     return fmt(*mean_std(values)) if values else "–"
 
 

@@ -11,6 +11,7 @@ files were read in does not matter) and the PNGs carry no ``Software`` (matplotl
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -23,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
+from lightning_ssl.sweep.record import RunRecord  # noqa: E402
 from lightning_ssl.sweep.report import (  # noqa: E402
     DEFAULT_METRIC,
     FLOORS,
@@ -40,12 +42,12 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def _run_sets(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+def _run_sets(records: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
     """Runs by (dataset, profile, ratio, subsample, twin): each figure shows one run set."""
-    out: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    out: dict[tuple, list[RunRecord]] = defaultdict(list)
     for r in records:
-        key = tuple(str(r["axes"].get(k, "")) for k in ("dataset", "profile", "imbalance_ratio", "subsample")) + (
-            bool(r["axes"].get("balanced_twin")),)
+        key = tuple(str(r.axes.get(k, "")) for k in ("dataset", "profile", "imbalance_ratio", "subsample")) + (
+            bool(r.axes.get("balanced_twin")),)
         out[key].append(r)
     return out
 
@@ -56,15 +58,15 @@ def _set_name(key: tuple) -> str:
     return " ".join(parts) + (" · balanced twin" if twin else " · long-tailed")
 
 
-def seed_count(runs: list[dict[str, Any]]) -> int:
+def seed_count(runs: list[RunRecord]) -> int:
     """Distinct seeds (replicates) of the methods' runs: the floors are drawn from their own runs and
     RawPixels has no seed at all, so neither adds one (a seedless replicate counted as a seed made
     the titles say one seed too many)."""
-    methods = [r for r in runs if r.get("method") not in FLOORS] or runs
-    return len({replicate(r) for r in methods if any(v is not None for v in replicate(r))}) or 1
+    methods = [r for r in runs if r.method not in FLOORS] or runs
+    return len({replicate(r.axes) for r in methods if any(v is not None for v in replicate(r.axes))}) or 1
 
 
-def _seeds_text(runs: list[dict[str, Any]]) -> str:
+def _seeds_text(runs: list[RunRecord]) -> str:
     n = seed_count(runs)
     return f"{n} seed{'s' if n != 1 else ''}" + ("" if n > 1 else ", no error bars")
 
@@ -97,32 +99,32 @@ def _group_bands(ax: Any, counts: np.ndarray, groups: dict[str, list[int]]) -> N
                     color=GROUP_COLOURS[g])
 
 
-def _by_method(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+def _by_method(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    out: dict[str, list[RunRecord]] = defaultdict(list)
     for r in runs:
-        out[r["method"]].append(r)
+        out[r.method].append(r)
     return out
 
 
-def per_class_plot(runs: list[dict[str, Any]], path: Path, probe: str, title: str) -> Path:
+def per_class_plot(runs: list[RunRecord], path: Path, probe: str, title: str) -> Path:
     """Small multiples: per method, per-class accuracy (mean ± std over seeds) against the class's
     pre-training count, with the group bands and the floors' curves."""
-    by_method = {m: rs for m, rs in _by_method(runs).items() if all(probe in r.get("per_class", {}) for r in rs)}
+    by_method = {m: rs for m, rs in _by_method(runs).items() if all(probe in r.per_class for r in rs)}
     floors = {m: by_method.pop(m) for m in FLOORS if m in by_method}
     methods = list(by_method) or list(floors)
     cols = min(4, len(methods))
     rows = math.ceil(len(methods) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows + 0.6), sharex=True, sharey=True,
                              squeeze=False)
-    counts = np.asarray(runs[0]["evaluation"]["class_counts"], dtype=float)
-    groups = runs[0]["evaluation"].get("groups") or {}
+    counts = np.asarray(runs[0].class_counts, dtype=float)
+    groups = runs[0].groups
     order = np.argsort(-counts)
     for ax, method in zip(axes.flat, methods):
         _group_bands(ax, counts, groups)
         for name, floor_runs in floors.items():
-            acc = np.mean([r["per_class"][probe] for r in floor_runs], axis=0)
+            acc = np.mean([r.per_class[probe] for r in floor_runs], axis=0)
             ax.plot(counts[order], 100 * acc[order], lw=1, label=name, **FLOOR_STYLE[name])
-        values = np.asarray([r["per_class"][probe] for r in by_method.get(method, floors.get(method, []))])
+        values = np.asarray([r.per_class[probe] for r in by_method.get(method, floors.get(method, []))])
         std = values.std(axis=0, ddof=1) if len(values) > 1 else None
         ax.errorbar(counts[order], 100 * values.mean(axis=0)[order], yerr=None if std is None else 100 * std[order],
                     marker="o", ms=3, capsize=2, lw=1.2, color="C0", label=method)
@@ -145,11 +147,11 @@ def per_class_plot(runs: list[dict[str, Any]], path: Path, probe: str, title: st
     return _save(fig, path)
 
 
-def _key_of(runs: list[dict[str, Any]]) -> tuple:
+def _key_of(runs: list[RunRecord]) -> tuple:
     return next(iter(_run_sets(runs)))
 
 
-def group_bars(runs: list[dict[str, Any]], path: Path, probe: str, title: str) -> Path:
+def group_bars(runs: list[RunRecord], path: Path, probe: str, title: str) -> Path:
     """Many / medium / few accuracy per method (mean ± std over seeds); the floors' overall
     accuracy as reference lines."""
     by_method = _by_method(runs)
@@ -158,14 +160,14 @@ def group_bars(runs: list[dict[str, Any]], path: Path, probe: str, title: str) -
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(methods) + 2), 4))
     width = 0.8 / len(GROUPS)
     for i, g in enumerate(GROUPS):
-        vals = [[v for v in (probe_values(r["metrics"], probe).get(g) for r in by_method[m]) if v is not None]
+        vals = [[v for v in (probe_values(r.metrics, probe).get(g) for r in by_method[m]) if v is not None]
                 for m in methods]
         means = [100 * np.mean(v) if v else np.nan for v in vals]
         stds = [100 * np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in vals]
         ax.bar(np.arange(len(methods)) + (i - 1) * width, means, width, yerr=stds if any(stds) else None, capsize=2,
                label=g, color=GROUP_COLOURS[g])
     for name, floor_runs in floors.items():
-        overall = [probe_values(r["metrics"], probe).get("all") for r in floor_runs]
+        overall = [probe_values(r.metrics, probe).get("all") for r in floor_runs]
         overall = [v for v in overall if v is not None]
         if overall:
             ax.axhline(100 * np.mean(overall), lw=1, label=f"{name} (all classes)", **FLOOR_STYLE[name])
@@ -180,7 +182,7 @@ def group_bars(runs: list[dict[str, Any]], path: Path, probe: str, title: str) -
     return _save(fig, path)
 
 
-def gap_plot(records: list[dict[str, Any]], path: Path, metric: str, title: str) -> Path | None:
+def gap_plot(records: list[RunRecord], path: Path, metric: str, title: str) -> Path | None:
     """Relative gap Δ against the pre-training size n: one panel per evaluation (in-domain, each
     transfer set), one line per method, error bars over seeds."""
     rows = robustness_rows(records, metric)
@@ -220,16 +222,14 @@ def gap_plot(records: list[dict[str, Any]], path: Path, metric: str, title: str)
     return _save(fig, path)
 
 
-def _order(record: dict[str, Any]) -> tuple[str, ...]:
+def _order(record: RunRecord) -> tuple[str, ...]:
     """A total order of result records (method, axes, replicate, run id), independent of the order
     the result files were listed in."""
-    import json
-
-    return (str(record.get("method")), json.dumps(record.get("axes", {}), sort_keys=True, default=str),
-            str(replicate(record)), str(record.get("run_id")))
+    return (str(record.method), json.dumps(record.axes, sort_keys=True, default=str),
+            str(replicate(record.axes)), str(record.run_id))
 
 
-def write_plots(records: list[dict[str, Any]], out_dir: str | Path, metric: str = DEFAULT_METRIC,
+def write_plots(records: list[RunRecord], out_dir: str | Path, metric: str = DEFAULT_METRIC,
                 title: str = "sweep") -> list[Path]:
     """Per run set: the per-class and group plots; across run sets: the gap plot."""
     out = Path(out_dir)
@@ -237,7 +237,7 @@ def write_plots(records: list[dict[str, Any]], out_dir: str | Path, metric: str 
     records = sorted(records, key=_order)
     written = []
     for key, runs in _run_sets(records).items():
-        if not any(probe in r.get("per_class", {}) for r in runs):
+        if not any(probe in r.per_class for r in runs):
             continue
         name = _slug("_".join(str(k) for k in key[:4] if k) + ("_twin" if key[4] else ""))
         written.append(per_class_plot(runs, out / f"per_class_{name}.png", probe, title))

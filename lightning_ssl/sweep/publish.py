@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lightning_ssl.io import atomic_write_text
 from lightning_ssl.sweep.diagnosis import (
     COLLAPSED_RANK,
     COLLAPSED_STD,
@@ -20,6 +21,7 @@ from lightning_ssl.sweep.diagnosis import (
 )
 from lightning_ssl.sweep.plots import write_plots
 from lightning_ssl.sweep.published import parse_published, published_table
+from lightning_ssl.sweep.record import RunRecord
 from lightning_ssl.sweep.report import (
     DEFAULT_METRIC,
     check_rows,
@@ -37,12 +39,11 @@ def planned_seeds(runs: list[Any]) -> dict[tuple, int]:
     """Seeds (replicates) a spec plans per run group, from its expanded runs."""
     counts: dict[tuple, set] = {}
     for run in runs:
-        record = {"axes": run.axes}
-        counts.setdefault(group_key(record), set()).add(replicate(record))
+        counts.setdefault(group_key(run.axes), set()).add(replicate(run.axes))
     return {k: len(v) for k, v in counts.items()}
 
 
-def write_report(records: list[dict[str, Any]], out_dir: str | Path, title: str = "sweep",
+def write_report(records: list[RunRecord], out_dir: str | Path, title: str = "sweep",
                  metric: str = DEFAULT_METRIC, plots: bool = True, skipped: list[str] | None = None,
                  published: Any = None, expected: dict[tuple, int] | None = None) -> dict[str, Path]:
     """Write ``report.md``, ``summary.csv``, ``robustness.csv`` (when there are balanced twins) and
@@ -51,8 +52,6 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path, title: str 
     ``published``: the spec's ``report.published`` entries, shown beside the measured numbers
     (``published.csv``, :mod:`lightning_ssl.sweep.published`). ``expected``: seeds planned per run
     group (:func:`planned_seeds`), so that rows still running say ``n/N seeds``."""
-    from lightning_ssl.io import atomic_write_text
-
     skipped = list(skipped or [])
     records = check_rows(records, skipped)
     if not records:
@@ -61,7 +60,7 @@ def write_report(records: list[dict[str, Any]], out_dir: str | Path, title: str 
     md, csv_text = main_table(records, metric)
     long_md, side_md, gap_csv = robustness_tables(records, metric)
     parts = [f"# {title}", "", *setting_lines(records), *floor_notes(records, metric)]
-    if any(r.get("_stale") for r in records):
+    if any(r.stale for r in records):
         parts.append("- † stale: computed by other code or settings than the current code would use "
                      "(`lssl sweep SPEC --rerun-stale` recomputes them)")
     if skipped:

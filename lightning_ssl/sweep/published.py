@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from lightning_ssl.sweep.record import RunRecord
 from lightning_ssl.sweep.report import fmt, group_key, markdown_table, mean_std
 
 ENTRY_KEYS = ("source", "setting", "same_setting", "dataset", "values")
@@ -77,28 +78,38 @@ def parse_published(block: Any) -> list[Published]:
     return out
 
 
-def published_rows(records: list[dict[str, Any]], published: list[Published]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class PublishedRow:
+    """A published number beside the run group it names: the measured mean and std (fractions) over
+    ``seeds`` seeds; NaN and 0 seeds when no run group matches."""
+
+    published: Published
+    dataset: str
+    measured: tuple[float, float]
+    seeds: int
+
+
+def published_rows(records: list[RunRecord], published: list[Published]) -> list[PublishedRow]:
     """One row per published number and matching run group (method label, and dataset label when the
     entry names one): the measured mean ± std over the group's seeds, in %, and the difference of the
     means. A published number with no run group gets a row with nothing measured."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+    groups: dict[tuple, list[RunRecord]] = {}
     for r in records:
-        groups.setdefault(group_key(r), []).append(r)
+        groups.setdefault(group_key(r.axes), []).append(r)
     rows = []
     for p in published:
         matched = [(dict(key), members) for key, members in groups.items()
                    if dict(key).get("method") == p.method and (p.dataset is None or dict(key).get("dataset") == p.dataset)]
         if not matched:
-            rows.append({"published": p, "axes": {"method": p.method, "dataset": p.dataset or ""},
-                         "measured": (math.nan, math.nan), "seeds": 0})
+            rows.append(PublishedRow(p, p.dataset or "", (math.nan, math.nan), 0))
         for axes, members in matched:
-            values = [r["metrics"].get(p.metric) for r in members]
-            rows.append({"published": p, "axes": axes, "measured": mean_std([v for v in values if v is not None]),
-                         "seeds": sum(v is not None for v in values)})
+            values = [r.metrics.get(p.metric) for r in members]
+            rows.append(PublishedRow(p, axes.get("dataset", ""), mean_std([v for v in values if v is not None]),
+                                     sum(v is not None for v in values)))
     return rows
 
 
-def published_table(records: list[dict[str, Any]], published: list[Published]) -> tuple[str, str, list[str]]:
+def published_table(records: list[RunRecord], published: list[Published]) -> tuple[str, str, list[str]]:
     """(Markdown, CSV, notes) of the published numbers beside the measured ones. The ``published``
     column is headed as another setting unless every entry says ``same_setting: true``; the notes
     name each source and its setting."""
@@ -114,12 +125,12 @@ def published_table(records: list[dict[str, Any]], published: list[Published]) -
     writer.writerow(["method", "dataset", "metric", "seeds", "measured_mean", "measured_std", "published",
                      "measured_minus_published", "same_setting", "source"])
     for row in rows:
-        p, (mean, std) = row["published"], row["measured"]
+        p, (mean, std) = row.published, row.measured
         diff = 100 * mean - p.value if math.isfinite(mean) else math.nan
-        body.append([p.method, str(row["axes"].get("dataset", "")), f"`{p.metric}`", str(row["seeds"]), fmt(mean, std),
+        body.append([p.method, str(row.dataset), f"`{p.metric}`", str(row.seeds), fmt(mean, std),
                      f"{p.value:.2f}", f"{diff:+.2f}" if math.isfinite(diff) else "–",
                      refs[(p.source, p.setting, p.same_setting)]])
-        writer.writerow([p.method, row["axes"].get("dataset", ""), p.metric, row["seeds"],
+        writer.writerow([p.method, row.dataset, p.metric, row.seeds,
                          f"{100 * mean:.4f}" if math.isfinite(mean) else "", f"{100 * std:.4f}" if math.isfinite(std) else "",
                          p.value, f"{diff:.4f}" if math.isfinite(diff) else "", p.same_setting, p.source])
     md = markdown_table(["method", "dataset", "metric", "seeds", "measured", head, "measured − published", "source"], body)

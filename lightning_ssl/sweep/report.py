@@ -19,6 +19,7 @@ import io
 import json
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from lightning_ssl.eval.floors import FLOORS
 from lightning_ssl.sweep.identity import flatten
+from lightning_ssl.sweep.record import RunRecord
 
 GROUPS = ("many", "medium", "few")
 DEFAULT_METRIC = "linear_full/acc_top1"
@@ -51,20 +53,20 @@ def fmt(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
     return text if not math.isfinite(std) else f"{text} ± {scale * std:.{digits}f}"
 
 
-def group_key(record: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
-    """The run group of a result: every axis except the replicate axes (seed, data seed)."""
-    return tuple(sorted((k, v) for k, v in record["axes"].items() if k not in REPLICATE_AXES))
+def group_key(axes: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The run group of a run's axes: every axis except the replicate axes (seed, data seed)."""
+    return tuple(sorted((k, v) for k, v in axes.items() if k not in REPLICATE_AXES))
 
 
-def replicate(record: dict[str, Any]) -> tuple[Any, ...]:
-    """The replicate a result is within its row: (seed, data seed), ``None`` for an axis the run has
+def replicate(axes: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The replicate a run is within its row: (seed, data seed), ``None`` for an axis the run has
     not got (RawPixels has no seed: nothing in it is random)."""
-    return tuple(record["axes"].get(a) for a in REPLICATE_AXES)
+    return tuple(axes.get(a) for a in REPLICATE_AXES)
 
 
-def _differing(records: list[dict[str, Any]]) -> list[str]:
+def _differing(records: list[RunRecord]) -> list[str]:
     """Settings keys (other than the replicate keys) whose values differ among ``records``."""
-    flats = [flatten(r.get("settings") or r.get("config") or {}) for r in records]
+    flats = [flatten(r.settings) for r in records]
     keys = set().union(*flats)
     out = []
     for key in sorted(keys):
@@ -73,21 +75,20 @@ def _differing(records: list[dict[str, Any]]) -> list[str]:
         values = {json.dumps(f.get(key), sort_keys=True, default=str) for f in flats}
         if len(values) > 1:
             out.append(key)
-    protocols = {json.dumps([r.get("evaluation_protocol"), r.get("transfer_protocol"), r.get("compute_version")],
-                            sort_keys=True, default=str) for r in records}
+    protocols = {json.dumps(list(r.protocols), sort_keys=True, default=str) for r in records}
     return out + (["evaluation protocol"] if len(protocols) > 1 else [])
 
 
-def check_rows(records: list[dict[str, Any]], skipped: list[str]) -> list[dict[str, Any]]:
+def check_rows(records: list[RunRecord], skipped: list[str]) -> list[RunRecord]:
     """Records that may be averaged row by row: one per replicate (the newest of duplicates; the
     others are listed in ``skipped``). Records of one row that differ in anything but the
     replicate keys raise ``ValueError`` naming the row and the differing keys."""
-    rows: dict[tuple, dict[tuple, dict[str, Any]]] = defaultdict(dict)
-    for r in sorted(records, key=lambda r: r.get("finished", 0)):
-        old = rows[group_key(r)].get(replicate(r))
+    rows: dict[tuple, dict[tuple, RunRecord]] = defaultdict(dict)
+    for r in sorted(records, key=lambda r: r.finished):
+        old = rows[group_key(r.axes)].get(replicate(r.axes))
         if old is not None:
-            skipped.append(f"{old['run_id']}: an older result of the same run group and seed as {r['run_id']}")
-        rows[group_key(r)][replicate(r)] = r
+            skipped.append(f"{old.run_id}: an older result of the same run group and seed as {r.run_id}")
+        rows[group_key(r.axes)][replicate(r.axes)] = r
     for key, members in rows.items():
         keys = _differing(list(members.values()))
         if keys:
@@ -97,11 +98,11 @@ def check_rows(records: list[dict[str, Any]], skipped: list[str]) -> list[dict[s
     return [r for members in rows.values() for r in members.values()]
 
 
-def probes_of(records: list[dict[str, Any]]) -> list[str]:
+def probes_of(records: list[RunRecord]) -> list[str]:
     """Probe names (``linear_full``, ``knn_k200_t0.1``, ...) in first-seen order."""
     seen: dict[str, None] = {}
     for r in records:
-        for name in r.get("per_class", {}):
+        for name in r.per_class:
             seen.setdefault(name, None)
     return list(seen)
 
@@ -128,26 +129,23 @@ class Row:
     stale: bool = False
 
 
-def summarize(records: list[dict[str, Any]]) -> tuple[list[Row], list[str]]:
+def summarize(records: list[RunRecord]) -> tuple[list[Row], list[str]]:
     """Rows (one per run group, sorted by dataset, method, other axes) and value columns."""
     probes = probes_of(records)
     columns = [f"{p}/{c}" for p in probes for c in ("all", *GROUPS, "std")] + ["time_per_epoch_s", "peak_memory_mib"]
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        groups[group_key(r)].append(r)
     rows = []
-    for key, members in groups.items():
+    for key, members in _by_group(records).items():
         samples: dict[str, list[float]] = defaultdict(list)
         for r in members:
             for p in probes:
-                for c, v in probe_values(r["metrics"], p).items():
+                for c, v in probe_values(r.metrics, p).items():
                     if v is not None:
                         samples[f"{p}/{c}"].append(v)
-            samples["time_per_epoch_s"].append(r.get("train", {}).get("time_per_epoch_s") or math.nan)
-            samples["peak_memory_mib"].append(r.get("peak_memory", {}).get("bytes", math.nan) / 2**20)
-        reps = sorted({replicate(r) for r in members}, key=str)
+            samples["time_per_epoch_s"].append(r.time_per_epoch_s)
+            samples["peak_memory_mib"].append(r.peak_memory_mib)
+        reps = sorted({replicate(r.axes) for r in members}, key=str)
         rows.append(Row(dict(key), reps, {c: mean_std(samples[c]) for c in columns},
-                        stale=any(r.get("_stale") for r in members)))
+                        stale=any(r.stale for r in members)))
     def order(row: Row) -> tuple:
         method = str(row.axes.get("method", ""))
         floor = FLOORS.index(method) if method in FLOORS else len(FLOORS)  # floors first
@@ -158,15 +156,15 @@ def summarize(records: list[dict[str, Any]]) -> tuple[list[Row], list[str]]:
     return rows, columns
 
 
-def floor_margins(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> dict[tuple, dict[str, Any]]:
+def floor_margins(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> dict[tuple, dict[str, Any]]:
     """For each method's run group: its margin over each floor on ``metric`` (paired by replicate;
     mean and std of the per-replicate differences) and whether it beats ``RandomInit`` clearly
     (by >= :data:`CLEAR_MARGIN` and by more than 2 standard errors when there are >= 2 replicates)."""
     floors: dict[str, dict[tuple, dict[tuple, float]]] = {f: defaultdict(dict) for f in FLOORS}
     for r in records:
-        if r["axes"].get("method") in FLOORS and metric in r["metrics"]:
-            key = tuple(sorted((k, v) for k, v in r["axes"].items() if k not in (*REPLICATE_AXES, "method")))
-            floors[r["axes"]["method"]][key][replicate(r)] = r["metrics"][metric]
+        if r.axes.get("method") in FLOORS and metric in r.metrics:
+            key = tuple(sorted((k, v) for k, v in r.axes.items() if k not in (*REPLICATE_AXES, "method")))
+            floors[r.axes["method"]][key][replicate(r.axes)] = r.metrics[metric]
     out: dict[tuple, dict[str, Any]] = {}
     for key, members in _by_group(records).items():
         axes = dict(key)
@@ -178,8 +176,8 @@ def floor_margins(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -
             match = next((v for k, v in floors[floor].items() if set(k) <= set(key)), None)
             if not match:
                 continue
-            diffs = [r["metrics"][metric] - _floor_value(match, replicate(r)) for r in members
-                     if metric in r["metrics"] and _floor_value(match, replicate(r)) is not None]
+            diffs = [r.metrics[metric] - _floor_value(match, replicate(r.axes)) for r in members
+                     if metric in r.metrics and _floor_value(match, replicate(r.axes)) is not None]
             if diffs:
                 entry[floor] = mean_std(diffs)
                 entry[f"{floor}_n"] = len(diffs)
@@ -199,10 +197,10 @@ def _floor_value(match: dict[tuple, Any], rep: tuple) -> Any:
     return match.get((None, *rep[1:]))
 
 
-def _by_group(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+def _by_group(records: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
+    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for r in records:
-        groups[group_key(r)].append(r)
+        groups[group_key(r.axes)].append(r)
     return groups
 
 
@@ -234,7 +232,7 @@ def _margin_cells(entry: dict[str, Any] | None) -> list[str]:
     return [*cells, flag]
 
 
-def main_table(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> tuple[str, str]:
+def main_table(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> tuple[str, str]:
     """(Markdown, CSV) of the mean ± std table; the CSV has separate mean and std columns (in %
     for accuracies, seconds, MiB). Each method's row carries its margin over the floors on
     ``metric`` (points) and whether it beats RandomInit clearly; a stale row is marked ``†``."""
@@ -267,7 +265,7 @@ def main_table(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> t
     return markdown_table(header, body), buf.getvalue()
 
 
-def floor_notes(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> list[str]:
+def floor_notes(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> list[str]:
     """One line per method row that does not beat RandomInit clearly, or one line saying all do."""
     margins = floor_margins(records, metric)
     if not margins or not any("clear" in e for e in margins.values()):
@@ -288,13 +286,12 @@ def floor_notes(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> 
     return lines
 
 
-def eval_metrics(record: dict[str, Any], metric: str) -> dict[str, float]:
+def eval_metrics(record: RunRecord, metric: str) -> dict[str, float]:
     """The accuracies the robustness table compares: in-domain ``metric`` and, per transfer set,
     the same ``metric``, else the transfer set's full-shot linear top-1 (its probe sets have their
     own names), else its fine-tuning top-1."""
-    out = {"ID": record["metrics"].get(metric)}
-    for name, result in (record.get("transfer") or {}).items():
-        m = result.get("metrics", {})
+    out = {"ID": record.metrics.get(metric)}
+    for name, m in record.transfer_metrics().items():
         out[f"OOD:{name}"] = m.get(metric, m.get("linear_full/acc_top1", m.get("finetune/acc_top1")))
     return {k: v for k, v in out.items() if v is not None}
 
@@ -311,17 +308,17 @@ class GapRow:
     floors: dict[str, tuple[float, float]] = field(default_factory=dict)  # A_LT − floor, per replicate
 
 
-def _twin_pairs(records: list[dict[str, Any]]) -> dict[tuple, dict[bool, dict[tuple, dict[str, Any]]]]:
-    twins: dict[tuple, dict[bool, dict[tuple, dict[str, Any]]]] = defaultdict(lambda: {True: {}, False: {}})
+def _twin_pairs(records: list[RunRecord]) -> dict[tuple, dict[bool, dict[tuple, RunRecord]]]:
+    twins: dict[tuple, dict[bool, dict[tuple, RunRecord]]] = defaultdict(lambda: {True: {}, False: {}})
     for r in records:
-        if "balanced_twin" not in r["axes"]:
+        if "balanced_twin" not in r.axes:
             continue
-        key = tuple(sorted((k, v) for k, v in r["axes"].items() if k not in (*REPLICATE_AXES, "balanced_twin")))
-        twins[key][bool(r["axes"]["balanced_twin"])][replicate(r)] = r
+        key = tuple(sorted((k, v) for k, v in r.axes.items() if k not in (*REPLICATE_AXES, "balanced_twin")))
+        twins[key][bool(r.axes["balanced_twin"])][replicate(r.axes)] = r
     return twins
 
 
-def robustness_rows(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> list[GapRow]:
+def robustness_rows(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> list[GapRow]:
     """Pair long-tailed runs with their balanced twins (same axes and replicate) and compute
     Δ = (A_bal − A_LT) / A_bal per replicate (docs/protocols.md §9); with each method's margin
     A_LT − floor over the floors of the same long-tailed data."""
@@ -353,7 +350,7 @@ def robustness_rows(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC)
                     value = eval_metrics(record, metric).get(name) if record is not None else None
                     if value is not None:
                         margins[f].append(t - value)
-            n = float(np.mean([pair[False][s].get("num_pretrain", math.nan) for s in seeds]))
+            n = float(np.mean([pair[False][s].num_pretrain for s in seeds]))
             rows.append(GapRow(dict(key), name, n, mean_std(bal), mean_std(lt), mean_std(gap), len(gap),
                                {f: mean_std(v) for f, v in margins.items()}))
     rows.sort(key=lambda g: (str(g.axes.get("dataset")), g.evaluation, str(g.axes.get("imbalance_ratio")),
@@ -361,7 +358,7 @@ def robustness_rows(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC)
     return rows
 
 
-def robustness_tables(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> tuple[str, str, str]:
+def robustness_tables(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> tuple[str, str, str]:
     """(long Markdown, side-by-side Markdown of Δ per method, CSV); empty strings without twins."""
     rows = robustness_rows(records, metric)
     if not rows:
@@ -390,14 +387,24 @@ def robustness_tables(records: list[dict[str, Any]], metric: str = DEFAULT_METRI
     return markdown_table(header, body), side, buf.getvalue()
 
 
-def per_class_gap_rows(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> list[dict[str, Any]]:
+@dataclass
+class ClassGapRow:
+    """Per-class Δ of one long-tailed run group against its balanced twin: ``gaps`` holds, for
+    ``all`` classes and each group (many / medium / few), the mean ± std over replicates."""
+
+    axes: dict[str, Any]
+    n: float  # images in the long-tailed pre-training set (mean over replicates)
+    replicates: int
+    gaps: dict[str, tuple[float, float]]
+
+
+def per_class_gap_rows(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> list[ClassGapRow]:
     """Per-class Δ_c = (a_bal,c − a_LT,c) / a_bal,c of each class against the balanced-twin encoder
     on the same class (docs/protocols.md §9.2), averaged over the classes of each group of the
     long-tailed set (and over all classes), per replicate, then mean ± std over replicates (seeds
     and permuted head orders). Unlike the group accuracies it does not inherit class difficulty."""
     probe = metric.rsplit("/", 1)[0]
-    twins = _twin_pairs([r for r in records if probe in (r.get("per_class") or {})
-                         and r["axes"].get("method") not in FLOORS])
+    twins = _twin_pairs([r for r in records if probe in r.per_class and r.axes.get("method") not in FLOORS])
     rows = []
     for key, pair in twins.items():
         reps = sorted(set(pair[True]) & set(pair[False]), key=str)
@@ -405,59 +412,55 @@ def per_class_gap_rows(records: list[dict[str, Any]], metric: str = DEFAULT_METR
             continue
         values: dict[str, list[float]] = defaultdict(list)
         for rep in reps:
-            bal = np.asarray(pair[True][rep]["per_class"][probe], dtype=np.float64)
-            lt = np.asarray(pair[False][rep]["per_class"][probe], dtype=np.float64)
+            bal = np.asarray(pair[True][rep].per_class[probe], dtype=np.float64)
+            lt = np.asarray(pair[False][rep].per_class[probe], dtype=np.float64)
             with np.errstate(divide="ignore", invalid="ignore"):
                 gap = np.where(bal > 0, (bal - lt) / bal, np.nan)
             values["all"].append(float(np.nanmean(gap)))
-            for g, ids in (pair[False][rep].get("evaluation", {}).get("groups") or {}).items():
+            for g, ids in pair[False][rep].groups.items():
                 if len(ids):
                     values[g].append(float(np.nanmean(gap[np.asarray(ids, dtype=int)])))
-        n = float(np.mean([pair[False][rep].get("num_pretrain", math.nan) for rep in reps]))
-        rows.append({"axes": dict(key), "n": n, "replicates": len(reps),
-                     **{g: mean_std(v) for g, v in values.items()}})
-    rows.sort(key=lambda g: (str(g["axes"].get("dataset")), -g["n"], str(g["axes"].get("method"))))
+        n = float(np.mean([pair[False][rep].num_pretrain for rep in reps]))
+        rows.append(ClassGapRow(dict(key), n, len(reps), {g: mean_std(v) for g, v in values.items()}))
+    rows.sort(key=lambda g: (str(g.axes.get("dataset")), -g.n, str(g.axes.get("method"))))
     return rows
 
 
-def per_class_gap_table(records: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> str:
+def per_class_gap_table(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> str:
     rows = per_class_gap_rows(records, metric)
     if not rows:
         return ""
-    axes = sorted({k for g in rows for k in g["axes"]} - {"method"})
+    axes = sorted({k for g in rows for k in g.axes} - {"method"})
     header = ["method", *axes, "n", "seeds", "Δ per class, mean (%)", *[f"Δ {g} (%)" for g in GROUPS]]
-    body = [[str(g["axes"].get("method"))] + [str(g["axes"].get(a, "")) for a in axes]
-            + [f"{g['n']:.0f}", str(g["replicates"]), fmt(*g["all"])]
-            + [fmt(*g[grp]) if grp in g else "–" for grp in GROUPS] for g in rows]
+    body = [[str(g.axes.get("method"))] + [str(g.axes.get(a, "")) for a in axes]
+            + [f"{g.n:.0f}", str(g.replicates), fmt(*g.gaps["all"])]
+            + [fmt(*g.gaps[grp]) if grp in g.gaps else "–" for grp in GROUPS] for g in rows]
     return markdown_table(header, body)
 
 
-def setting_lines(records: list[dict[str, Any]]) -> list[str]:
+def setting_lines(records: list[RunRecord]) -> list[str]:
     """What every table must state (docs/protocols.md §10): data, backbone, epochs, batch, devices, hardware."""
-    methods = [r for r in records if r["axes"].get("method") not in FLOORS] or records
+    methods = [r for r in records if r.axes.get("method") not in FLOORS] or records
 
-    def values(get: Any, among: list[dict[str, Any]] = methods) -> str:
+    def values(get: Any, among: list[RunRecord] = methods) -> str:
         found = sorted({str(get(r)) for r in among})
         return ", ".join(found)
 
     return [
-        f"- runs: {len(records)} ({len(records) - len(methods)} floors); distinct seeds: {values(lambda r: r['seed'])}",
-        f"- linear probe: {values(lambda r: _probe_recipe(r), records)}",
-        f"- datasets: {values(lambda r: r['dataset'])}",
-        f"- backbone: {values(lambda r: r['config'].get('model', {}).get('init_args', {}).get('backbone'))}",
-        f"- epochs: {values(lambda r: r['config'].get('trainer', {}).get('max_epochs'))}; global batch: "
-        f"{values(lambda r: r.get('train', {}).get('global_batch'))}; devices: "
-        f"{values(lambda r: r.get('train', {}).get('devices'))}",
-        f"- hardware: {values(lambda r: r.get('hardware', {}).get('gpu') or r.get('hardware', {}).get('cpu'))}",
-        f"- group rule: {values(lambda r: r.get('evaluation', {}).get('group_rule'))}; accuracies in %, final "
-        "epoch, mean ± sample std over seeds",
+        f"- runs: {len(records)} ({len(records) - len(methods)} floors); distinct seeds: {values(lambda r: r.seed)}",
+        f"- linear probe: {values(_probe_recipe, records)}",
+        f"- datasets: {values(lambda r: r.dataset)}",
+        f"- backbone: {values(lambda r: r.backbone)}",
+        f"- epochs: {values(lambda r: r.max_epochs)}; global batch: {values(lambda r: r.train.get('global_batch'))}; "
+        f"devices: {values(lambda r: r.train.get('devices'))}",
+        f"- hardware: {values(lambda r: r.machine)}",
+        f"- group rule: {values(lambda r: r.group_rule)}; accuracies in %, final epoch, mean ± sample std over seeds",
     ]
 
 
-def _probe_recipe(record: dict[str, Any]) -> str:
+def _probe_recipe(record: RunRecord) -> str:
     """The probe recipe of a result, and where it did not meet its tolerance within its budget."""
-    linear = (record.get("evaluation") or {}).get("linear") or {}
-    runs = linear.get("runs") or {}
+    runs = record.linear_probe.get("runs") or {}
     converged = all(v.get("converged", True) for v in runs.values())
-    name = linear.get("recipe", "mttv (before the converged probe)")
-    return name if converged else f"{name} (budget spent before the tolerance: {record['axes'].get('method')})"
+    name = record.linear_probe.get("recipe", "not recorded")
+    return name if converged else f"{name} (budget spent before the tolerance: {record.axes.get('method')})"
