@@ -26,8 +26,10 @@ from lightning_ssl.methods.dnc_pipeline import (
     StageMismatchError,
     expert_steps,
     with_stage_warmup,
-    write_json_atomic,
 )
+from lightning_ssl.sweep.identity import METHOD_VERSIONS, method_key
+from lightning_ssl.sweep.runner import SweepPaths, run_one
+from lightning_ssl.sweep.spec import expand, spec_from_dict
 
 TINY = dict(backbone="resnet_tiny", image_size=16, proj_hidden_dim=8, proj_output_dim=2)
 
@@ -164,13 +166,6 @@ def test_stage_warmup_is_a_fraction_of_the_stage():
     assert with_stage_warmup({"warmup_fraction": 0.2}, MoCLR, 4)["warmup_fraction"] == 0.2
 
 
-def test_write_json_atomic(tmp_path):
-    target = tmp_path / "stage" / "done.json"
-    write_json_atomic(target, {"stage": "base", "x": [1, 2]})
-    assert json.loads(target.read_text()) == {"stage": "base", "x": [1, 2]}
-    assert [p.name for p in target.parent.iterdir()] == ["done.json"]  # no temporary left
-
-
 # -- the pipeline end to end ------------------------------------------------------------------------
 
 def cli_args(work_dir, clusters: int = 2) -> list[str]:
@@ -223,6 +218,46 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     assert mtimes(work) == before  # nothing removed or rewritten
 
 
+SWEEP = {
+    "name": "dnc",
+    "base": {"model": {"init_args": {"backbone": "resnet_tiny", "proj_hidden_dim": 16, "proj_output_dim": 8}},
+             "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 16, "eval_batch_size": 256}},
+             "trainer": {"accelerator": "cpu", "limit_train_batches": 1}},
+    "grid": {"method": ["DnC"]},
+    "dnc": {"num_clusters": 2, "base_epochs": 1, "expert_epochs": 0.25, "distill_epochs": 1, "kmeans_backend": "torch",
+            "distill": {"head_hidden_dim": 16}},
+    "evaluation": {"linear_options": {"steps": 20}, "knn_k": 20},
+}
+
+
+def test_a_sweep_run_of_dnc_is_its_pipeline(tmp_path):
+    """DnC in a sweep: the run's model config is the teachers' (MoCLR), the spec's dnc section is
+    its options (in the id and the record), the stages go to <run folder>/dnc, and the distilled
+    student is evaluated; bad options fail when the spec is loaded."""
+    spec = spec_from_dict(SWEEP)
+    (run,) = expand(spec)  # no floors: DnC's config is not one a floor is made from
+    assert run.config["model"]["class_path"] == "lightning_ssl.methods.moclr.MoCLR"
+    assert run.options == SWEEP["dnc"] and method_key(run) == "DnC"
+    paths = SweepPaths.of(spec, tmp_path / "results", tmp_path / "work")
+    assert run_one(run, spec, paths) == "done"
+    record = json.loads(paths.result(run.run_id).read_text())
+    assert record["pipeline"] == "lightning_ssl.methods.dnc_pipeline.DnCPipeline"
+    assert record["pipeline_options"] == SWEEP["dnc"] and record["method_version"] == METHOD_VERSIONS["DnC"]
+    work = paths.run_dir(run.run_id) / "dnc"
+    assert record["train"]["dnc_stages"] == {stage: str(work / stage) for stage in STAGES}
+    assert all((work / stage / "done.json").is_file() for stage in STAGES)
+    student = json.loads((work / "distill" / "done.json").read_text())["fingerprint"]["student_kwargs"]
+    assert student["head_hidden_dim"] == 16 and student["proj_hidden_dim"] == 16  # its own, and the teachers'
+    assert 0 <= record["metrics"]["linear_full/acc_top1"] <= 1 and record["train"]["devices"] == 1
+
+    for dnc, words in (({"num_cluster": 2}, "dnc: unknown key(s) ['num_cluster']; valid keys: num_clusters"),
+                       ({"num_clusters": 0}, "dnc: num_clusters=0 must be >= 1"),
+                       ({"distill": {"heads": 3}}, "['heads'] are not options of the DnC student")):
+        with pytest.raises(ValueError) as err:
+            spec_from_dict({**SWEEP, "dnc": dnc})
+        assert words in str(err.value)
+
+
 def test_more_clusters_than_samples_is_refused_before_training(tmp_path):
     from datamodules.digits import DigitsLT
 
@@ -256,7 +291,7 @@ def make_pipeline(work: Path, callbacks: list | None = None, **data: object) -> 
                    enable_model_summary=False, callbacks=callbacks or [])
     return DnCPipeline(DigitsLT(batch_size=16, eval_batch_size=256, **data), work, num_clusters=2, base_epochs=1,
                        expert_epochs=EXPERT_EPOCHS, distill_epochs=1, teacher_kwargs=dict(TINY, lr=0.05),
-                       student_kwargs={"head_hidden_dim": 8}, trainer_kwargs=trainer, kmeans_backend="torch")
+                       distill={"head_hidden_dim": 8}, trainer_kwargs=trainer, kmeans_backend="torch")
 
 
 def state(path: Path) -> dict[str, torch.Tensor]:

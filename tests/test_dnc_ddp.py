@@ -34,7 +34,7 @@ def make_pipeline(work: Path, devices: int) -> DnCPipeline:
                    limit_train_batches=2, enable_progress_bar=False, enable_model_summary=False)
     return DnCPipeline(DigitsLT(batch_size=16, eval_batch_size=64), work, num_clusters=2, base_epochs=1,
                        expert_epochs=0.25, distill_epochs=1, teacher_kwargs=TINY,
-                       student_kwargs={"head_hidden_dim": 8}, trainer_kwargs=trainer, kmeans_backend="torch")
+                       distill={"head_hidden_dim": 8}, trainer_kwargs=trainer, kmeans_backend="torch")
 
 
 def _rank(rank: int, port: int, work: str) -> None:

@@ -225,8 +225,10 @@ CASES: dict[str, tuple[list[str], str]] = {
     "dnc k-means starts 0": ([*DNC, "--kmeans_n_init", "0"], "kmeans_n_init=0 must be >= 1"),
     "dnc teacher without a projector": ([*DNC, "--model", "lightning_ssl.methods.simclr.SimCLR"],
                                         "has no projector_hidden"),
-    "dnc distill views 0": ([*DNC, "--distill.num_views", "0"], "distill.num_views=0 must be >= 1"),
-    "dnc distill lr -1": ([*DNC, "--distill.lr", "-1"], "distill.lr=-1.0 must be > 0"),
+    "dnc distill views 0": ([*DNC, "--distill.num_large_views", "0"], "student (distill options {'head_hidden_dim': "
+                            "4096, 'num_large_views': 0}): num_large_views=0 must be >= 1"),
+    "dnc distill lr -1": ([*DNC, "--distill.lr", "-1"], "DnC student (distill options {'head_hidden_dim': 4096, "
+                          "'num_large_views': 2, 'lr': -1.0}): lr=-1.0 must be > 0"),
     "dnc limit_train_batches 0": ([*DNC, "--trainer.limit_train_batches", "0"], "trains nothing"),
     "dnc teacher lr nan": ([*DNC, "--model.lr", ".nan"], "lr=nan must be > 0 and finite"),
     "dnc data batch 0": ([*DNC, "--data.batch_size", "0"], "batch_size=0 must be an integer >= 1"),

@@ -171,7 +171,7 @@ def test_uota_builds_the_chosen_base_with_the_weighter() -> None:
 
 
 def test_uota_weights_enter_the_reduced_loss() -> None:
-    model = UOTA(proj_hidden_dim=16, proj_output_dim=8, num_prototypes=5, uota_start_epoch=0,
+    model = UOTA(proj_hidden_dim=16, proj_output_dim=8, num_prototypes=5, num_small_views=2, uota_start_epoch=0,
                  uota_tau=1.0, **TINY)
     g = torch.Generator().manual_seed(0)
     views = [torch.randn(6, 3, s, s, generator=g) for s in (16, 16, 8, 8)]
@@ -200,7 +200,7 @@ def _fit(model: pl.LightningModule, callbacks: list | None = None, **trainer_kw:
     ("mocov2", {}),
 ])
 def test_uota_trains(base: str, data: dict) -> None:
-    extra = {"swav": dict(proj_hidden_dim=32, proj_output_dim=8, num_prototypes=10),
+    extra = {"swav": dict(proj_hidden_dim=32, proj_output_dim=8, num_prototypes=10, **data),
              "simclr": dict(proj_hidden_dim=32, proj_output_dim=8),
              "mocov2": dict(proj_hidden_dim=32, proj_output_dim=8, queue_size=64)}[base]
     model = UOTA(base=base, uota_start_epoch=0, **extra, **TINY)

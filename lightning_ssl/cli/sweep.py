@@ -208,20 +208,15 @@ def check_objects(name: str, runs: list[Run]) -> None:
 
 
 def check_protocols(run: Run) -> None:
-    """The run's evaluation options (kNN, probe recipe) and, for DnC, its pipeline options, with the
-    checks :func:`~lightning_ssl.eval.offline.evaluate_frozen` and ``DnCPipeline`` make (their
-    probe sets and data-dependent checks wait for the data)."""
+    """The run's evaluation options (kNN, probe recipe), with the checks
+    :func:`~lightning_ssl.eval.offline.evaluate_frozen` makes (its probe sets wait for the data; a
+    pipeline's options were checked when the spec was loaded)."""
     from lightning_ssl.eval.linear import DEFAULT_PROBE_RECIPE
     from lightning_ssl.eval.offline import check_probe_options
 
     ev = dict(run.evaluation or {})
     check_probe_options([], [], ev.get("linear_recipe", DEFAULT_PROBE_RECIPE), dict(ev.get("linear_options") or {}),
                         ev.get("knn_k", 200), ev.get("knn_temperature", 0.1), ev.get("knn_bank", "full"))
-    if run.is_dnc:
-        from lightning_ssl.methods.dnc_pipeline import DnCPipeline
-
-        options = {k: v for k, v in (run.dnc or {}).items() if k != "distill"}
-        DnCPipeline(datamodule=None, work_dir=".", **options)
 
 
 def select(runs: list[Run], selection: list[str]) -> list[Run]:

@@ -9,8 +9,7 @@ assignments held identically on every rank (no cross-rank work is needed).
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lightning_ssl.config.registry import import_class
 from lightning_ssl.heads import mlp
 from lightning_ssl.losses.distill import regression_distill
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
 from lightning_ssl.methods.method_card import MethodCard
 from lightning_ssl.methods.moclr import moclr_projector
+from lightning_ssl.methods.views import Views, init_option
 
 DEFAULT_TEACHER = "lightning_ssl.methods.moclr.MoCLR"
 
@@ -44,14 +45,6 @@ class ProjectorOutput(nn.Module):
         return self.method.projector(self.method.backbone(x).flatten(1))
 
 
-def import_class(path: str) -> type:
-    """The class at ``package.module.Class``."""
-    module, _, name = path.rpartition(".")
-    if not module:
-        raise ValueError(f"teacher_class={path!r} must be a full class path, e.g. {DEFAULT_TEACHER!r}")
-    return getattr(importlib.import_module(module), name)
-
-
 def load_teacher(checkpoint: str | Path, teacher_class: str = DEFAULT_TEACHER) -> ProjectorOutput:
     """A frozen teacher from a Lightning checkpoint of ``teacher_class`` (on the CPU)."""
     if not Path(checkpoint).is_file():
@@ -66,7 +59,12 @@ class DnC(SSLMethod):
     The teachers are not submodules: they are not trained, not wrapped by DDP and not saved in
     this module's checkpoints (they are re-loaded from the checkpoint files named in the
     hyper-parameters). Build without teachers to load a finished student for evaluation.
+
+    A sweep run of DnC is the whole pipeline (``pipeline``: base, clustering, experts, this
+    student), configured by the teachers' options and the spec's ``dnc`` section.
     """
+
+    pipeline = "lightning_ssl.methods.dnc_pipeline.DnCPipeline"
 
     card = MethodCard(
         name="DnC",
@@ -85,7 +83,7 @@ class DnC(SSLMethod):
         proj_hidden_dim: int = 4096,
         proj_output_dim: int = 256,
         head_hidden_dim: int = 4096,
-        num_views: int = 2,
+        num_large_views: int = 2,
         **kwargs: Any,
     ) -> None:
         """
@@ -101,14 +99,14 @@ class DnC(SSLMethod):
             proj_hidden_dim: projector hidden width (§3.1: 4096), as the teachers'.
             proj_output_dim: projector output width z (§3.1: 256), as the teachers'.
             head_hidden_dim: hidden width of each regression head (§3.3: 4096).
-            num_views: augmented views per image; the per-view losses are averaged (§3.3 uses 2,
-                which only matches the epoch accounting of the other stages).
+            num_large_views: augmented views per image; the per-view losses are averaged (§3.3
+                uses 2, which only matches the epoch accounting of the other stages).
             **kwargs: backbone and optimisation options of :class:`SSLMethod` (§3.4: LARS, base lr
                 0.3, raised to 0.35-0.45 for distillations shorter than 500 epochs).
         """
         super().__init__(**kwargs)
         for name, value in (("proj_hidden_dim", proj_hidden_dim), ("proj_output_dim", proj_output_dim),
-                            ("head_hidden_dim", head_hidden_dim), ("num_views", num_views)):
+                            ("head_hidden_dim", head_hidden_dim), ("num_large_views", num_large_views)):
             if value < 1:
                 raise ValueError(f"{name}={value} must be >= 1")
         experts = list(expert_checkpoints or [])
@@ -121,6 +119,11 @@ class DnC(SSLMethod):
         self.expert_heads = nn.ModuleList(self._head() for _ in experts)
         self._teachers: list[nn.Module] = []  # [base, expert_0, ..., expert_{K-1}], not submodules
         self.register_buffer("assignments", torch.zeros(0, dtype=torch.long), persistent=False)
+
+    @classmethod
+    def views_needed(cls, options: Mapping[str, Any] | None = None) -> Views:
+        """``num_large_views`` large crops, each regressed onto the teachers' outputs (§3.3: 2)."""
+        return Views(num_large_views=int(init_option(cls, options, "num_large_views")))
 
     def _head(self) -> nn.Module:
         d, h = self.hparams.proj_output_dim, self.hparams.head_hidden_dim
@@ -166,10 +169,6 @@ class DnC(SSLMethod):
             self.base_head = self._head().to(device)
             self.expert_heads = nn.ModuleList(self._head() for _ in range(k)).to(device)
 
-    @property
-    def num_experts(self) -> int:
-        return len(self._teachers) - 1
-
     def cluster_of(self, index: Tensor) -> Tensor:
         """The cluster id of each pre-training ``index`` (the routing of batch rows to experts)."""
         n = self.assignments.numel()
@@ -207,10 +206,7 @@ class DnC(SSLMethod):
             raise ValueError("DnC has no teachers: build it with base_checkpoint, expert_checkpoints "
                              "and assignments, or call set_teachers(...)")
         views, _, index = batch
-        views = views[: self.hparams.num_views]
-        if len(views) < self.hparams.num_views:
-            raise ValueError(f"DnC(num_views={self.hparams.num_views}) got {len(views)} views: set the "
-                             f"datamodule's num_large_views to at least {self.hparams.num_views}")
+        views = views[: self.hparams.num_large_views]  # the base checked their number (check_views)
         x = torch.cat(views)
         cluster = self.cluster_of(index).to(x.device).repeat(len(views))
         z_base, z_expert = self.teacher_targets(x, cluster)

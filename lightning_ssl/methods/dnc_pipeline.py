@@ -48,6 +48,12 @@ The driver sees the datamodule only through the batch contract and ``pretrain_ev
 ``set_pretrain_subset(indices)``, ``batch_size``, ``state_dict``/``load_state_dict`` and
 ``view_seed`` (docs/design.md), so it imports nothing from ``datamodules``. Under DDP every rank
 runs the driver; only rank 0 writes files.
+
+**Options.** DnC's options are declared once, as the fields of :class:`DnCOptions` (and the
+stages' trainer options as those of :class:`StageTrainerOptions`): ``lssl dnc`` makes its flags
+from them, and a sweep spec's ``dnc:`` section is checked against them. In a sweep, DnC is a
+:class:`~lightning_ssl.sweep.pipelines.Pipeline` (:meth:`DnCPipeline.train`): the run's ``model``
+config is the teachers' and its stages go to ``<run folder>/dnc``.
 """
 
 from __future__ import annotations
@@ -58,13 +64,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pytorch_lightning as pl
@@ -73,12 +78,14 @@ from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor, nn
 
-from lightning_ssl import distributed as D
+from lightning_ssl import distributed
 from lightning_ssl.checkpoints import AtomicModelCheckpoint, latest_valid_checkpoint
 from lightning_ssl.cluster.kmeans import BACKENDS, available_backends, distributed_kmeans
+from lightning_ssl.config.registry import import_class
 from lightning_ssl.eval.features import extract_features
+from lightning_ssl.io import atomic_write_json
 from lightning_ssl.loggers import ResumableCSVLogger
-from lightning_ssl.methods.dnc import DEFAULT_TEACHER, DnC, import_class
+from lightning_ssl.methods.dnc import DEFAULT_TEACHER, DnC
 from lightning_ssl.methods.dnc_fingerprint import (
     array_sha1,
     checkpoint_sha1,
@@ -86,6 +93,11 @@ from lightning_ssl.methods.dnc_fingerprint import (
     differing_keys,
     jsonable,
 )
+from lightning_ssl.sweep.pipelines import Pipeline, Throughput, Trained
+from lightning_ssl.sweep.resolve import instantiate
+
+if TYPE_CHECKING:
+    from lightning_ssl.sweep.spec import Run
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +109,8 @@ SHARED_WITH_STUDENT = (
     "backbone", "image_size", "in_chans", "optimizer", "lr", "weight_decay", "momentum",
     "warmup_epochs", "warmup_fraction", "final_lr", "proj_hidden_dim", "proj_output_dim",
 )
+# the options of DnC's __init__ that the pipeline sets itself (where the teachers are)
+TEACHER_WIRING = ("base_checkpoint", "expert_checkpoints", "assignments", "teacher_class")
 MAX_WARMUP_FRACTION = 0.5  # our choice: a stage shorter than its warm-up still decays half its run
 
 
@@ -140,20 +154,23 @@ def check_backend(backend: str) -> None:
                          f"{', '.join(available_backends())}); pass --kmeans_backend auto")
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` through a temporary file in the same folder and ``os.replace``,
-    so a reader sees the whole file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def init_options(cls: type) -> list[str]:
+    """The named ``__init__`` options of ``cls`` along its MRO (``**kwargs`` followed to the parents)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for name, param in inspect.signature(init).parameters.items():
+            named = param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+            if named and name != "self" and name not in names:
+                names.append(name)
+    return names
+
+
+def student_options() -> list[str]:
+    """The :class:`DnC` options a user may give the student (``distill``)."""
+    return [name for name in init_options(DnC) if name not in TEACHER_WIRING]
 
 
 def _default_of(cls: type, name: str, fallback: Any) -> Any:
@@ -187,55 +204,138 @@ class HiddenLayer(nn.Module):
         return self.method.projector_hidden(x)
 
 
-@dataclass
-class DnCPipeline:
-    """The whole of DnC, stage by stage; :meth:`run` resumes where a previous run stopped.
+@dataclass(kw_only=True)
+class DnCOptions:
+    """DnC's options (Tian et al., ICCV 2021, §3; docs/methods.md §6).
+
+    They are the flags of ``lssl dnc`` and the keys of a sweep spec's ``dnc:`` section.
 
     Attributes:
-        datamodule: a ``LongTailDataModule`` (or anything with the same loaders,
-            ``set_pretrain_subset``, ``batch_size`` and ``view_seed``).
-        work_dir: where the stage folders go.
         num_clusters: K (§3.2 / Table 12: 5, or 10 for DnC-4500; use 2-5 on small long-tailed
             sets, whose clusters otherwise get tiny, docs/methods.md §6.2).
-        base_epochs: N1 (Table 12: 200 for DnC-1000, 1000 for DnC-3000/4500).
-        expert_epochs: N2, the experts' total budget in full-dataset epochs (Table 12: 600,
-            1500, 3000), spent as :func:`expert_steps`.
-        distill_epochs: N3 (Table 12: 200, 500).
-        teacher_kwargs: ``__init__`` options of the base and expert model (``teacher_class``).
-        student_kwargs: options of :class:`DnC` beyond those it shares with the teachers
-            (``SHARED_WITH_STUDENT``), which it takes from ``teacher_kwargs`` unless given here.
-        trainer_kwargs: ``pl.Trainer`` options of every stage (``max_epochs``/``max_steps`` and
-            ``default_root_dir`` are set per stage).
-        teacher_class: class path of the base/expert method (MoCLR, §3.1).
-        kmeans_iterations / kmeans_backend / seed: of the clustering (and ``seed`` of every fit).
+        base_epochs: N1, the base model's epochs (Table 12: 200 for DnC-1000, 1000 for DnC-3000/4500).
+        expert_epochs: N2, the experts' total budget in full-dataset epochs (N2 x N image passes),
+            split in proportion to cluster size and run as optimiser steps (§3.3, :func:`expert_steps`;
+            Table 12: 600, 1500, 3000).
+        distill_epochs: N3, the distillation's epochs (Table 12: 200, 500).
+        kmeans_iterations: Lloyd iterations of the clustering (our choice).
+        kmeans_backend: ``auto``, ``faiss-gpu``, ``faiss-cpu`` or ``torch``.
         kmeans_n_init: k-means starts, the best objective kept (the paper is silent; 3 is our
             choice: the clustering runs once and is cheap next to training).
+        distill: :class:`DnC` options of the student beyond those it shares with the teachers
+            (``SHARED_WITH_STUDENT``, which it takes from the teachers' unless given here), e.g.
+            ``head_hidden_dim``, ``num_large_views``, ``lr`` (§3.4: a distillation shorter than
+            500 epochs needs a larger one).
     """
 
-    datamodule: pl.LightningDataModule
-    work_dir: str | Path
     num_clusters: int = 5
     base_epochs: int = 200
     expert_epochs: float = 600.0
     distill_epochs: int = 200
-    teacher_kwargs: dict[str, Any] = field(default_factory=dict)
-    student_kwargs: dict[str, Any] = field(default_factory=dict)
-    trainer_kwargs: dict[str, Any] = field(default_factory=dict)
-    teacher_class: str = DEFAULT_TEACHER
     kmeans_iterations: int = 20
     kmeans_backend: str = "auto"
     kmeans_n_init: int = 3
-    seed: int = 0
-    trainer_factory: Callable[..., pl.Trainer] = pl.Trainer
+    distill: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.work_dir = Path(self.work_dir)
         for name in ("num_clusters", "base_epochs", "distill_epochs", "kmeans_iterations", "kmeans_n_init"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if not 0 < self.expert_epochs < float("inf"):
             raise ValueError(f"expert_epochs={self.expert_epochs} must be > 0 (full-dataset epochs)")
         check_backend(self.kmeans_backend)
+        unknown = sorted(set(self.distill) - set(student_options()))
+        if unknown:
+            raise ValueError(f"distill: {unknown} are not options of the DnC student; valid: "
+                             f"{', '.join(student_options())}")
+
+
+@dataclass
+class StageTrainerOptions:
+    """The ``pl.Trainer`` options every DnC stage shares.
+
+    ``lssl dnc --trainer.*``, and in a sweep the run's own trainer values of these keys;
+    ``max_epochs`` / ``max_steps`` are set per stage.
+
+    Args:
+        accelerator: ``auto``, ``cpu``, ``gpu``, ...
+        devices: devices per node (``auto``, a count, or a list of ids).
+        num_nodes: nodes for multi-node DDP.
+        strategy: ``auto``, ``ddp``, ...
+        precision: ``32-true``, ``bf16-mixed``, ``16-mixed``.
+        log_every_n_steps: logging interval.
+        limit_train_batches: cap on batches per epoch (a smoke test): a share in (0, 1] (1.0 =
+            all) or a number of batches >= 1.
+        enable_progress_bar: show each fit's progress bar (default: with ``--verbose`` only).
+        enable_model_summary: print each fit's model summary (default: with ``--verbose`` only).
+    """
+
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    log_every_n_steps: int = 50
+    limit_train_batches: int | float = 1.0
+    enable_progress_bar: bool | None = None
+    enable_model_summary: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_nodes < 1:
+            raise ValueError(f"trainer.num_nodes={self.num_nodes} must be >= 1; pass e.g. --trainer.num_nodes 1")
+        if self.log_every_n_steps < 1:
+            raise ValueError(f"trainer.log_every_n_steps={self.log_every_n_steps} must be >= 1; pass e.g. "
+                             "--trainer.log_every_n_steps 50")
+        limit = self.limit_train_batches
+        if isinstance(limit, float) and not 0 < limit <= 1 or isinstance(limit, int) and limit < 1:
+            raise ValueError(f"trainer.limit_train_batches={limit} trains nothing or is not a share: pass a share in "
+                             "(0, 1] (1.0 = every batch) or a number of batches >= 1")
+
+    @classmethod
+    def of_config(cls, trainer: dict[str, Any]) -> StageTrainerOptions:
+        """These options as an ``lssl fit`` trainer config sets them (the unset ones at their defaults)."""
+        return cls(**{f.name: trainer[f.name] for f in fields(cls) if trainer.get(f.name) is not None})
+
+    def resolved(self, verbose: bool) -> dict[str, Any]:
+        """The ``pl.Trainer`` options, with the progress bar and model summary following ``verbose``
+        where they are not given."""
+        out = asdict(self)
+        for key in ("enable_progress_bar", "enable_model_summary"):
+            if out[key] is None:
+                out[key] = verbose
+        return out
+
+
+@dataclass
+class DnCPipeline(DnCOptions, Pipeline):
+    """The whole of DnC, stage by stage; :meth:`run` resumes where a previous run stopped.
+
+    Attributes:
+        datamodule: a ``LongTailDataModule`` (or anything with the same loaders,
+            ``set_pretrain_subset``, ``batch_size`` and ``view_seed``).
+        work_dir: where the stage folders go.
+        teacher_class: class path of the base/expert method (MoCLR, §3.1).
+        teacher_kwargs: ``__init__`` options of the base and expert model (``teacher_class``).
+        trainer_kwargs: ``pl.Trainer`` options of every stage (``max_epochs``/``max_steps`` and
+            ``default_root_dir`` are set per stage).
+        seed: of every fit and of the clustering.
+        trainer_factory: builds each stage's trainer (a test's stand-in).
+        and the options of :class:`DnCOptions` (keywords).
+    """
+
+    section: ClassVar[str] = "dnc"  # a sweep spec's section of DnC's options
+
+    datamodule: pl.LightningDataModule
+    work_dir: str | Path
+    teacher_class: str = DEFAULT_TEACHER
+    teacher_kwargs: dict[str, Any] = field(default_factory=dict)
+    trainer_kwargs: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    trainer_factory: Callable[..., pl.Trainer] = pl.Trainer
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.work_dir = Path(self.work_dir)
         state_dict = getattr(self.datamodule, "state_dict", None)
         self._initial_data_state = copy.deepcopy(state_dict()) if callable(state_dict) else None
         self._view_seed = getattr(self.datamodule, "view_seed", None)
@@ -273,7 +373,7 @@ class DnCPipeline:
 
     def resolved_student_kwargs(self) -> dict[str, Any]:
         shared = {k: v for k, v in self.teacher_kwargs.items() if k in SHARED_WITH_STUDENT}
-        return with_stage_warmup({**shared, **self.student_kwargs}, DnC, self.distill_epochs)
+        return with_stage_warmup({**shared, **self.distill}, DnC, self.distill_epochs)
 
     def fingerprint(self, stage: str) -> dict[str, Any]:
         """Everything that determines ``stage``'s output (module docstring, "Resume"); trainer
@@ -353,23 +453,18 @@ class DnCPipeline:
     def _mark_done(self, stage: str, artifacts: dict[str, Any], started: float) -> None:
         log.info("%s: done in %.0f s", stage, time.time() - started)
         if self._rank() == 0:
-            write_json_atomic(self.stage_dir(stage) / DONE, {
+            atomic_write_json(self.stage_dir(stage) / DONE, {
                 "stage": stage, "artifacts": artifacts, "fingerprint": self.fingerprint(stage),
                 "seconds": round(time.time() - started, 3),
             })
-        self._barrier()
+        distributed.barrier()
 
     @staticmethod
     def _rank() -> int:
         """The global rank, also before the process group exists: Lightning's DDP launcher re-runs
         this driver in each child process, which must not write (Lightning reads RANK,
         LOCAL_RANK, SLURM_PROCID, ... for it)."""
-        return D.rank() if D.is_distributed() else int(getattr(rank_zero_only, "rank", 0) or 0)
-
-    @staticmethod
-    def _barrier() -> None:
-        if D.is_distributed():
-            torch.distributed.barrier()
+        return distributed.rank() if distributed.is_distributed() else int(getattr(rank_zero_only, "rank", 0) or 0)
 
     def _begin_fit(self, stream: str, seed: int) -> None:
         """Derive every random stream of a fit from its stage (module docstring, "Resume")."""
@@ -398,7 +493,7 @@ class DnCPipeline:
             raise RuntimeError(f"DnC fit in {stage_dir} ended as {trainer.state.status}; the stage is not "
                                "marked done, run again to redo it")
         trainer.save_checkpoint(str(ckpt))  # rank 0 writes
-        self._barrier()
+        distributed.barrier()
 
     def check(self) -> None:
         """Refuse impossible settings before any training."""
@@ -406,7 +501,11 @@ class DnCPipeline:
             raise ValueError(f"teacher_class={self.teacher_class!r} has no projector_hidden(x), the layer DnC "
                              "clusters (§3.2); use lightning_ssl.methods.moclr.MoCLR or add the method")
         import_class(self.teacher_class)(**self.stage_teacher_kwargs("base"))  # every option checked by its __init__
-        DnC(**self.resolved_student_kwargs())  # the student alone (no teachers yet), checked the same way
+        try:  # the student alone (no teachers yet), checked the same way
+            DnC(**self.resolved_student_kwargs())
+        except ValueError as err:  # the student's options are --distill.* (a sweep's dnc.distill)
+            message = str(err).replace("--model.", "--distill.")
+            raise ValueError(f"the DnC student (distill options {self.distill}): {message}") from None
         n = self.num_samples()
         if self.num_clusters > n:
             raise ValueError(f"DnC with num_clusters={self.num_clusters} clusters for a pre-training set of "
@@ -427,7 +526,7 @@ class DnCPipeline:
         if self._rank() == 0:
             for stage in STAGES[start + int(resumable):]:
                 shutil.rmtree(self.stage_dir(stage), ignore_errors=True)
-        self._barrier()
+        distributed.barrier()
         runners = {"base": self.run_base, "cluster": self.run_cluster, "experts": self.run_experts,
                    "distill": self.run_distill}
         try:
@@ -435,8 +534,8 @@ class DnCPipeline:
                 log.info("%s: %s (in %s)", stage, self._plan(stage), self.stage_dir(stage))
                 self.stage_dir(stage).mkdir(parents=True, exist_ok=True)
                 if self._rank() == 0:
-                    write_json_atomic(self.stage_dir(stage) / STARTED, {"fingerprint": self.fingerprint(stage)})
-                self._barrier()
+                    atomic_write_json(self.stage_dir(stage) / STARTED, {"fingerprint": self.fingerprint(stage)})
+                distributed.barrier()
                 runners[stage]()
         finally:
             self.datamodule.set_pretrain_subset(None)
@@ -482,7 +581,7 @@ class DnCPipeline:
         if self._rank() == 0:
             np.save(out / "assignments.npy", result.assignments.cpu().numpy().astype(np.int64))
             np.save(out / "centroids.npy", result.centroids.cpu().numpy())
-            write_json_atomic(out / "clusters.json", {
+            atomic_write_json(out / "clusters.json", {
                 "num_clusters": self.num_clusters, "sizes": sizes, "backend": result.backend,
                 "objective": result.objective, "objective_kind": "mean cosine similarity to the centroid",
                 "num_samples": n, "feature_dim": int(feats.shape[1]), "features": "projector hidden layer",
@@ -539,3 +638,41 @@ class DnCPipeline:
         self.datamodule.set_pretrain_subset(None)
         self._fit(student, out, out / "model.ckpt", max_epochs=self.distill_epochs)
         self._mark_done("distill", {"checkpoint": "model.ckpt"}, started)
+
+    # -- a sweep run ------------------------------------------------------------------------------
+    @classmethod
+    def model_class(cls, method_class: str) -> str:
+        """A DnC run's ``model`` config is its teachers' (MoCLR, §3.1); the student shares their
+        architecture and optimiser options (``SHARED_WITH_STUDENT``)."""
+        return DEFAULT_TEACHER
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """The keys are :class:`DnCOptions`'s fields, each in its range."""
+        valid = [f.name for f in fields(DnCOptions)]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown}; valid keys: {', '.join(valid)}")
+        if not isinstance(options.get("distill") or {}, dict):
+            raise ValueError(f"distill must map student options to values, got {options['distill']!r}")
+        DnCOptions(**options)
+
+    @classmethod
+    def train(cls, run: Run, config: dict[str, Any], run_dir: Path) -> Trained:
+        """A sweep run: the run's data, its ``model`` config as the teachers', ``run.options`` (the
+        spec's ``dnc`` section) and its trainer's :class:`StageTrainerOptions`; the stages go to
+        ``run_dir/dnc`` and resume there. The distilled student is what gets evaluated."""
+        cli = instantiate(config)
+        meter = Throughput()
+        trainer = StageTrainerOptions.of_config(config.get("trainer") or {}).resolved(verbose=False)
+        pipeline = cls(datamodule=cli.datamodule, work_dir=run_dir / "dnc", teacher_class=config["model"]["class_path"],
+                       teacher_kwargs=dict(config["model"].get("init_args") or {}),
+                       trainer_kwargs={**trainer, "callbacks": [meter]}, seed=int(config.get("seed_everything") or 0),
+                       **dict(run.options or {}))
+        started = time.perf_counter()
+        stages = pipeline.run()
+        seconds = time.perf_counter() - started
+        model = DnC.load_from_checkpoint(str(stages["distill"] / "model.ckpt"), map_location="cpu")
+        train = {"epochs": None, **meter.record(), "train_seconds": seconds, "global_batch": pipeline.global_batch(),
+                 "devices": pipeline.world_size(), "dnc_stages": {k: str(v) for k, v in stages.items()}}
+        return Trained.of(model, cli.datamodule, cli.trainer, train)

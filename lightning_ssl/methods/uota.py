@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from lightning_ssl.methods.base import SSLMethod
@@ -38,13 +39,12 @@ def _uota_class(base: str) -> type[UOTA]:
 
 
 class _ChooseBase(type(SSLMethod)):  # type: ignore[misc]
-    """Metaclass of :class:`UOTA`: ``UOTA(base=...)`` builds the concrete class of that base.
+    """Metaclass of :class:`UOTA`: ``UOTA(base=...)`` builds the class :meth:`UOTA.concrete_class` names.
     (Not ``__new__``, whose signature would hide ``__init__``'s options from LightningCLI.)"""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        if cls is UOTA:
-            cls = _uota_class(kwargs.get("base", "swav"))
-        return super().__call__(*args, **kwargs)
+        chosen = cls.concrete_class(kwargs)
+        return super().__call__(*args, **kwargs) if chosen is cls else chosen(*args, **kwargs)
 
 
 def _is_fraction(value: float) -> bool:
@@ -74,6 +74,13 @@ class UOTA(SSLMethod, metaclass=_ChooseBase):
     """
 
     card = MethodCard(name="UOTA", **_CARD)
+
+    @classmethod
+    def concrete_class(cls, options: Mapping[str, Any]) -> type[UOTA]:
+        """The class that ``cls(**options)`` builds: ``UOTA`` the one of its ``base`` option (SwAV
+        by default), a concrete class itself. A sweep configures the class this returns, so that
+        the base's own options (SwAV's crops and prototypes) are accepted and inherited."""
+        return _uota_class(str(options.get("base", "swav"))) if cls is UOTA else cls
 
     def __init__(
         self,

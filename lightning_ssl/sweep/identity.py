@@ -2,7 +2,8 @@
 
 **A run's id** is the first 10 hex digits of the SHA-1 of the canonical JSON of what changes its
 numbers: the model and data classes, every resolved config value that differs from those classes'
-defaults (:func:`settings_of`), the evaluation, transfer and DnC protocols, and the floor kind.
+defaults (:func:`settings_of`), the evaluation and transfer protocols, the options of the run's
+pipeline (:data:`PIPELINE_OPTIONS_KEY`), and the floor kind.
 Options that say where or how a run executes (:data:`NOT_HASHED`, :data:`NOT_HASHED_TRAINER`) are
 left out, and so is an option written at its default value: an option added at its default, a
 Lightning upgrade that adds a Trainer argument, or an explicit default leave the id unchanged.
@@ -22,7 +23,7 @@ Lightning upgrade that adds a Trainer argument, or an explicit default leave the
 * its evaluation or transfer protocol differs.
 
 **A run folder's checkpoints** are resumed only for the identity they were trained for
-(:func:`training_identity`: the compute version, the config, the DnC protocol).
+(:func:`training_identity`: the compute version, the config, the pipeline's options).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ COMPUTE_VERSION = 2
 # distillation loss divided by the head's output width, docs/methods.md §6.4), so the stored
 # results of every other method stay current
 METHOD_VERSIONS = {"DnC": 1}
+# the field under which a run's pipeline options (None for a plain fit) enter its id and its
+# training identity; the name is that of the first multi-stage pipeline, and every stored run id
+# and run folder was made with it, so it stays
+PIPELINE_OPTIONS_KEY = "dnc"
 # what a run executes on, and how it is launched and resumed: not part of what it computes
 NOT_HASHED_TRAINER = ("logger", "default_root_dir", "enable_progress_bar", "enable_model_summary", "devices",
                       "num_nodes", "accelerator", "strategy")
@@ -154,11 +159,11 @@ def _saves_checkpoints(callback: Any) -> bool:
 
 
 def method_key(run: Any) -> str:
-    """The key of ``run``'s method in :data:`METHOD_VERSIONS`: ``DnC`` for the DnC pipeline, else the
-    trained class's name."""
-    if getattr(run, "dnc", None) is not None:
-        return "DnC"
-    return str(((run.config or {}).get("model") or {}).get("class_path", "")).rsplit(".", 1)[-1]
+    """The key of ``run``'s method in :data:`METHOD_VERSIONS`: the name of the class the spec named
+    (``run.method_class``: a pipeline's method, whose config may be another class's), else that
+    of the trained class."""
+    named = getattr(run, "method_class", "") or ((run.config or {}).get("model") or {}).get("class_path", "")
+    return str(named).rsplit(".", 1)[-1]
 
 
 def method_version(run: Any) -> int:
@@ -187,7 +192,7 @@ def stale_reason(record: dict[str, Any], run: Any) -> str | None:
 def training_identity(run: Any) -> dict[str, Any]:
     """What the checkpoints of a run folder were trained for: a checkpoint of another identity
     (an older code version, another config) is never resumed."""
-    identity = {"compute_version": COMPUTE_VERSION, "config": run.config, "dnc": run.dnc}
+    identity = {"compute_version": COMPUTE_VERSION, "config": run.config, PIPELINE_OPTIONS_KEY: run.options}
     if method_version(run):  # absent for a method never bumped: the folders of older runs still match
         identity["method_version"] = method_version(run)
     return identity

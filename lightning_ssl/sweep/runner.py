@@ -4,8 +4,10 @@ Layout: ``<results>/<sweep>/<run_id>.json`` (the result, written atomically, las
 (while a runner holds it), ``<run_id>.failed.json`` (the traceback of a run that raised; it is
 retried next time); ``<work>/<sweep>/<run_id>/`` holds the run's logs and checkpoints, and
 ``checkpoints/last.ckpt`` (saved every epoch) is where an interrupted run resumes. A run whose
-result exists is never run again. DnC runs the multi-stage pipeline of
-:mod:`lightning_ssl.methods.dnc_pipeline` in ``<run dir>/dnc`` (it resumes stage by stage).
+result exists is never run again. How a run trains is its pipeline's business
+(:mod:`lightning_ssl.sweep.pipelines`: one fit, no training for a floor, or a method's own stages,
+which keep their folders below the run folder and resume stage by stage); the runner evaluates and
+records whatever it trained, the same way for every method.
 """
 
 from __future__ import annotations
@@ -19,16 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
-import torch
-
-from lightning_ssl.checkpoints import latest_valid_checkpoint
-from lightning_ssl.eval.diagnostics import (
-    CollapseMonitor,
-    loss_trend,
-    offline_diagnostics,
-    training_view_batches,
-)
+from lightning_ssl.config.registry import import_class
+from lightning_ssl.eval.diagnostics import loss_trend, offline_diagnostics, training_view_batches
 from lightning_ssl.io import atomic_write_json, canonical_json
 from lightning_ssl.sweep import environment
 from lightning_ssl.sweep.identity import (
@@ -38,12 +32,11 @@ from lightning_ssl.sweep.identity import (
     training_identity,
 )
 from lightning_ssl.sweep.lock import RunLock, is_stale
+from lightning_ssl.sweep.pipelines import Pipeline
 from lightning_ssl.sweep.spec import Run, SweepSpec
 
 SCHEMA = 1
 IDENTITY = "training.json"  # in the run folder: what its checkpoints were trained for
-DNC_TRAINER_KEYS = ("accelerator", "devices", "num_nodes", "strategy", "precision", "log_every_n_steps",
-                    "limit_train_batches", "enable_progress_bar")
 
 
 @dataclass
@@ -84,8 +77,8 @@ def read_result(path: Path) -> dict[str, Any] | None:
 
 def run_status(paths: SweepPaths, run_id: str, run: Run | None = None) -> str:
     """``finished`` | ``stale`` (a result the current code would not reproduce; needs ``run``) |
-    ``running`` (a live lock) | ``failed`` | ``interrupted`` (a checkpoint, no result) | ``pending``.
-    A result file that does not parse counts as unfinished."""
+    ``running`` (a live lock) | ``failed`` | ``interrupted`` (a checkpoint in the run folder, at any
+    depth, no result) | ``pending``. A result file that does not parse counts as unfinished."""
     if paths.result(run_id).is_file():
         record = read_result(paths.result(run_id))
         if record is not None:
@@ -95,30 +88,10 @@ def run_status(paths: SweepPaths, run_id: str, run: Run | None = None) -> str:
         return "running"
     if paths.failed(run_id).is_file():
         return "failed"
-    if paths.last_checkpoint(run_id).is_file() or (paths.run_dir(run_id) / "dnc").is_dir():
+    folder = paths.run_dir(run_id)
+    if paths.last_checkpoint(run_id).is_file() or (folder.is_dir() and next(folder.rglob("*.ckpt"), None)):
         return "interrupted"
     return "pending"
-
-
-class Throughput(pl.Callback):
-    """Training images and seconds of this session (a resumed run counts only what it trains)."""
-
-    def __init__(self) -> None:
-        self.images = 0
-        self.seconds = 0.0
-        self.epochs = 0
-        self._start = 0.0
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        self.images += int(batch[1].shape[0]) * trainer.world_size
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.seconds += time.perf_counter() - self._start
-        self.epochs += 1
 
 
 def _session_config(run: Run, paths: SweepPaths, trainer_overrides: dict[str, Any], wandb: str | None) -> dict[str, Any]:
@@ -138,62 +111,6 @@ def _session_config(run: Run, paths: SweepPaths, trainer_overrides: dict[str, An
         config["wandb"] = wandb
         config["wandb_id"] = f"{run.run_id}"  # a resumed run continues the same W&B run
     return config
-
-
-def _device(trainer: pl.Trainer) -> str:
-    return "cuda" if torch.cuda.is_available() and trainer.accelerator.__class__.__name__ == "CUDAAccelerator" else "cpu"
-
-
-def _fit(run: Run, paths: SweepPaths, config: dict[str, Any]) -> tuple[Any, Any, pl.Trainer, dict[str, Any]]:
-    from lightning_ssl.sweep.resolve import instantiate
-
-    cli = instantiate(config)
-    meter = Throughput()
-    cli.trainer.callbacks.append(meter)
-    folder = paths.last_checkpoint(run.run_id).parent
-    # the newest readable checkpoint: a truncated last.ckpt falls back to the previous one (warned)
-    last = latest_valid_checkpoint(folder.glob("*.ckpt")) if folder.is_dir() else None
-    resumed = last is not None
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if resumed else None)
-    train = {"epochs": int(cli.trainer.current_epoch), "global_step": int(cli.trainer.global_step),
-             "session_epochs": meter.epochs, "train_images": meter.images, "train_seconds": meter.seconds,
-             "images_per_s": meter.images / meter.seconds if meter.seconds else None,
-             "time_per_epoch_s": meter.seconds / meter.epochs if meter.epochs else None,
-             "resumed_from": str(last) if resumed else None,
-             "global_batch": int(cli.datamodule.batch_size) * cli.trainer.world_size,
-             "devices": cli.trainer.world_size}
-    return cli.model, cli.datamodule, cli.trainer, train
-
-
-def _fit_dnc(run: Run, paths: SweepPaths, config: dict[str, Any]) -> tuple[Any, Any, pl.Trainer, dict[str, Any]]:
-    """DnC: the pipeline with the run's data, the base config's model as teacher (MoCLR), and the
-    spec's ``dnc`` section; the distilled student is what gets evaluated."""
-    from lightning_ssl.methods.dnc import DnC
-    from lightning_ssl.methods.dnc_pipeline import DnCPipeline
-    from lightning_ssl.sweep.resolve import instantiate
-
-    cli = instantiate(config)
-    options = dict(run.dnc or {})
-    teacher_kwargs = dict(config["model"].get("init_args") or {})
-    trainer_cfg = config.get("trainer", {})
-    trainer_kwargs = {k: trainer_cfg[k] for k in DNC_TRAINER_KEYS if trainer_cfg.get(k) is not None}
-    trainer_kwargs["enable_model_summary"] = False
-    meter = Throughput()
-    trainer_kwargs["callbacks"] = [meter]
-    pipeline = DnCPipeline(
-        datamodule=cli.datamodule, work_dir=paths.run_dir(run.run_id) / "dnc", teacher_class=config["model"]["class_path"],
-        teacher_kwargs=teacher_kwargs, student_kwargs=dict(options.pop("distill", None) or {}),
-        trainer_kwargs=trainer_kwargs, seed=int(config.get("seed_everything") or 0), **options)
-    started = time.perf_counter()
-    stages = pipeline.run()
-    seconds = time.perf_counter() - started
-    model = DnC.load_from_checkpoint(str(stages["distill"] / "model.ckpt"), map_location="cpu")
-    train = {"epochs": None, "session_epochs": meter.epochs, "train_images": meter.images, "train_seconds": seconds,
-             "images_per_s": meter.images / meter.seconds if meter.seconds else None,
-             "time_per_epoch_s": meter.seconds / meter.epochs if meter.epochs else None,
-             "global_batch": pipeline.global_batch(), "devices": pipeline.world_size(),
-             "dnc_stages": {k: str(v) for k, v in stages.items()}}
-    return model, cli.datamodule, cli.trainer, train
 
 
 def _transfer(model: Any, entry: dict[str, Any], evaluation: dict[str, Any], seed: int, device: str) -> dict[str, Any]:
@@ -222,16 +139,6 @@ def _transfer(model: Any, entry: dict[str, Any], evaluation: dict[str, Any], see
             "group_rule": dm.group_rule, "groups": groups, "class_counts": list(map(int, dm.class_counts))}
 
 
-def _reference(run: Run, paths: SweepPaths, config: dict[str, Any]) -> tuple[Any, Any, pl.Trainer, dict[str, Any]]:
-    """A floor: the method built (and seeded) as for training, never trained; or the raw pixels."""
-    from lightning_ssl.eval.floors import RawPixels
-    from lightning_ssl.sweep.resolve import instantiate
-
-    cli = instantiate(config)
-    model = RawPixels() if run.reference == "RawPixels" else cli.model
-    return model, cli.datamodule, cli.trainer, {"reference": run.reference, "epochs": 0, "global_step": 0}
-
-
 def execute(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dict[str, Any] | None = None,
             wandb: str | None = None) -> dict[str, Any]:
     """Pre-train (or resume), evaluate and return the result record (not written)."""
@@ -240,26 +147,23 @@ def execute(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dic
     started = time.time()
     environment.reset_peak_memory()
     config = _session_config(run, paths, dict(trainer_overrides or {}), wandb)
-    fit = _reference if run.reference else _fit_dnc if run.is_dnc else _fit
-    model, datamodule, trainer, train = fit(run, paths, config)
-    online = {k: float(v) for k, v in trainer.callback_metrics.items()
-              if v.numel() == 1 and k not in ("lr", "train/images_per_s")}
+    pipeline: type[Pipeline] = import_class(run.pipeline)
+    trained = pipeline.train(run, config, paths.run_dir(run.run_id))
+    model, datamodule, device, train = trained.model, trained.datamodule, trained.device, trained.train
     eval_started = time.perf_counter()
-    device = _device(trainer)
     model.eval()
     offline = evaluate_frozen(model, datamodule, seed=run.seed, device=device, **run.evaluation)
     transfer = {entry["name"]: _transfer(model, entry, run.evaluation, run.seed, device) for entry in run.transfer}
     diagnostics = offline_diagnostics(model, training_view_batches(datamodule, seed=run.seed), device)
-    monitor = next((c for c in trainer.callbacks if isinstance(c, CollapseMonitor)), None)
-    diagnostics["loss_trend"] = loss_trend(monitor.losses) if monitor is not None else None
+    diagnostics["loss_trend"] = loss_trend(trained.losses) if trained.losses is not None else None
     train["eval_seconds"] = time.perf_counter() - eval_started
     return {
         "schema": SCHEMA, "compute_version": COMPUTE_VERSION, "method_version": method_version(run),
         "sweep": spec.name, "reference": run.reference,
         "settings": run.settings, "run_id": run.run_id, "method": run.method, "dataset": run.dataset,
         "axes": run.axes, "seed": run.seed, "config": run.config, "evaluation_protocol": run.evaluation,
-        "transfer_protocol": run.transfer, "dnc": run.dnc,
-        "metrics": offline.pop("metrics"), "per_class": offline.pop("per_class"), "online": online,
+        "transfer_protocol": run.transfer, "pipeline": run.pipeline, "pipeline_options": run.options,
+        "metrics": offline.pop("metrics"), "per_class": offline.pop("per_class"), "online": trained.online,
         "evaluation": offline, "transfer": transfer, "diagnostics": diagnostics,
         "num_pretrain": int(sum(offline["class_counts"])),
         "train": train, "wall_time_s": time.time() - started, "peak_memory": environment.peak_memory(),

@@ -9,13 +9,13 @@ Format (every top-level key is optional except ``grid``; unknown keys are an err
       data: {class_path: DigitsLT, init_args: {batch_size: 128}}
       trainer: {max_epochs: 10}
     grid:                         # the runs are the cartesian product of the axes
-      method: [SimCLR, SimCLR+rwSAM, Supervised, DnC]   # names of METHOD_AXES or variants below
+      method: [SimCLR, SimCLR+rwSAM, Supervised]   # method names, variants below, or class paths
       dataset: [DigitsLT]
       balanced_twin: [false, true]
       seed: [0, 1, 2]
       model.lr: [0.1, 0.3]        # any dotted config key (model./data. keys go to init_args)
     exclude:                      # grid points left out: every listed axis matches (a value or a list)
-      - {balanced_twin: true, method: [DnC]}
+      - {balanced_twin: true, method: [Supervised]}
     methods:                      # variants: name -> dotted overrides (``class``: the method class)
       SimCLR+rwSAM: {class: SimCLR, model.sam: {rho: 0.05, weights: kde}}
       MTTV: {data.clean_view: true}
@@ -24,14 +24,18 @@ Format (every top-level key is optional except ``grid``; unknown keys are an err
     evaluation: {linear_epochs: 100, knn_k: 200}     # keyword arguments of eval.offline.evaluate_frozen
     transfer:                     # out-of-domain evaluations of every run's backbone
       - {name: stl10, data: {class_path: ImageFolderLT, init_args: {...}}, mode: linear}
-    dnc: {num_clusters: 2, base_epochs: 5, expert_epochs: 5, distill_epochs: 5}   # runs of method DnC
     report: {metric: linear_full/acc_top1}           # the robustness table's accuracy
+    <section>: {...}              # the options of a method with a pipeline of its own (its ``section``)
 
 Named axes: ``method`` (``model.class_path``), ``dataset`` (``data.class_path``), ``profile``,
 ``imbalance_ratio``, ``subsample``, ``balanced_twin``, ``head_order`` (``data.<name>``), ``data_seed``
 (``data.seed``: the long-tailed selection) and ``seed`` (``seed_everything``, ``data.view_seed`` and
 the probe's seed). Every expanded run is parsed by LightningCLI's own parser (nothing is
 instantiated) before any run starts, so a typo fails at once, naming the key and the choices.
+
+A method class that trains in stages declares its pipeline (:mod:`lightning_ssl.sweep.pipelines`);
+the spec then accepts that pipeline's options section, checks it when loaded, and its runs carry the
+options (:attr:`Run.options`) into their ids. Nothing here knows any method by name.
 """
 
 from __future__ import annotations
@@ -51,21 +55,27 @@ from lightning_ssl.io import canonical_json, load_yaml
 from lightning_ssl.sweep.identity import (
     NOT_HASHED,
     NOT_HASHED_TRAINER,
+    PIPELINE_OPTIONS_KEY,
     flatten,
     run_hash,
     settings_of,
 )
+from lightning_ssl.sweep.pipelines import (
+    Fit,
+    Floor,
+    Pipeline,
+    class_path,
+    concrete_class,
+    pipeline_of,
+)
 
 TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "exclude", "methods", "datasets", "evaluation", "transfer",
-                  "dnc", "report", "launcher", "floors")
+                  "report", "launcher", "floors")
 DATA_AXES = ("profile", "imbalance_ratio", "subsample", "balanced_twin", "head_order")
 NAMED_AXES = ("method", "dataset", "seed", "data_seed", *DATA_AXES)
 DOTTED_ROOTS = ("model", "data", "trainer", "seed_everything")
 TRANSFER_KEYS = ("name", "data", "mode", "epochs", "lr", "probe_sets", "recipe", "iterations")
 TRANSFER_MODES = ("linear", "finetune")
-DNC_KEYS = ("num_clusters", "base_epochs", "expert_epochs", "distill_epochs", "kmeans_iterations",
-            "kmeans_backend", "kmeans_n_init", "distill")
-DNC = "DnC"
 
 
 def _importable(path: str) -> bool:
@@ -109,32 +119,31 @@ class Run:
 
     run_id: str
     axes: dict[str, Any]
-    method: str  # the method's label (a variant name such as "SimCLR+rwSAM", or "DnC")
+    method: str  # the method's label (a variant name such as "SimCLR+rwSAM")
     dataset: str
     seed: int
     config: dict[str, Any]
     evaluation: dict[str, Any]
     transfer: list[dict[str, Any]]
-    dnc: dict[str, Any] | None = None
+    options: dict[str, Any] | None = None  # the options of the run's pipeline; None for a plain fit
+    pipeline: str = class_path(Fit)  # how the run trains (lightning_ssl.sweep.pipelines)
+    method_class: str = ""  # the class the spec named, when the config's model is another (a pipeline's)
     reference: str | None = None  # RawPixels / RandomInit: evaluated, never trained
     explicit: dict[str, Any] = field(default_factory=dict)  # the config as the spec wrote it
     settings: dict[str, Any] = field(default_factory=dict)  # what the id is made of (see hashed)
 
-    @property
-    def is_dnc(self) -> bool:
-        return self.dnc is not None
-
     def hashed(self) -> dict[str, Any]:
         """What the run id is computed from (docs/design.md §8): the settings that differ from the
         code's defaults (``settings``, filled by :func:`validate_runs`; before validation, the
-        explicit config), the evaluation, transfer and DnC protocols, and the reference kind. Not
-        the full signature of every class: an added option, a Lightning upgrade that adds a Trainer
-        argument or an explicit value equal to its default leave the id unchanged."""
+        explicit config), the evaluation and transfer protocols, the pipeline's options, and the
+        reference kind. Not the full signature of every class: an added option, a Lightning upgrade
+        that adds a Trainer argument or an explicit value equal to its default leave the id unchanged."""
         settings = self.settings or flatten(self.explicit or self.config)
         settings = {k: v for k, v in settings.items()
                     if k.split(".")[0] not in NOT_HASHED and not
                     (k.startswith("trainer.") and k.split(".")[1] in NOT_HASHED_TRAINER)}
-        payload = {"settings": settings, "evaluation": self.evaluation, "transfer": self.transfer, "dnc": self.dnc}
+        payload = {"settings": settings, "evaluation": self.evaluation, "transfer": self.transfer,
+                   PIPELINE_OPTIONS_KEY: self.options}
         if self.reference:
             payload["reference"] = self.reference
         return payload
@@ -151,7 +160,7 @@ class SweepSpec:
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
     transfer: list[dict[str, Any]] = field(default_factory=list)
-    dnc: dict[str, Any] = field(default_factory=dict)
+    pipeline_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # section -> its options
     report: dict[str, Any] = field(default_factory=dict)
     launcher: dict[str, Any] = field(default_factory=dict)
     floors: list[str] = field(default_factory=lambda: list(FLOORS))
@@ -178,9 +187,11 @@ def load_spec(path: str | Path) -> SweepSpec:
 def spec_from_dict(raw: dict[str, Any], default_name: str = "sweep", path: Path | None = None) -> SweepSpec:
     if not isinstance(raw, dict):
         raise ValueError(f"a sweep spec is a YAML mapping, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
+    sections = _pipeline_sections(raw)
+    unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS) - set(sections))
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in sweep spec {path or ''}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
+        raise ValueError(f"unknown key(s) {unknown} in sweep spec {path or ''}; valid keys: "
+                         f"{', '.join([*TOP_LEVEL_KEYS, *sorted(sections)])}")
     grid = raw.get("grid") or {}
     if not isinstance(grid, dict) or not grid:
         raise ValueError("the spec needs a non-empty 'grid' mapping of axis -> list of values")
@@ -215,10 +226,14 @@ def spec_from_dict(raw: dict[str, Any], default_name: str = "sweep", path: Path 
             raise ValueError(f"transfer entry {entry!r}: needs 'name' and 'data'; valid keys: {', '.join(TRANSFER_KEYS)}")
         if entry.get("mode", "linear") not in TRANSFER_MODES:
             raise ValueError(f"transfer {entry['name']!r}: mode {entry['mode']!r}; valid: {', '.join(TRANSFER_MODES)}")
-    dnc = dict(raw.get("dnc") or {})
-    bad = sorted(set(dnc) - set(DNC_KEYS))
-    if bad:
-        raise ValueError(f"unknown dnc key(s) {bad}; valid keys: {', '.join(DNC_KEYS)}")
+    pipeline_options = {}
+    for section, pipeline in sections.items():
+        if section in raw:
+            pipeline_options[section] = dict(raw[section] or {})
+            try:
+                pipeline.check_options(pipeline_options[section])
+            except ValueError as err:
+                raise ValueError(f"{section}: {err}") from None
     floors = list(FLOORS if raw.get("floors") is None else raw["floors"])
     bad = sorted(set(floors) - set(FLOORS))
     if bad:
@@ -232,7 +247,8 @@ def spec_from_dict(raw: dict[str, Any], default_name: str = "sweep", path: Path 
     return SweepSpec(
         name=str(raw.get("name") or default_name), path=path, description=str(raw.get("description") or ""),
         base=copy.deepcopy(raw.get("base") or {}), grid=grid, methods=dict(raw.get("methods") or {}),
-        datasets=dict(raw.get("datasets") or {}), evaluation=evaluation, transfer=transfer, dnc=dnc,
+        datasets=dict(raw.get("datasets") or {}), evaluation=evaluation, transfer=transfer,
+        pipeline_options=pipeline_options,
         report=dict(raw.get("report") or {}), launcher=dict(raw.get("launcher") or {}), floors=floors,
         exclude=exclude,
     )
@@ -256,22 +272,43 @@ def _apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> None:
             set_dotted(config, key, value)
 
 
-def _concrete_method(path: str, overrides: dict[str, Any], base: dict[str, Any]) -> str:
-    """``UOTA`` builds the class of its ``base`` option (SwAV by default): the spec uses that class,
-    so that the base's own options (SwAV's crops and prototypes) are accepted and inherited."""
-    cls = import_class(path)
-    if cls.__name__ == "UOTA" and hasattr(cls, "__mro__"):
-        from lightning_ssl.methods.uota import _uota_class
+def _pipeline_sections(raw: dict[str, Any]) -> dict[str, type[Pipeline]]:
+    """The option sections a spec may hold: ``section`` of the pipeline of every built-in method
+    and of every class path its grid, variants and base name."""
+    paths = set(method_classes().values())
+    named = [*((raw.get("grid") or {}).get("method") or []), get_dotted(raw, "base.model.class_path")]
+    named += [(v or {}).get("class") for v in (raw.get("methods") or {}).values()]
+    paths.update(str(n) for n in named if isinstance(n, str) and "." in n and _importable(n))
+    sections: dict[str, type[Pipeline]] = {}
+    for path in sorted(paths):
+        pipeline = pipeline_of(import_class(path))
+        if pipeline.section is not None:
+            sections.setdefault(pipeline.section, pipeline)
+    return sections
 
-        chosen = overrides.get("model.base", get_dotted(base, "model.init_args.base", "swav"))
-        return f"{_uota_class(str(chosen)).__module__}.{_uota_class(str(chosen)).__name__}"
-    return path
+
+def _model_options(label: str, spec: SweepSpec) -> dict[str, Any]:
+    """The ``model`` options a method is given by the base config and its own variant."""
+    own = {k.split(".", 1)[1]: v for k, v in (spec.methods.get(label) or {}).items() if k.startswith("model.")}
+    return {**(get_dotted(spec.base, "model.init_args") or {}), **own}
+
+
+def _method_classes(label: str, path: str, spec: SweepSpec) -> tuple[str, type[Pipeline], str]:
+    """``(method class, pipeline, model class)`` of a method named ``label`` resolved to ``path``:
+    the class its options build (:func:`~lightning_ssl.sweep.pipelines.concrete_class`: a method
+    that picks its implementation from an option), the pipeline that class declares, and the class
+    the run's ``model`` config is parsed as (the pipeline's :meth:`~Pipeline.model_class`)."""
+    cls = import_class(path)
+    concrete = concrete_class(cls, _model_options(label, spec))
+    method_path = path if concrete is cls else class_path(concrete)
+    pipeline = pipeline_of(concrete)
+    return method_path, pipeline, pipeline.model_class(method_path)
 
 
 def _inherited(label: str, method_path: str, variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The overrides a method inherits in a spec, most basic first: those of every variant named
-    after a class it is built on (UOTASwAV inherits ``SwAV:``'s multi-crop settings; a variant
-    ``SimCLR+rwSAM: {class: SimCLR}`` inherits ``SimCLR:``'s), then its own."""
+    after a class it is built on (a class built on SwAV inherits ``SwAV:``'s multi-crop settings; a
+    variant ``SimCLR+rwSAM: {class: SimCLR}`` inherits ``SimCLR:``'s), then its own."""
     chain = []
     try:
         mro = import_class(method_path).__mro__
@@ -293,7 +330,6 @@ def expand(spec: SweepSpec, validate: bool = True) -> list[Run]:
     After the methods' runs come the reference runs of :data:`FLOORS` (``spec.floors``), one per
     grid point without the method and model/trainer axes: same data, probe sets, seed and protocol."""
     methods, datasets = method_classes(), dataset_classes()
-    methods_with_dnc = {**methods, DNC: methods.get("MoCLR", "lightning_ssl.methods.moclr.MoCLR")}
     axes = list(spec.grid)
     runs: dict[str, Run] = {}
     floor_points: dict[str, dict[str, Any]] = {}
@@ -307,9 +343,8 @@ def expand(spec: SweepSpec, validate: bool = True) -> list[Run]:
         if not method or not dataset:
             raise ValueError("every run needs a method and a dataset: add grid axes 'method'/'dataset' or set "
                              "base.model.class_path / base.data.class_path")
-        is_dnc = (spec.methods.get(method) or {}).get("class", method) == DNC
-        method_path = _resolve_class(method, spec.methods, methods_with_dnc, "method")
-        method_path = _concrete_method(method_path, spec.methods.get(method) or {}, spec.base)
+        method_class, pipeline, method_path = _method_classes(
+            method, _resolve_class(method, spec.methods, methods, "method"), spec)
         dataset_path = _resolve_class(dataset, spec.datasets, datasets, "dataset")
         set_dotted(config, "model.class_path", method_path)
         set_dotted(config, "data.class_path", dataset_path)
@@ -322,10 +357,10 @@ def expand(spec: SweepSpec, validate: bool = True) -> list[Run]:
         run = Run(run_id="", axes={"method": method, "dataset": dataset, **{k: v for k, v in point.items()
                                                                           if k not in ("method", "dataset")}},
                   method=method, dataset=dataset, seed=seed, config=config, evaluation=dict(spec.evaluation),
-                  transfer=copy.deepcopy(spec.transfer), dnc=dict(spec.dnc) if is_dnc else None,
-                  explicit=copy.deepcopy(config))
+                  transfer=copy.deepcopy(spec.transfer), options=_options(pipeline, spec),
+                  pipeline=class_path(pipeline), method_class=method_class, explicit=copy.deepcopy(config))
         runs.setdefault(run_hash(run.hashed()), run)
-        if not is_dnc and method_path.startswith("lightning_ssl.") and spec.floors:
+        if pipeline is Fit and method_path.startswith("lightning_ssl.") and spec.floors:
             floor = {k: v for k, v in point.items() if k != "method" and k.split(".")[0] not in ("model", "trainer")}
             floor_points.setdefault(canonical_json(floor), {"point": floor, "config": config})
     floors: dict[str, Run] = {}
@@ -343,6 +378,14 @@ def expand(spec: SweepSpec, validate: bool = True) -> list[Run]:
     if validate:
         validate_runs(spec, result)
     return result
+
+
+def _options(pipeline: type[Pipeline], spec: SweepSpec) -> dict[str, Any] | None:
+    """A run's pipeline options: ``None`` for a plain fit; the spec's section of the pipeline (``{}``
+    without one), so that a pipeline's run never shares the id of a plain fit of the same config."""
+    if pipeline is Fit:
+        return None
+    return dict(spec.pipeline_options.get(pipeline.section) or {}) if pipeline.section else {}
 
 
 def _apply_point(config: dict[str, Any], point: dict[str, Any]) -> None:
@@ -378,7 +421,8 @@ def _floor_run(kind: str, point: dict[str, Any], method_config: dict[str, Any], 
     seed = int(config.get("seed_everything", 0) or 0)
     return Run(run_id="", axes={"method": kind, "dataset": dataset, **{k: v for k, v in point.items() if k != "dataset"}},
                method=kind, dataset=dataset, seed=seed, config=config, evaluation=dict(spec.evaluation),
-               transfer=copy.deepcopy(spec.transfer), reference=kind, explicit=copy.deepcopy(config))
+               transfer=copy.deepcopy(spec.transfer), pipeline=class_path(Floor), reference=kind,
+               explicit=copy.deepcopy(config))
 
 
 def validate_runs(spec: SweepSpec, runs: list[Run]) -> None:

@@ -123,7 +123,7 @@ class UOTAWeighter:
             warnings.warn(
                 f"UOTA with {emb.shape[0]} views, all of them reference views {self.ref_views}: with two "
                 "views the deviations are +-(e1 - e2)/2, both views of an image get the same weight and "
-                "UOTA only re-weights images (docs/methods.md §7.5); use multi-crop (--data.num_small_views 6)",
+                "UOTA only re-weights images (docs/methods.md §7.5); use multi-crop (--model.num_small_views 6)",
                 stacklevel=2,
             )
             self._warned = True
