@@ -33,6 +33,7 @@ from lightning_ssl.sweep.identity import (
 )
 from lightning_ssl.sweep.lock import RunLock, is_stale
 from lightning_ssl.sweep.pipelines import Pipeline
+from lightning_ssl.sweep.record import RunStatus
 from lightning_ssl.sweep.spec import Run, SweepSpec
 
 SCHEMA = 1
@@ -75,23 +76,23 @@ def read_result(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and "run_id" in record and "metrics" in record else None
 
 
-def run_status(paths: SweepPaths, run_id: str, run: Run | None = None) -> str:
+def run_status(paths: SweepPaths, run_id: str, run: Run | None = None) -> RunStatus:
     """``finished`` | ``stale`` (a result the current code would not reproduce; needs ``run``) |
     ``running`` (a live lock) | ``failed`` | ``interrupted`` (a checkpoint in the run folder, at any
     depth, no result) | ``pending``. A result file that does not parse counts as unfinished."""
     if paths.result(run_id).is_file():
         record = read_result(paths.result(run_id))
         if record is not None:
-            return "stale" if run is not None and stale_reason(record, run) else "finished"
+            return RunStatus.STALE if run is not None and stale_reason(record, run) else RunStatus.FINISHED
     lock = paths.lock(run_id)
     if lock.exists() and not is_stale(lock):
-        return "running"
+        return RunStatus.RUNNING
     if paths.failed(run_id).is_file():
-        return "failed"
+        return RunStatus.FAILED
     folder = paths.run_dir(run_id)
     if paths.last_checkpoint(run_id).is_file() or (folder.is_dir() and next(folder.rglob("*.ckpt"), None)):
-        return "interrupted"
-    return "pending"
+        return RunStatus.INTERRUPTED
+    return RunStatus.PENDING
 
 
 def _session_config(run: Run, paths: SweepPaths, trainer_overrides: dict[str, Any], wandb: str | None) -> dict[str, Any]:
@@ -200,14 +201,14 @@ def _claim_run_dir(run: Run, paths: SweepPaths) -> None:
 
 
 def run_one(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dict[str, Any] | None = None,
-            wandb: str | None = None, rerun_stale: bool = False) -> str:
+            wandb: str | None = None, rerun_stale: bool = False) -> RunStatus:
     """Run ``run`` unless it is finished or held by another runner. Returns ``finished`` (already
     there), ``stale`` (a result the current code would not reproduce, kept unless ``rerun_stale``),
     ``locked``, or ``done``; an exception inside the run is recorded in ``<run_id>.failed.json`` and
     re-raised. The result JSON is written atomically, last (a stale one is replaced only then).
     A result file that does not parse is moved aside and the run is run again."""
 
-    def existing() -> str | None:
+    def existing() -> RunStatus | None:
         path = paths.result(run.run_id)
         if not path.is_file():
             return None
@@ -216,15 +217,15 @@ def run_one(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dic
             print(f"lssl sweep: {path} does not parse; moved to {_set_aside(path)} and running the run again")
             return None
         if stale_reason(record, run):
-            return None if rerun_stale else "stale"
-        return "finished"
+            return None if rerun_stale else RunStatus.STALE
+        return RunStatus.FINISHED
 
     status = existing()
     if status:
         return status
     with RunLock(paths.lock(run.run_id)) as held:
         if not held:
-            return "locked"
+            return RunStatus.LOCKED
         status = existing()  # finished while we waited for the lock
         if status:
             return status
@@ -237,7 +238,7 @@ def run_one(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dic
             raise
         atomic_write_json(paths.result(run.run_id), record)
         paths.failed(run.run_id).unlink(missing_ok=True)
-    return "done"
+    return RunStatus.DONE
 
 
 def load_results(folder: str | Path, skipped: list[str] | None = None) -> list[dict[str, Any]]:
