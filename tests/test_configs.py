@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lightning_ssl.cli.lightning import SSLCLI, _import_all_datamodules
+from lightning_ssl.cli.lightning import SSLCLI
+from lightning_ssl.config.registry import import_all_datamodules
 from lightning_ssl.methods.base import SSLMethod
 
 CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
@@ -16,7 +17,7 @@ CASES = [(family, path.name) for family in FAMILY_DATA for path in sorted((CONFI
 
 @pytest.mark.parametrize("family,method", CASES)
 def test_config_instantiates(family: str, method: str) -> None:
-    _import_all_datamodules()
+    import_all_datamodules()
     from datamodules.base import LongTailDataModule
 
     cli = SSLCLI(
@@ -31,7 +32,7 @@ def test_config_instantiates(family: str, method: str) -> None:
 
 
 def test_every_data_config_instantiates() -> None:
-    _import_all_datamodules()
+    import_all_datamodules()
     from datamodules.base import LongTailDataModule
 
     for path in sorted((CONFIGS / "data").glob("*.yaml")):

@@ -15,10 +15,9 @@ from datamodules.errors import DataInputError
 from lightning_ssl.cli.args import parse_error
 from lightning_ssl.config.cli import SSLCLI, default_callbacks, default_loggers
 from lightning_ssl.config.errors import UsageError
-from lightning_ssl.config.registry import expand_short_names, import_all_datamodules
+from lightning_ssl.config.registry import expand_short_names
 
 __all__ = ["SSLCLI", "default_callbacks", "default_loggers", "run_lightning_cli"]
-_import_all_datamodules = import_all_datamodules  # the name tests and older code import
 
 
 def _finish_wandb() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-# Lightning's default logging period; lowered for short epochs (docs/design.md "logging")
+# Lightning's default logging period (``Trainer(log_every_n_steps=50)``); lowered for short epochs
 LIGHTNING_LOG_EVERY = 50
 
 

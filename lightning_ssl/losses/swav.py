@@ -25,7 +25,7 @@ def sinkhorn_knopp(
 
     Each prototype's scores are shifted by their global-batch maximum before ``exp`` (an
     all-gather of ``K`` numbers). The first row normalisation cancels that shift exactly, so the
-    codes are those of the official code while ``exp`` can no longer overflow; the official
+    codes are those of the official code while ``exp`` cannot overflow; the official
     initial division by the total mass is dropped for the same reason. Runs in at least float32
     and without gradient.
 

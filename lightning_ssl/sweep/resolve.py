@@ -57,7 +57,7 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
             cli = _cli(_ParseOnly, config)
     except (argparse.ArgumentError, SystemExit) as err:
         message = str(err) if isinstance(err, argparse.ArgumentError) else stderr.getvalue().strip()
-        raise ValueError(f"invalid run config: {_with_choices(message, config)}") from None
+        raise ValueError(f"invalid run config: {_with_choices(message)}") from None
     except UsageError as err:  # e.g. a data option that contradicts the method's views
         raise ValueError(f"invalid run config: {err}") from None
     resolved = cli.config.as_dict()
@@ -73,7 +73,7 @@ def accepted_options(class_path: str) -> list[str]:
     return sorted(parser.get_defaults().as_dict()["x"])
 
 
-def _with_choices(message: str, config: dict[str, Any]) -> str:
+def _with_choices(message: str) -> str:
     """Append the accepted options of the class whose option was refused."""
     match = re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", message)
     if not match:
@@ -111,7 +111,7 @@ def validate_data(config: dict[str, Any]) -> None:
     try:
         _data_parser().parse_object({"data": _data_config(config)})
     except argparse.ArgumentError as err:
-        raise ValueError(f"invalid data config {config}: {_with_choices(str(err), config)}") from None
+        raise ValueError(f"invalid data config {config}: {_with_choices(str(err))}") from None
 
 
 def instantiate_data(config: dict[str, Any]) -> Any:
