@@ -6,7 +6,6 @@ re-uses its finished first stage."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any

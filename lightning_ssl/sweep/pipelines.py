@@ -8,7 +8,7 @@ diagnostics) and writes the result record. What differs between methods is only 
 * :class:`Fit`: one Lightning fit of the run's ``lssl fit`` config (every method unless it says
   otherwise);
 * :class:`Floor`: no training at all, for the reference floors RawPixels and RandomInit;
-* a multi-stage method's own pipeline (e.g. ``lightning_ssl/methods/dnc_pipeline.py``).
+* a multi-stage method's own pipeline, defined next to the method.
 
 A method class chooses its pipeline with a class attribute: ``pipeline = MyPipeline``, or the
 pipeline's class path as a string when the pipeline's module imports the method. A pipeline with
