@@ -1,6 +1,6 @@
 """The four parts of ``benchmarks/gpu_check.py``; each takes its ``Context`` and returns its results.
 
-Figures and their goals are the ones of issue 14 (docs/design.md "Performance"): the suite's
+Figures and their goals are the ones of issue 14 (docs/design.md §10): the suite's
 device-resident pipeline at least 5x the conventional DataLoader one, MFU at least 30 %, kNN
 50k x 10k x 512 under 0.5 s, k-means 50k x 4096 -> 100 under 2 s, and SimCLR features on
 Fashion-MNIST-LT above the raw-pixel floors of the balanced probe (84.5 % linear, 78.9 % kNN).
