@@ -198,7 +198,7 @@ class _CIFARLT(InMemoryLTDataModule):
         pool = load_index_file(self.sdclr_file("trainIdxList"), labels.size)
         sets = {"full": pool, "1pct": load_index_file(self.sdclr_file("S_b"), labels.size)}
         for shots in self.few_shot:
-            sets[f"{shots}shot"] = pool[few_shot_indices(labels[pool], shots, self.long_tail.seed)]
+            sets[f"{shots}shot"] = pool[few_shot_indices(labels[pool], shots, self.seed)]
         return sets
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from datamodules.base import LongTailDataModule, Splits
-from datamodules.checks import check_choice, check_load_size, check_seed
+from datamodules.checks import check_choice, check_load_size
 from datamodules.dataset_card import DatasetCard
 from datamodules.errors import DataInputError, DataNotFoundError
 from datamodules.file_datasets import (
@@ -37,11 +37,8 @@ from datamodules.file_datasets import (
 )
 from datamodules.in_memory import few_shot_indices
 from datamodules.list_files import IMAGENET_MEAN, IMAGENET_STD
-from datamodules.profiles import PROFILES, LongTailProfile, check_few_shot, long_tail_indices
-
-FOLDER_PROFILES = ("none", *PROFILES)
-DEFAULT_RATIO = LongTailProfile.imbalance_ratio  # under a profile, when not given (rho = 100, LDAM's standard)
-
+from datamodules.profiled import NO_PROFILE, ProfiledLTDataModule
+from datamodules.profiles import long_tail_indices
 
 
 def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
@@ -85,21 +82,11 @@ def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[li
     return classes, paths, np.asarray(targets, dtype=np.int64)
 
 
-def _check_profile_none(imbalance_ratio: float | None, head_order: str, img_max: float | None, subsample: float,
-                        balanced_twin: bool) -> None:
-    """With ``profile="none"`` the folder is kept as it is: a profile option would be ignored, so
-    giving one is an error that names the profile to pass."""
-    given = [f"{name}={value!r}" for name, value, default in (
-        ("imbalance_ratio", imbalance_ratio, None), ("head_order", head_order, "natural"), ("img_max", img_max, None),
-        ("subsample", subsample, 1.0), ("balanced_twin", balanced_twin, False)) if value != default]
-    if given:
-        raise ValueError(f"{', '.join(given)} shape a long-tail profile, but profile='none' keeps the folder as it "
-                         "is: pass --data.profile exp (or step, pareto, balanced) with it")
+class ImageFolderLT(ProfiledLTDataModule):
+    """A class-folder tree, as it is or under a long-tail profile (the profile options of
+    :class:`~datamodules.profiled.ProfiledLTDataModule`, with ``profile="none"`` as the default)."""
 
-
-class ImageFolderLT(LongTailDataModule):
-    """A class-folder tree plus a long-tail profile (the profile options of InMemoryLTDataModule)."""
-
+    keeps_source = True
     card = DatasetCard(
         name="image_folder_lt",
         num_classes=0,  # found in the folder
@@ -117,14 +104,8 @@ class ImageFolderLT(LongTailDataModule):
         self,
         root: str,
         test_root: str | None = None,
-        profile: str = "none",
+        profile: str = NO_PROFILE,
         imbalance_ratio: float | None = None,
-        seed: int = LongTailProfile.seed,
-        head_order: str = LongTailProfile.head_order,
-        img_max: float | None = LongTailProfile.img_max,
-        subsample: float = LongTailProfile.subsample,
-        balanced_twin: bool = LongTailProfile.balanced_twin,
-        few_shot: list[int] | None = None,
         load_size: int | None = None,
         bad_images: str = "error",
         **kwargs: Any,
@@ -137,39 +118,20 @@ class ImageFolderLT(LongTailDataModule):
                 ``step`` | ``pareto`` | ``balanced`` (LDAM conventions) to make it long-tailed.
             imbalance_ratio: n_min / n_max in (0, 1] of a profile (default 0.01, rho = 100);
                 with ``profile="none"`` leave it unset.
-            seed: seed of the selection (0 = LDAM's), of the class order and of few-shot sets.
-            head_order: ``natural`` (class 0 = head) or ``permuted`` by ``seed`` (with a profile).
-            img_max: size of the head class of a profile; default the smallest class of the folder.
-            subsample: per-class sampling ratio in (0, 1] of a profile (rwSAM's sample-size axis).
-            balanced_twin: pre-train on the balanced set of the same size instead (rwSAM's
-                control; with a profile).
-            few_shot: shots per class of extra probe sets drawn from the folder, e.g. ``[100, 50]``.
             load_size: side of the decoded training images; default ``image_size * 8 // 7``.
             bad_images: a file that does not decode (corrupt, truncated, empty, not an image)
                 found when the set is built: ``error`` (stop, naming it) or ``skip`` (leave it out,
                 with a warning naming every such file).
-            **kwargs: view and loader options of :class:`LongTailDataModule` (``image_size``, ...).
+            **kwargs: the other profile options (``seed`` also draws the few-shot sets from the
+                folder, ``head_order``, ``img_max``, ``subsample``, ``balanced_twin``, ``few_shot``;
+                each with a profile only) and the view / loader options (``image_size``, ...).
         """
-        super().__init__(**kwargs)
-        check_choice("profile", profile, FOLDER_PROFILES)
-        # None with profile "none": the folder as it is; its seed still draws the few-shot sets
-        self.long_tail: LongTailProfile | None = None
-        if profile == "none":
-            _check_profile_none(imbalance_ratio, head_order, img_max, subsample, balanced_twin)
-            check_seed("seed", seed)
-        else:
-            ratio = DEFAULT_RATIO if imbalance_ratio is None else imbalance_ratio
-            self.long_tail = LongTailProfile(profile, ratio, seed, head_order, img_max, subsample, balanced_twin)
-        check_few_shot(few_shot)
+        super().__init__(profile=profile, imbalance_ratio=imbalance_ratio, **kwargs)
         check_choice("bad_images", bad_images, BAD_IMAGES)
         self.root = Path(root)
         self.test_root = Path(test_root) if test_root is not None else None
-        self.seed = seed
-        self.few_shot = list(few_shot or [])
         self.load_size = check_load_size(load_size, self.image_size)
         self.bad_images = bad_images
-        if self.long_tail is not None:
-            self._record_resolved(imbalance_ratio=self.long_tail.imbalance_ratio)
 
     def _scan(self, root: Path, classes: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
         """:func:`scan_class_folders`, then every image decoded once (``bad_images``)."""

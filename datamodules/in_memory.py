@@ -10,14 +10,14 @@ class drawn from it with a seeded RNG (BCL's 100/50-shot probes).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from datamodules.base import LongTailDataModule, Splits
+from datamodules.base import Splits
 from datamodules.errors import DataInputError
-from datamodules.profiles import LongTailProfile, check_few_shot, long_tail_indices
+from datamodules.profiled import ProfiledLTDataModule
+from datamodules.profiles import long_tail_indices
 from datamodules.tensor_datasets import IndexedImages
 
 
@@ -44,42 +44,11 @@ def few_shot_indices(labels: np.ndarray, shots: int, seed: int = 0) -> np.ndarra
     return np.sort(np.concatenate(picked))
 
 
-class InMemoryLTDataModule(LongTailDataModule):
-    """Profile-built long-tailed pre-training set over an in-memory source."""
+class InMemoryLTDataModule(ProfiledLTDataModule):
+    """Profile-built long-tailed pre-training set over an in-memory source (the profile options are
+    :class:`~datamodules.profiled.ProfiledLTDataModule`'s)."""
 
     in_memory = True
-
-    def __init__(
-        self,
-        profile: str = LongTailProfile.profile,
-        imbalance_ratio: float = LongTailProfile.imbalance_ratio,
-        seed: int = LongTailProfile.seed,
-        head_order: str = LongTailProfile.head_order,
-        img_max: float | None = LongTailProfile.img_max,
-        subsample: float = LongTailProfile.subsample,
-        balanced_twin: bool = LongTailProfile.balanced_twin,
-        few_shot: list[int] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """The profile options are those of :class:`~datamodules.profiles.LongTailProfile` (with its
-        defaults: LDAM's CIFAR-LT profile).
-
-        Args:
-            profile: ``exp`` | ``step`` | ``pareto`` | ``balanced`` (LDAM conventions).
-            imbalance_ratio: n_min / n_max in (0, 1]; 0.01 is the standard rho = 100.
-            seed: seed of the long-tailed selection (LDAM's ``rand_number``; 0 reproduces LDAM).
-            head_order: ``natural`` (class 0 = head, LDAM) or ``permuted`` by ``seed``.
-            img_max: size of the head class; default the smallest class of the source.
-            subsample: per-class sampling ratio in (0, 1] (rwSAM's sample-size axis).
-            balanced_twin: pre-train on the balanced set of the same total size instead
-                (rwSAM's control at equal n).
-            few_shot: shots per class of extra few-shot probe sets, e.g. ``[100, 50]`` (BCL).
-            **kwargs: view and loader options of :class:`LongTailDataModule`.
-        """
-        super().__init__(**kwargs)
-        self.long_tail = LongTailProfile(profile, imbalance_ratio, seed, head_order, img_max, subsample, balanced_twin)
-        check_few_shot(few_shot)
-        self.few_shot = list(few_shot or [])
 
     def load_source(self) -> Source:
         raise NotImplementedError(f"{type(self).__name__} must implement load_source()")
@@ -92,7 +61,7 @@ class InMemoryLTDataModule(LongTailDataModule):
         """Probe sets as indices into the training source: ``full`` and the few-shot sets."""
         sets = {"full": np.arange(labels.size)}
         for shots in self.few_shot:
-            sets[f"{shots}shot"] = few_shot_indices(labels, shots, self.long_tail.seed)
+            sets[f"{shots}shot"] = few_shot_indices(labels, shots, self.seed)
         return sets
 
     def build_splits(self) -> Splits:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from datamodules.dataset_card import DatasetCard
+from datamodules.cifar import CIFAR10LT
 from datamodules.in_memory import InMemoryLTDataModule, Source
 from datamodules.profiles import head_to_tail_order
 
@@ -77,14 +77,9 @@ class SemiSyntheticHalves(InMemoryLTDataModule):
     in-memory source given as ``source`` (its arrays are used, its card's statistics kept).
     """
 
-    card = DatasetCard(
+    card = replace(
+        CIFAR10LT.card,  # its classes, size and statistics
         name="semi_synthetic_halves",
-        num_classes=10,
-        image_size=32,
-        channels=3,
-        mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2470, 0.2435, 0.2616),
-        group_rule="thirds",
         protocol="CIFAR-10, step profile (rho=100): frequent classes labelled by the left half, rare "
         "by the right half; the other half is a random donor image's",
         source="torchvision.datasets.CIFAR10 (download=True), or any in-memory source",
@@ -140,8 +135,6 @@ class SemiSyntheticHalves(InMemoryLTDataModule):
         if self.source is not None:
             src = self.source.load_source()
         else:
-            from datamodules.cifar import CIFAR10LT
-
             src = CIFAR10LT(root=self.root, download=self.download).load_source()
         frequent = np.zeros(self.card.num_classes, dtype=bool)
         frequent[self.frequent_classes] = True
