@@ -49,6 +49,16 @@ def test_an_added_option_at_its_default_is_not_stale_a_changed_value_is() -> Non
     assert stale_keys(stored, run.config) == ["model.init_args.lr"]  # where it runs is not what it computes
 
 
+def test_a_renamed_option_is_stale_only_when_the_run_had_set_it() -> None:
+    run = one({"method": ["SimCLR"]})
+    stored = copy.deepcopy(run.config)
+    stored["model"]["init_args"]["num_views_old_name"] = 2  # an option the code no longer has
+    assert stale_keys(stored, run.config) == ["model.init_args.num_views_old_name"]  # no settings: unknown
+    assert stale_keys(stored, run.config, run.settings) == []  # at its default when the run was computed
+    was_set = {**run.settings, "model.init_args.num_views_old_name": 3}
+    assert stale_keys(stored, run.config, was_set) == ["model.init_args.num_views_old_name"]
+
+
 def record_of(run: runner.Run, **extra: object) -> dict:
     return {"run_id": run.run_id, "metrics": {"linear_full/acc_top1": 0.5}, "config": run.config,
             "compute_version": COMPUTE_VERSION, "evaluation_protocol": run.evaluation,

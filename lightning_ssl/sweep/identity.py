@@ -127,10 +127,13 @@ def settings_of(resolved: dict[str, Any], explicit: dict[str, Any]) -> dict[str,
     return out
 
 
-def stale_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def stale_keys(stored: dict[str, Any], current: dict[str, Any],
+               stored_settings: dict[str, Any] | None = None) -> list[str]:
     """Keys of a run's resolved config whose stored value differs from what the current code
     resolves; a key only one side has counts only when its value is not the code's default (an
-    option added or removed at its default does not change what the run computes)."""
+    option added or removed at its default does not change what the run computes). A key the
+    current code no longer has (a renamed or removed option) counts only when the run set it away
+    from the default of its time, i.e. when it is in the record's ``stored_settings``."""
     defaults = code_defaults(current["model"]["class_path"], current["data"]["class_path"])
     a, b = flatten(stored), flatten(current)
     for flat in (a, b):
@@ -145,6 +148,8 @@ def stale_keys(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
                 out.append(key)
         else:
             value = a.get(key, b.get(key))
+            if key in a and key not in defaults and stored_settings is not None and key not in stored_settings:
+                continue
             if key not in defaults or canonical_json(defaults[key]) != canonical_json(value):
                 if isinstance(value, list) and key not in defaults:
                     continue
@@ -180,7 +185,7 @@ def stale_reason(record: dict[str, Any], run: Any) -> str | None:
     if record.get("method_version", 0) != method_version(run):
         return (f"computed by {method_key(run)} version {record.get('method_version', 0)}, the current code is "
                 f"version {method_version(run)}")
-    keys = stale_keys(record.get("config") or {}, run.config)
+    keys = stale_keys(record.get("config") or {}, run.config, record.get("settings"))
     if keys:
         return f"config differs in {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
     for name, want in (("evaluation_protocol", run.evaluation), ("transfer_protocol", run.transfer)):
