@@ -65,6 +65,18 @@ def test_the_method_declares_and_the_data_follows_one_way_only() -> None:
                         "data": {"class_path": "DigitsLT", "init_args": {"num_small_views": 2}}})
 
 
+def test_a_method_that_builds_another_class_declares_that_class_views() -> None:
+    """``UOTA`` builds ``UOTASwAV`` (its ``concrete_class``): SwAV's declaration applies, so small crops
+    asked of the data alone are refused when the config is read, not at the first training step."""
+    with pytest.raises(ValueError, match=r"--data.num_small_views 2 contradicts --model UOTA .*which reads "
+                                         r"num_small_views=0"):
+        resolve_config({"model": {"class_path": "UOTA"},
+                        "data": {"class_path": "DigitsLT", "init_args": {"num_small_views": 2}}})
+    resolved = resolve_config({"model": {"class_path": "UOTASwAV", "init_args": {"num_small_views": 2}},
+                               "data": {"class_path": "DigitsLT"}})
+    assert resolved["data"]["init_args"]["num_small_views"] == 2
+
+
 def test_the_sweep_parser_applies_the_declaration() -> None:
     resolved = resolve_config({"model": {"class_path": "MTTV", "init_args": {"backbone": "resnet_tiny"}},
                                "data": {"class_path": "DigitsLT"}})

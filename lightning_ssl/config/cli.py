@@ -256,13 +256,15 @@ def _check_seed(seed: Any) -> None:
 
 
 def apply_views(model_cls: type, data_cls: type, model_args: Any, data_args: Any) -> dict[str, Any]:
-    """Set the datamodule's view options from ``model_cls.views_needed(model_args)``; an option
-    the user set to another value than both the datamodule's default and the method's need is a
-    :class:`UsageError` naming both. Returns the options that were set."""
-    views_needed = getattr(model_cls, "views_needed", None)
+    """Set the datamodule's view options from ``model_cls.views_needed(model_args)`` (of the class
+    those options build, where the method names it with a ``concrete_class`` hook: ``UOTA`` builds
+    ``UOTASwAV``); an option the user set to another value than both the datamodule's default and
+    the method's need is a :class:`UsageError` naming both. Returns the options that were set."""
+    options = _plain(model_args) or {}
+    hook = getattr(model_cls, "concrete_class", None)
+    views_needed = getattr(hook(options) if hook is not None else model_cls, "views_needed", None)
     if views_needed is None:  # a plain LightningModule that declares nothing
         return {}
-    options = _plain(model_args) or {}
     needed = views_needed(options).data_options()
     changed: dict[str, Any] = {}
     for key, value in needed.items():
