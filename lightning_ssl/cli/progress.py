@@ -23,6 +23,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from lightning_ssl.sweep.record import RunStatus
 from lightning_ssl.sweep.spec import Run
 
 SHORT_AXES = {"balanced_twin": "twin", "imbalance_ratio": "ratio", "data_seed": "data_seed"}
@@ -92,19 +93,19 @@ class SweepProgress:
         self._started = time.perf_counter()
         self._progress.update(self._task, label=run_label(run, self.with_dataset), last=self.last)
 
-    def end(self, run: Run, status: str, error: BaseException | None = None) -> None:
+    def end(self, run: Run, status: RunStatus, error: BaseException | None = None) -> None:
         seconds = time.perf_counter() - self._started
         detail = ""
-        if status == "done":
+        if status == RunStatus.DONE:
             detail = headline(self.results / f"{run.run_id}.json", self.metric)
             self.last = detail and f"last: {detail}"
-        elif status == "failed":
+        elif status == RunStatus.FAILED:
             detail = f"{type(error).__name__}: {error}".splitlines()[0] if error is not None else ""
-        elif status == "interrupted":
+        elif status == RunStatus.INTERRUPTED:
             detail = "preempted; its checkpoint is saved, run the sweep again to resume"
-        line = f"{self._index}/{self.total} {status:<11} {run.run_id} {run_label(run, self.with_dataset)}"
+        line = f"{self._index}/{self.total} {RunStatus(status):<11} {run.run_id} {run_label(run, self.with_dataset)}"
         line += f"  {detail}" if detail else ""
-        if status in ("done", "failed", "interrupted"):
+        if status in (RunStatus.DONE, RunStatus.FAILED, RunStatus.INTERRUPTED):
             line += f"  ({seconds:.0f} s)"
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)
         self._progress.update(self._task, advance=1, last=self.last)

@@ -16,6 +16,7 @@ from lightning_ssl.cli import quiet
 from lightning_ssl.cli.args import ArgumentParser, positive_int
 from lightning_ssl.cli.progress import SweepProgress
 from lightning_ssl.sweep import launchers
+from lightning_ssl.sweep.record import RunStatus
 from lightning_ssl.sweep.runner import SweepPaths, run_status
 from lightning_ssl.sweep.spec import Run, expand, load_spec
 
@@ -114,13 +115,13 @@ def run(argv: list[str]) -> int:
         print_dry_run(runs, paths)
         return 0
     statuses = {r.run_id: run_status(paths, r.run_id, r) for r in runs}
-    stale = [r for r in runs if statuses[r.run_id] == "stale"]
+    stale = [r for r in runs if statuses[r.run_id] == RunStatus.STALE]
     if stale and not args.rerun_stale:
         print(f"lssl sweep: {len(stale)} stale result(s) kept (computed by other code or settings; "
               "--rerun-stale recomputes them): " + ", ".join(f"{r.run_id} {r.method}" for r in stale[:5])
               + (" ..." if len(stale) > 5 else ""), file=sys.stderr)
-    pending = [r for r in runs if statuses[r.run_id] not in ("finished", "stale")
-               or (args.rerun_stale and statuses[r.run_id] == "stale")]
+    pending = [r for r in runs if statuses[r.run_id] not in (RunStatus.FINISHED, RunStatus.STALE)
+               or (args.rerun_stale and statuses[r.run_id] == RunStatus.STALE)]
     overrides = {"accelerator": args.accelerator} if args.accelerator else {}
     if not args.verbose:  # one line per run: no model summary or progress bar of each run's fit
         overrides.update(enable_progress_bar=False, enable_model_summary=False)
@@ -165,10 +166,10 @@ def run(argv: list[str]) -> int:
     if outcome.signal is not None:  # preempted: not finished, whatever ran before
         print(summary)
         return 128 + outcome.signal
-    if outcome["failed"]:
+    if outcome[RunStatus.FAILED]:
         print(f"{summary}; next: read <run id>.failed.json there, fix, and run the same command again")
         return 1
-    print(f"{summary}; next: lssl report {args.spec}" if outcome["done"] or len(runs) > len(pending) else summary)
+    print(f"{summary}; next: lssl report {args.spec}" if outcome[RunStatus.DONE] or len(runs) > len(pending) else summary)
     return 0
 
 
@@ -234,7 +235,7 @@ def select(runs: list[Run], selection: list[str]) -> list[Run]:
 
 def summary_line(name: str, outcome: launchers.Outcome, finished_before: int, paths: SweepPaths) -> str:
     """``sweep 'default': 3 done, 17 finished, 1 interrupted (results/default)``: the non-zero counts."""
-    counts = {k: len(v) for k, v in outcome.items()}
+    counts = {str(k): len(v) for k, v in outcome.items()}
     counts["finished"] = counts.get("finished", 0) + finished_before
     parts = [f"{n} {k}" for k, n in counts.items() if n]
     if outcome.signal is not None:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from lightning_ssl.optional import require
+from lightning_ssl.sweep.record import RunStatus
 from lightning_ssl.sweep.runner import SweepPaths, run_one
 from lightning_ssl.sweep.spec import Run, SweepSpec, expand, load_spec
 
@@ -75,10 +76,11 @@ def run_local(spec: SweepSpec, runs: list[Run], paths: SweepPaths, max_runs: int
 
     from lightning_ssl.checkpoints import preempted_signal
 
-    outcome = Outcome(done=[], finished=[], locked=[], failed=[], interrupted=[])
+    outcome = Outcome({s: [] for s in (RunStatus.DONE, RunStatus.FINISHED, RunStatus.LOCKED, RunStatus.FAILED,
+                                         RunStatus.INTERRUPTED)})
     with _StopRequest() as stop:
         for run in runs:
-            if max_runs is not None and len(outcome["done"]) + len(outcome["failed"]) >= max_runs:
+            if max_runs is not None and len(outcome[RunStatus.DONE]) + len(outcome[RunStatus.FAILED]) >= max_runs:
                 break
             if stop.signum is not None:
                 break
@@ -88,12 +90,12 @@ def run_local(spec: SweepSpec, runs: list[Run], paths: SweepPaths, max_runs: int
                 status = run_one(run, spec, paths, trainer_overrides, wandb, rerun_stale=rerun_stale)
             except SIGTERMException:  # the fit saved its checkpoint and stopped: so does the sweep
                 stop.signum = stop.signum or preempted_signal() or int(signal.SIGTERM)
-                status = "interrupted"
+                status = RunStatus.INTERRUPTED
             except Exception as err:  # recorded in <run_id>.failed.json by run_one
                 log.error("run %s %s failed: %s", run.run_id, run.axes, err)
-                outcome["failed"].append(run.run_id)
+                outcome[RunStatus.FAILED].append(run.run_id)
                 if progress is not None:
-                    progress.end(run, "failed", error=err)
+                    progress.end(run, RunStatus.FAILED, error=err)
                 if fail_fast:
                     raise
                 continue

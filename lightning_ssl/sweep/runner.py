@@ -116,7 +116,7 @@ def _session_config(run: Run, paths: SweepPaths, trainer_overrides: dict[str, An
 
 def _transfer(model: Any, entry: dict[str, Any], evaluation: dict[str, Any], seed: int, device: str) -> dict[str, Any]:
     from lightning_ssl.eval.features import feature_dim
-    from lightning_ssl.eval.finetune import finetune_and_predict, finetune_recipe
+    from lightning_ssl.eval.finetune import DEFAULT_FINETUNE_RECIPE, finetune_and_predict, finetune_recipe
     from lightning_ssl.eval.metrics import group_report, per_class_accuracy
     from lightning_ssl.eval.offline import evaluate_frozen
     from lightning_ssl.sweep.resolve import instantiate_data
@@ -128,7 +128,7 @@ def _transfer(model: Any, entry: dict[str, Any], evaluation: dict[str, Any], see
     dm.setup("fit")
     tuned = copy.deepcopy(model)
     lr = entry.get("lr")
-    recipe = finetune_recipe(entry.get("recipe", "rwsam"), epochs=entry.get("epochs"),
+    recipe = finetune_recipe(entry.get("recipe", DEFAULT_FINETUNE_RECIPE), epochs=entry.get("epochs"),
                              iterations_per_epoch=entry.get("iterations"), head_lr=lr,
                              backbone_lr=None if lr is None else 0.1 * float(lr))
     pred, target = finetune_and_predict(tuned, feature_dim(tuned, dm.test_dataloader()), dm, recipe=recipe,
