@@ -41,7 +41,7 @@ def native_bf16() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from datamodules.views import MultiViewTransform
+    from datamodules.view_transforms import MultiViewTransform
     from lightning_ssl.eval.linear import fit_linear_probe
     from lightning_ssl.methods.simclr import SimCLR
 

@@ -3,7 +3,7 @@
 Both paths train the same model with the same optimiser, in the same process, on the same device:
 
 * suite: uint8 CIFAR-shaped images resident on the device, two views made by the batched
-  per-sample augmentation (``datamodules.views.MultiViewTransform``) on the device, optional
+  per-sample augmentation (``datamodules.view_transforms.MultiViewTransform``) on the device, optional
   channels_last / bf16 autocast / torch.compile, no host synchronisation in the step;
 * conventional: PIL images, torchvision per-image transforms in DataLoader workers (the
   solo-learn / lightly pipeline), pinned memory, host-to-device copy of float views.
@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.views import MultiViewTransform, default_small_size, simclr_spec
+from datamodules.view_transforms import MultiViewTransform, default_small_size, simclr_spec
 from lightning_ssl.cluster import available_backends, kmeans
 from lightning_ssl.eval.knn import knn_predict
 from lightning_ssl.io import atomic_write_json

@@ -33,7 +33,12 @@ from datamodules.errors import DataInputError
 from datamodules.groups import class_groups, effective_rule, group_rule_name
 from datamodules.samplers import ResumableSampler
 from datamodules.tensor_datasets import IndexedImages
-from datamodules.views import RECIPES, EvalTransform, MultiViewTransform, default_small_size
+from datamodules.view_transforms import (
+    VIEW_RECIPES,
+    EvalTransform,
+    MultiViewTransform,
+    default_small_size,
+)
 
 
 class _Positions(Dataset):
@@ -89,7 +94,7 @@ class LongTailDataModule(pl.LightningDataModule):
             num_large_views: number of large (global) crops per image; 2 for two-view methods.
             num_small_views: number of small crops (SwAV multi-crop, Caron et al. 2020 §3.2).
             small_size: side of the small crops; default
-                :func:`~datamodules.views.default_small_size` (SwAV's 96 px for 224 px, scaled and
+                :func:`~datamodules.view_transforms.default_small_size` (SwAV's 96 px for 224 px, scaled and
                 rounded down, at least 8 and at most ``image_size``: 13 px at 32 px).
             clean_view: append the un-augmented normalised view (MTTV's n(.)).
             batch_size: pre-training batch size per process.
@@ -148,7 +153,7 @@ class LongTailDataModule(pl.LightningDataModule):
                        group_rule: str | None, view_seed: int, resident: bool) -> None:
         """Every view and loader option, before anything is built (datamodules/checks.py)."""
         check_int("image_size", image_size, 4, 32, optional=True, why="the side of the views in pixels")
-        check_choice("recipe", recipe, RECIPES)
+        check_choice("recipe", recipe, VIEW_RECIPES)
         check_int("num_large_views", num_large_views, 1, 2)
         check_int("num_small_views", num_small_views, 0, 2)
         check_int("small_size", small_size, 4, 8, optional=True, why="the side of the small crops in pixels")

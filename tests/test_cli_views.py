@@ -13,7 +13,7 @@ from lightning_ssl.cli.main import main
 from lightning_ssl.config.cli import apply_views
 from lightning_ssl.config.errors import UsageError
 from lightning_ssl.methods import MTTV, MoCoV2, SimCLR, SwAV
-from lightning_ssl.methods.views import Views
+from lightning_ssl.methods.declared_views import Views
 from lightning_ssl.sweep.resolve import resolve_config
 
 TINY = ["--model.backbone", "resnet_tiny", "--data.batch_size", "32", "--trainer.max_epochs", "1",

@@ -10,8 +10,8 @@ import torchvision.transforms.functional as TF
 
 from datamodules.augment import ViewSpec, augment
 from datamodules.digits import DigitsLT
-from datamodules.views import (
-    RECIPES,
+from datamodules.view_transforms import (
+    VIEW_RECIPES,
     EvalTransform,
     MultiViewTransform,
     byol_specs,
@@ -92,7 +92,7 @@ def test_mttv_recipe_kernel():
 def test_unknown_recipe_lists_the_recipes():
     with pytest.raises(ValueError) as err:
         MultiViewTransform(32, MEAN, STD, recipe="dino")
-    for name in RECIPES:
+    for name in VIEW_RECIPES:
         assert name in str(err.value)
     with pytest.raises(ValueError, match="simclr"):
         recipe_specs("nope", 32)
@@ -212,7 +212,7 @@ def test_eval_transform_matches_torchvision_resize():
 
 def test_viewspec_is_consistent_with_recipes():
     # every registered recipe builds valid specs at CIFAR and ImageNet sizes
-    for name in RECIPES:
+    for name in VIEW_RECIPES:
         for size in (32, 224):
             assert all(isinstance(s, ViewSpec) and s.size == size for s in recipe_specs(name, size))
 

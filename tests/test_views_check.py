@@ -28,7 +28,7 @@ from lightning_ssl.methods import (
     UOTASwAV,
 )
 from lightning_ssl.methods.base import SSLMethod
-from lightning_ssl.methods.views import VIEW_OPTIONS, Views, views_mismatch
+from lightning_ssl.methods.declared_views import VIEW_OPTIONS, Views, views_mismatch
 
 TINY = dict(backbone="resnet_tiny", image_size=16)
 B = 4

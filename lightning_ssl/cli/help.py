@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from docstring_parser import parse as parse_docstring
 
+from lightning_ssl.class_path import import_class
 from lightning_ssl.config.errors import UsageError
-from lightning_ssl.config.registry import dataset_path, import_class, method_path
+from lightning_ssl.config.registry import dataset_path, method_path
 
 WIDTH = 100
 STOP = ("LightningModule", "LightningDataModule", "HyperparametersMixin", "Module", "object")

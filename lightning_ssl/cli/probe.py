@@ -18,9 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from datamodules.base import LongTailDataModule
+from lightning_ssl.class_path import import_class
 from lightning_ssl.cli.args import parse_jsonargparse, user_values
 from lightning_ssl.config.errors import UsageError
-from lightning_ssl.config.registry import expand_short_names, import_all_datamodules, import_class
+from lightning_ssl.config.registry import expand_short_names, import_all_datamodules
 from lightning_ssl.eval.features import feature_dim
 from lightning_ssl.eval.finetune import (
     DEFAULT_FINETUNE_RECIPE,

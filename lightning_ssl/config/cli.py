@@ -6,7 +6,7 @@ Before anything is built it
 
 * fills in the model's ``image_size`` from the datamodule when unset;
 * sets the datamodule's view options from the method's declaration (``views_needed``, see
-  :mod:`lightning_ssl.methods.views`), one way only: the method declares, the data follows; an
+  :mod:`lightning_ssl.methods.declared_views`), one way only: the method declares, the data follows; an
   explicit data option that contradicts it is an error;
 * for ``fit``, puts checkpoints and logs together in ``runs/<method>-<dataset>-<hash>/`` and
   resumes from the newest readable checkpoint there.
@@ -22,12 +22,13 @@ import torch
 from pytorch_lightning.cli import LightningCLI
 
 from datamodules.base import LongTailDataModule
+from lightning_ssl.class_path import import_class
 from lightning_ssl.config.callbacks import RunInfo, StepLogging
 from lightning_ssl.config.errors import UsageError, condense
-from lightning_ssl.config.registry import import_all_datamodules, import_class
+from lightning_ssl.config.registry import import_all_datamodules
 from lightning_ssl.eval.diagnostics import CollapseMonitor
 from lightning_ssl.io import canonical_json, digest
-from lightning_ssl.methods.views import VIEW_OPTIONS, init_option
+from lightning_ssl.methods.declared_views import VIEW_OPTIONS, init_option
 
 RUNS = "runs"
 

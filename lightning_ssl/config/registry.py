@@ -68,16 +68,6 @@ def dataset_path(name: str) -> str:
                      f"{', '.join(sorted(cls.__name__ for cls in registered.values()))} (or {', '.join(registered)})")
 
 
-def import_class(path: str) -> type:
-    """The class at ``module.Name``; ``ValueError`` naming the path when it does not import."""
-    module, _, name = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(f"cannot import {path!r} ({err}); give module.ClassName importable from the "
-                         "working directory or an installed package") from None
-
-
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 

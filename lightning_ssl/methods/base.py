@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_ssl.backbones import build_backbone
+from lightning_ssl.methods.declared_views import VIEW_OPTIONS, Views, views_mismatch
 from lightning_ssl.methods.method_card import MethodCard
-from lightning_ssl.methods.views import VIEW_OPTIONS, Views, views_mismatch
 from lightning_ssl.optim.factory import PRETRAIN_OPTIMIZERS, build_optimizer
 from lightning_ssl.optim.param_groups import split_decay_groups
 from lightning_ssl.optim.sam import (

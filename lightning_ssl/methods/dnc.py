@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lightning_ssl.config.registry import import_class
+from lightning_ssl.class_path import import_class
 from lightning_ssl.heads import mlp
 from lightning_ssl.losses.distill import regression_distill
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
+from lightning_ssl.methods.declared_views import Views, init_option
 from lightning_ssl.methods.method_card import MethodCard
 from lightning_ssl.methods.moclr import moclr_projector
-from lightning_ssl.methods.views import Views, init_option
 
 DEFAULT_TEACHER = "lightning_ssl.methods.moclr.MoCLR"
 

@@ -80,8 +80,8 @@ from torch import Tensor, nn
 
 from lightning_ssl import distributed
 from lightning_ssl.checkpoints import AtomicModelCheckpoint, latest_valid_checkpoint
+from lightning_ssl.class_path import import_class
 from lightning_ssl.cluster.kmeans import BACKENDS, available_backends, distributed_kmeans
-from lightning_ssl.config.registry import import_class
 from lightning_ssl.eval.features import extract_features
 from lightning_ssl.io import atomic_write_json
 from lightning_ssl.loggers import ResumableCSVLogger

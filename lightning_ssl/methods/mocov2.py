@@ -26,9 +26,9 @@ from lightning_ssl.ema import ema_update, frozen_copy
 from lightning_ssl.heads import mlp
 from lightning_ssl.losses import info_nce_with_queue
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
+from lightning_ssl.methods.declared_views import Views, init_option
 from lightning_ssl.methods.method_card import MethodCard
 from lightning_ssl.methods.temperature import ScheduledTemperature
-from lightning_ssl.methods.views import Views, init_option
 from lightning_ssl.schedules import momentum_schedule
 
 

@@ -15,9 +15,9 @@ from lightning_ssl.ema import ema_update, frozen_copy
 from lightning_ssl.heads import mlp
 from lightning_ssl.losses import masked_nt_xent
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
+from lightning_ssl.methods.declared_views import Views
 from lightning_ssl.methods.method_card import MethodCard
 from lightning_ssl.methods.temperature import ScheduledTemperature
-from lightning_ssl.methods.views import Views
 
 
 class MTTV(ScheduledTemperature, SSLMethod):

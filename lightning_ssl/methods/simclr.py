@@ -11,10 +11,10 @@ import torch
 from lightning_ssl.heads import mlp
 from lightning_ssl.losses import nt_xent, nt_xent_multi
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
+from lightning_ssl.methods.declared_views import Views, init_option
 from lightning_ssl.methods.gh import GeometricHarmonization, GHConfig
 from lightning_ssl.methods.method_card import MethodCard
 from lightning_ssl.methods.temperature import ScheduledTemperature, record_hparam
-from lightning_ssl.methods.views import Views, init_option
 from lightning_ssl.weights.memory import pretrain_size
 
 

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from lightning_ssl.heads import mlp
 from lightning_ssl.losses import negative_cosine
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
+from lightning_ssl.methods.declared_views import Views
 from lightning_ssl.methods.method_card import MethodCard
-from lightning_ssl.methods.views import Views
 
 
 class SimSiam(SSLMethod):

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from lightning_ssl.heads import mlp
 from lightning_ssl.losses import sinkhorn_knopp, swav_loss
 from lightning_ssl.methods.base import Batch, LossOutput, SSLMethod
+from lightning_ssl.methods.declared_views import Views, init_option
 from lightning_ssl.methods.method_card import MethodCard
-from lightning_ssl.methods.views import Views, init_option
 
 
 class SwAV(SSLMethod):

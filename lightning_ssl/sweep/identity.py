@@ -33,7 +33,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from lightning_ssl.config.registry import dataset_classes, import_class
+from lightning_ssl.class_path import import_class
+from lightning_ssl.config.registry import dataset_classes
 from lightning_ssl.io import canonical_json, digest
 
 COMPUTE_VERSION = 2

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from lightning_ssl.checkpoints import latest_valid_checkpoint
-from lightning_ssl.config.registry import import_class
+from lightning_ssl.class_path import import_class
 from lightning_ssl.eval.diagnostics import CollapseMonitor
 from lightning_ssl.eval.floors import RawPixels
 from lightning_ssl.sweep.resolve import instantiate

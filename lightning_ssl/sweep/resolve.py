@@ -17,14 +17,10 @@ from typing import Any
 from jsonargparse import ArgumentParser
 
 from datamodules.base import LongTailDataModule
+from lightning_ssl.class_path import import_class
 from lightning_ssl.config.cli import SSLCLI
 from lightning_ssl.config.errors import UsageError
-from lightning_ssl.config.registry import (
-    dataset_classes,
-    import_all_datamodules,
-    import_class,
-    method_classes,
-)
+from lightning_ssl.config.registry import dataset_classes, import_all_datamodules, method_classes
 
 DROPPED = ("config", "wandb")  # parser bookkeeping, and a logging choice that is set per launch
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightning_ssl.config.registry import import_class
+from lightning_ssl.class_path import import_class
 from lightning_ssl.eval.diagnostics import loss_trend, offline_diagnostics, training_view_batches
 from lightning_ssl.io import atomic_write_json, canonical_json
 from lightning_ssl.sweep import environment
@@ -116,7 +116,11 @@ def _session_config(run: Run, paths: SweepPaths, trainer_overrides: dict[str, An
 
 def _transfer(model: Any, entry: dict[str, Any], evaluation: dict[str, Any], seed: int, device: str) -> dict[str, Any]:
     from lightning_ssl.eval.features import feature_dim
-    from lightning_ssl.eval.finetune import DEFAULT_FINETUNE_RECIPE, finetune_and_predict, finetune_recipe
+    from lightning_ssl.eval.finetune import (
+        DEFAULT_FINETUNE_RECIPE,
+        finetune_and_predict,
+        finetune_recipe,
+    )
     from lightning_ssl.eval.metrics import group_report, per_class_accuracy
     from lightning_ssl.eval.offline import evaluate_frozen
     from lightning_ssl.sweep.resolve import instantiate_data

@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning_ssl.config.registry import dataset_classes, import_class, method_classes
+from lightning_ssl.class_path import import_class
+from lightning_ssl.config.registry import dataset_classes, method_classes
 from lightning_ssl.eval.floors import FLOORS
 from lightning_ssl.io import canonical_json, load_yaml
 from lightning_ssl.sweep.identity import (

@@ -21,7 +21,7 @@ from datamodules.augment import RANDAUG_MAX_MAGNITUDE, ViewSpec, augment, rand_a
 __all__ = [
     "SMALL_IMAGE_MAX",
     "SWAV_SMALL_SCALE",
-    "RECIPES",
+    "VIEW_RECIPES",
     "simclr_spec",
     "mocov2_spec",
     "byol_specs",
@@ -210,7 +210,7 @@ def lt_simclr_spec(size: int, blur: bool | None = None) -> ViewSpec:
                    blur_p=0.5 if on else 0.0)
 
 
-RECIPES: dict[str, Callable[[int], tuple[ViewSpec, ...]]] = {
+VIEW_RECIPES: dict[str, Callable[[int], tuple[ViewSpec, ...]]] = {
     "sdclr": lambda size: (lt_simclr_spec(size),),
     "small_gray": lambda size: (small_gray_spec(size),),
     "simclr": lambda size: (simclr_spec(size),),
@@ -224,9 +224,9 @@ RECIPES: dict[str, Callable[[int], tuple[ViewSpec, ...]]] = {
 
 def recipe_specs(recipe: str, size: int) -> tuple[ViewSpec, ...]:
     """The large-view specs of ``recipe`` at ``size``; unknown names raise ValueError."""
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
-    return RECIPES[recipe](size)
+    if recipe not in VIEW_RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(VIEW_RECIPES)}")
+    return VIEW_RECIPES[recipe](size)
 
 
 class _Normalize:
@@ -318,7 +318,7 @@ class MultiViewTransform:
     Args:
         image_size: side of the large crops (and of the clean view).
         mean, std: normalisation statistics, 1 value or one per output channel.
-        recipe: one of :data:`RECIPES` (``simclr``, ``mocov2``, ``byol``, ``swav``, ``mttv``).
+        recipe: one of :data:`VIEW_RECIPES` (``simclr``, ``mocov2``, ``byol``, ``swav``, ``mttv``).
             For ``byol`` large view 0 uses T and view 1 uses T' (Grill et al. 2020, Table 6).
         num_large_views: number of large crops (2 in every two-view method).
         num_small_views: number of small crops (SwAV multi-crop: 6); they use the recipe's first
