@@ -1,10 +1,10 @@
 """DnC's distillation trains under plain SGD at the suite's learning rates, with the paper's head
 widths (docs/methods.md §6.6).
 
-The README's ``lssl dnc`` command ended in a NaN at distillation step 6: the paper's loss
-``½‖r(z) − z_t/‖z_t‖‖²`` summed over the 256 output dimensions has a curvature of about 650 in the
-last layer of each 4096-wide regression head, so SGD diverged at any learning rate above ~0.003. The
-loss is now divided by the width; these steps ran to NaN with the sum.
+The paper's loss ``½‖r(z) − z_t/‖z_t‖‖²`` summed over the 256 output dimensions has a curvature of
+about 650 in the last layer of each 4096-wide regression head, so SGD diverges at any learning rate
+above ~0.003 (the README's ``lssl dnc`` command reached a NaN at distillation step 6 with the sum).
+The suite divides the loss by the width; these steps run to NaN with the sum.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fuzz the command line with the bad values a careful user tries (issue 20): every sub-command, every
+"""Fuzz the command line with the bad values a careful user tries: every sub-command, every
 datamodule option, the methods' and the probe's options, sweep specs, DnC options and bad files.
 
 For each input the result is either

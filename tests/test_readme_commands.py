@@ -72,8 +72,8 @@ def test_first_fit_command_learns_and_the_probe_commands_run(here: Path, capsys:
     """``lssl fit --model SimCLR --data DigitsLT --trainer.max_epochs 50`` with the tiny backbone and
     10 epochs (70 steps) beats the RandomInit floor (the same backbone, seed 0, never trained) by
     more than the report's 1 point: measured 93.5 vs 79.8 % linear (and at the printed 50 epochs
-    95.6 vs 79.4 %). With the old defaults (batch 256 = one step per epoch, a 10-epoch warm-up
-    over the whole run, SimCLR's 224 px views) it ended below RandomInit."""
+    95.6 vs 79.4 %). With batch 256 (one step per epoch), a 10-epoch warm-up over the whole run and
+    SimCLR's 224 px views it ends below RandomInit."""
     from datamodules.digits import DigitsLT
     from lightning_ssl.eval.offline import evaluate_frozen
     from lightning_ssl.methods import SimCLR
