@@ -86,7 +86,7 @@ def test_simsiam_losses_are_negative_cosines_with_stop_gradient() -> None:
         p = [model.predictor(torch.from_numpy(zi)).numpy() for zi in z]
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     expected = np.stack([-(unit(p[0]) * unit(z[1])).sum(1), -(unit(p[1]) * unit(z[0])).sum(1)])
-    np.testing.assert_allclose(out.losses.detach().numpy(), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out.losses.detach().numpy(), expected, rtol=1e-4, atol=1e-5)  # float32 through a net
     out.losses[0].sum().backward()  # D(p1, sg(z2)): no gradient may reach view 2
     assert v1.grad.abs().sum() > 0 and (v2.grad is None or v2.grad.abs().sum() == 0)
 
