@@ -114,8 +114,9 @@ def test_the_other_training_commands(here: Path, capsys: pytest.CaptureFixture) 
 
 
 def test_dnc_command_runs_with_a_few_lines_per_stage(here: Path, capsys: pytest.CaptureFixture) -> None:
-    command = ("lssl dnc --data DigitsLT --model.backbone resnet_tiny --num_clusters 2 --base_epochs 20 "
-               "--expert_epochs 20 --distill_epochs 20")
+    command = ("lssl dnc --data DigitsLT --model.backbone resnet_tiny --model.proj_hidden_dim 128 "
+               "--model.proj_output_dim 64 --num_clusters 2 --base_epochs 12 --expert_epochs 6 --distill_epochs 12 "
+               "--distill.head_hidden_dim 64 --distill.lr 4.0")
     assert run(command, "--base_epochs", "3", "--expert_epochs", "3", "--distill_epochs", "3") == 0
     out, err = capsys.readouterr()
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 4 * 4 + 2, err  # a few lines per stage
