@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torchvision.datasets as tvd
 
 from datamodules.checks import check_choice
 from datamodules.dataset_card import DatasetCard
@@ -143,8 +144,6 @@ class _CIFARLT(InMemoryLTDataModule):
         folder = self.root / self.folder
         missing = [n for n in self.train_files + self.test_files if not (folder / n).is_file()]
         if missing and self.download:
-            import torchvision.datasets as tvd
-
             for train in (True, False):
                 getattr(tvd, self.torchvision_name)(str(self.root), train=train, download=True)
             missing = [n for n in self.train_files + self.test_files if not (folder / n).is_file()]

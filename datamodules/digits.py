@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.datasets import load_digits
 
 from datamodules.dataset_card import DatasetCard
 from datamodules.in_memory import InMemoryLTDataModule, Source
@@ -14,8 +15,6 @@ from datamodules.in_memory import InMemoryLTDataModule, Source
 def load_digits_arrays(test_fraction: float = 0.3, split_seed: int = 0) -> Source:
     """sklearn's digits (1,797 images, 10 classes, 0..16 grey levels) as uint8 ``N×1×8×8``,
     split per class into train / test with a fixed seed (stratified, ``test_fraction`` of each class)."""
-    from sklearn.datasets import load_digits
-
     bunch = load_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
     labels = bunch.target.astype(np.int64)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torchvision.datasets as tvd
 
 from datamodules.dataset_card import DatasetCard
 from datamodules.errors import DataInputError, DataNotFoundError
@@ -120,9 +121,7 @@ class FashionMNISTLT(InMemoryLTDataModule):
     def load_source(self) -> Source:
         files = find_idx_files(self.search_dirs())
         if files is None and self.download:
-            from torchvision.datasets import FashionMNIST
-
-            FashionMNIST(str(self.root), train=True, download=True)
+            tvd.FashionMNIST(str(self.root), train=True, download=True)
             files = find_idx_files(self.search_dirs())
         if files is None:
             tried = ", ".join(str(d) for d in self.search_dirs())

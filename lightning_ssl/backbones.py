@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import timm
 import torch
+import torchvision
+from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 SMALL_IMAGE_MAX = 64
@@ -17,8 +19,6 @@ SMALL_IMAGE_MAX = 64
 def _tiny_resnet(in_chans: int) -> nn.Module:
     """A 4-stage ResNet with one BasicBlock per stage and widths 16-128 (~0.7 M parameters):
     our choice for CPU tests and the embedded benchmark, not a paper model."""
-    from timm.models.resnet import BasicBlock, ResNet
-
     return ResNet(BasicBlock, layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), stem_width=16,
                   in_chans=in_chans, num_classes=0)
 
@@ -49,8 +49,6 @@ def build_backbone(
     elif backbone == "resnet_tiny":
         model = _tiny_resnet(in_chans)
     elif backbone.startswith("torchvision."):
-        import torchvision
-
         name = backbone.split(".", 1)[1]
         if not hasattr(torchvision.models, name):
             raise ValueError(f"unknown torchvision model {name!r}")

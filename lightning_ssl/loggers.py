@@ -26,6 +26,7 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
+from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 
 from lightning_ssl.optional import require
 
@@ -113,8 +114,6 @@ class ResumableTensorBoardLogger(TensorBoardLogger):
         if self._resumed_at is None and step is not None:
             self._resumed_at = int(step)
             if step > 0:
-                from tensorboard.compat.proto.event_pb2 import Event, SessionLog
-
                 writer = self.experiment._get_file_writer()
                 writer.add_event(Event(step=int(step), session_log=SessionLog(status=SessionLog.START)))
         super().log_metrics(metrics, step)
@@ -157,7 +156,7 @@ class WandbPerClassCharts(pl.Callback):
         loggers = [lg for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"]
         if not loggers or trainer.sanity_checking or not trainer.is_global_zero:
             return
-        import wandb
+        import wandb  # noqa: PLC0415 (optional: pip install 'lightning-ssl[wandb]')
 
         counts = np.asarray(getattr(trainer.datamodule, "class_counts", []))
         for cb in trainer.callbacks:

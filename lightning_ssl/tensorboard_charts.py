@@ -7,18 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import TensorBoardLogger
 
 GROUP_COLOURS = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
 
 
 def per_class_figure(accuracy: np.ndarray, counts: np.ndarray, groups: dict[str, Any], title: str) -> Any:
     """A matplotlib figure: per-class accuracy (classes head to tail) and accuracy vs class count."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     accuracy = np.asarray(accuracy, dtype=float)
     counts = np.asarray(counts, dtype=float)
@@ -49,13 +49,10 @@ class TensorBoardPerClassCharts(pl.Callback):
     scalars, logged by the probes."""
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from pytorch_lightning.loggers import TensorBoardLogger
-
         # isinstance: `lssl fit` logs with ResumableTensorBoardLogger, a subclass
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not loggers or trainer.sanity_checking or not trainer.is_global_zero:
             return
-        import matplotlib.pyplot as plt
 
         dm = trainer.datamodule
         counts = np.asarray(getattr(dm, "class_counts", []))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 from jsonargparse import ArgumentParser
 from rich.console import Console
@@ -18,8 +21,6 @@ USAGE = "lssl data stats NAME [--data.OPTION VALUE ...] [--plot FILE.png]  |  ls
 
 def resolve(name: str) -> type:
     """The datamodule class of ``name``; one line naming the closest name and all of them otherwise."""
-    import difflib
-
     try:
         return datamodule_class(name)
     except ValueError:
@@ -70,10 +71,7 @@ def summary_lines(stats: dict[str, Any]) -> list[str]:
 
 def plot_counts(stats: dict[str, Any], groups: dict[str, np.ndarray], path: str) -> None:
     """Bar chart of class counts, head to tail, coloured by group."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     counts = stats["class_counts"]
     order = np.lexsort((np.arange(counts.size), -counts))

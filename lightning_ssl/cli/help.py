@@ -12,9 +12,11 @@ import inspect
 import textwrap
 from dataclasses import dataclass
 
+import pytorch_lightning as pl
 from docstring_parser import parse as parse_docstring
 
 from lightning_ssl.class_path import import_class
+from lightning_ssl.cli.args import user_values
 from lightning_ssl.config.errors import UsageError
 from lightning_ssl.config.registry import dataset_path, method_path
 
@@ -107,16 +109,12 @@ def help_text(target: str) -> str:
 
 
 def print_help(target: str) -> None:
-    from lightning_ssl.cli.args import user_values
-
     with user_values():  # a class path that does not import: one line
         text = help_text(target)
     print(text)
 
 
 def _is_datamodule(cls: type) -> bool:
-    import pytorch_lightning as pl
-
     return issubclass(cls, pl.LightningDataModule)
 
 

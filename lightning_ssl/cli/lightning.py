@@ -9,10 +9,23 @@ probe metrics and the paths of the checkpoint and the logs.
 
 from __future__ import annotations
 
+import argparse
+import os
+import re
+import sys
+import warnings
 from pathlib import Path
+
+import torch
+import yaml
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from rich.console import Console
+from rich.table import Table
 
 from datamodules.errors import DataInputError
 from lightning_ssl.cli.args import parse_error
+from lightning_ssl.cli.help import help_request, print_help
+from lightning_ssl.cli.quiet import configure
 from lightning_ssl.config.cli import SSLCLI, default_callbacks, default_loggers
 from lightning_ssl.config.errors import UsageError
 from lightning_ssl.config.registry import expand_short_names
@@ -22,8 +35,6 @@ __all__ = ["SSLCLI", "default_callbacks", "default_loggers", "run_lightning_cli"
 
 def _finish_wandb() -> None:
     """Flush and close a W&B run started by the logger (also needed in-process, e.g. in sweeps)."""
-    import sys
-
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()
@@ -32,9 +43,6 @@ def _finish_wandb() -> None:
 def run_lightning_cli(args: list[str]) -> SSLCLI | None:
     """``lssl fit | validate | test ARGS``; ``None`` when only help was printed. Bad input raises
     :class:`UsageError` (one line, naming the option and the fix)."""
-    from lightning_ssl.cli.help import help_request, print_help
-    from lightning_ssl.cli.quiet import configure
-
     verbose = "--verbose" in args
     configure(verbose=verbose)  # Lightning's tips and repeated warnings, unless --verbose
     args = [a for a in args if a != "--verbose"]
@@ -50,8 +58,6 @@ def run_lightning_cli(args: list[str]) -> SSLCLI | None:
         _check_config_file(path)
     if not verbose:
         args = quiet_defaults(args)
-    from lightning_fabric.utilities.exceptions import MisconfigurationException
-
     try:
         cli = _build_cli(args)
     except MisconfigurationException as err:  # e.g. --trainer.accelerator gpu on a machine without one
@@ -71,8 +77,6 @@ def run_lightning_cli(args: list[str]) -> SSLCLI | None:
 def misconfiguration(err: Exception) -> str:
     """Lightning's refusal of a Trainer setting, on one line, with the devices this machine has when
     it is about them (``No supported gpu backend found!`` names neither the option nor the fix)."""
-    import torch
-
     text = " ".join(str(err).split())
     if any(word in text.lower() for word in ("gpu", "cuda", "accelerator", "device", "mps", "tpu")):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -85,8 +89,6 @@ def quiet_defaults(args: list[str]) -> list[str]:
     """``args`` with Lightning's per-run output off by default: no model summary, and no progress
     bar unless standard error is a terminal. They come right after the sub-command, so a
     ``--config`` file or a later ``--trainer.enable_*`` option still sets them."""
-    import sys
-
     extra = ["--trainer.enable_model_summary", "false"]
     if not sys.stderr.isatty():
         extra += ["--trainer.enable_progress_bar", "false"]
@@ -94,9 +96,6 @@ def quiet_defaults(args: list[str]) -> list[str]:
 
 
 def _build_cli(args: list[str]) -> SSLCLI:
-    import argparse
-    import warnings
-
     try:
         with warnings.catch_warnings():  # args is sys.argv with the short names expanded, on purpose
             warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
@@ -108,8 +107,6 @@ def _build_cli(args: list[str]) -> SSLCLI:
 
 def _unknown_option(message: str) -> str | None:
     """``--model.temprature``: the option, the class, and where its options are listed."""
-    import re
-
     key = re.match(r'Parser key "(\w+)"', message)
     found = re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", message)
     if not (key and found):
@@ -126,8 +123,6 @@ def _config_files(args: list[str]) -> list[str]:
 
 def _check_config_file(path: str) -> None:
     """``--config FILE`` must be a readable YAML mapping: a one-line error otherwise."""
-    import yaml
-
     example = "e.g. benchmarks/configs/cifar/simclr.yaml"
     file = Path(path)
     if not file.is_file():
@@ -147,9 +142,6 @@ def _check_config_file(path: str) -> None:
 
 def print_summary(cli: SSLCLI) -> None:
     """The final probe metrics of a fit and where its checkpoint and logs are."""
-    from rich.console import Console
-    from rich.table import Table
-
     trainer = cli.trainer
     rule = str(getattr(cli.datamodule, "group_rule", "")).replace("/", "_")
     table = Table(title=f"lssl fit: final metrics after epoch {trainer.current_epoch} (step {trainer.global_step})")
@@ -178,7 +170,5 @@ def print_summary(cli: SSLCLI) -> None:
 
 def _relative(path: str) -> str:
     """``path`` relative to the working directory when it lies below it (shorter to copy)."""
-    import os
-
     relative = os.path.relpath(path)
     return path if relative.startswith("..") else relative

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
+import importlib
 import os
 import sys
+
+from datamodules.errors import DataInputError
+from lightning_ssl.config.errors import UsageError
 
 USAGE = """usage: lssl COMMAND ...
 
@@ -37,17 +42,13 @@ OUTPUT_OPTION = {"fit": "--trainer.default_root_dir DIR", "validate": "--trainer
 def main(argv: list[str] | None = None) -> int:
     """Run one ``lssl`` command; returns its exit status. Bad input (a :class:`UsageError`) is one
     line on stderr and status 2; ``--debug`` (anywhere) shows the traceback instead."""
-    from datamodules.errors import DataInputError
-    from lightning_ssl.config.errors import UsageError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     # user methods/datamodules in the working directory are importable by class path; appended, not
-    # prepended, and after the suite's own packages are bound (an editable install resolves them after
-    # every sys.path entry), so that a user's own package (say a `datamodules/` folder) cannot shadow them
-    import datamodules  # noqa: F401  (cheap: its datamodules load lazily)
-
+    # prepended, and after the suite's own packages are bound (by this module's imports of datamodules and
+    # lightning_ssl: an editable install resolves them after every sys.path entry), so that a user's own
+    # package (say a `datamodules/` folder) cannot shadow them
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     command = argv[0] if argv else ""
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(command, one_line(err))
         return 2
     except OSError as err:
-        from lightning_ssl.checkpoints import CheckpointWriteError
+        from lightning_ssl.checkpoints import CheckpointWriteError  # noqa: PLC0415 (loads torch, Lightning: 5 s)
 
         if debug or not (err.errno in FILE_ERRORS or isinstance(err, CheckpointWriteError)):
             raise
@@ -110,8 +111,8 @@ def _detach_stdout() -> None:
 
 
 def _dispatch(argv: list[str]) -> int:
-    from lightning_ssl.config.errors import UsageError
-
+    """Run one command. Each command's module is imported only when it runs: they load torch and
+    Lightning (5-9 s), which ``lssl --help`` and ``lssl help`` do without (0.2 s)."""
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
@@ -119,22 +120,22 @@ def _dispatch(argv: list[str]) -> int:
         raise UsageError(f"no command given; the commands: {', '.join(COMMANDS)} (lssl --help describes them)")
     command, rest = argv[0], argv[1:]
     if command == "help":
-        from lightning_ssl.cli.help import print_help
-
         if not rest or rest[0] in ("-h", "--help"):
             print(USAGE)
             return 0
+        from lightning_ssl.cli.help import print_help  # noqa: PLC0415 (see _dispatch)
+
         print_help(rest[0])
         return 0
     if command == "data":
-        from lightning_ssl.cli.data_stats import run
+        from lightning_ssl.cli.data_stats import run  # noqa: PLC0415 (see _dispatch)
 
         return run(rest)
     if command in ("fit", "validate", "test"):
-        from pytorch_lightning.utilities.exceptions import SIGTERMException
+        from pytorch_lightning.utilities.exceptions import SIGTERMException  # noqa: PLC0415 (see _dispatch)
 
-        from lightning_ssl.checkpoints import preemption_exit_code, stopped_line
-        from lightning_ssl.cli.lightning import run_lightning_cli
+        from lightning_ssl.checkpoints import preemption_exit_code, stopped_line  # noqa: PLC0415 (see _dispatch)
+        from lightning_ssl.cli.lightning import run_lightning_cli  # noqa: PLC0415 (see _dispatch)
 
         try:
             run_lightning_cli([command, *rest])
@@ -148,19 +149,15 @@ def _dispatch(argv: list[str]) -> int:
             return 130
         return 0
     if command == "probe":
-        from lightning_ssl.cli.probe import run
+        from lightning_ssl.cli.probe import run  # noqa: PLC0415 (see _dispatch)
 
         return run(rest)
     if command in ("dnc", "sweep", "report"):
-        import importlib
-
         return importlib.import_module(f"lightning_ssl.cli.{command}").run(rest)
     if command == "bench":
-        from lightning_ssl.cli.bench import run
+        from lightning_ssl.cli.bench import run  # noqa: PLC0415 (see _dispatch)
 
         return run(rest)
-    import difflib
-
     close = difflib.get_close_matches(command, COMMANDS, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise UsageError(f"unknown command {command!r}; {hint}the commands: {', '.join(COMMANDS)} (lssl --help)")

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from lightning_ssl.cli.args import ArgumentParser
-from lightning_ssl.sweep.publish import write_report
+from lightning_ssl.loggers import wandb_credentials_present
+from lightning_ssl.optional import require
+from lightning_ssl.sweep.identity import stale_reason
+from lightning_ssl.sweep.publish import planned_seeds, write_report
+from lightning_ssl.sweep.published import parse_published
 from lightning_ssl.sweep.record import RunRecord
 from lightning_ssl.sweep.report import DEFAULT_METRIC
 from lightning_ssl.sweep.runner import load_results
+from lightning_ssl.sweep.spec import expand, load_spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +39,6 @@ def resolve_source(source: str, results_root: str) -> tuple[Path, str, str | Non
     if path.is_dir():
         return path, path.name, None
     if path.suffix in (".yaml", ".yml"):
-        from lightning_ssl.sweep.spec import load_spec
-
         spec = load_spec(path)
         return Path(results_root) / spec.name, spec.name, spec.report.get("metric")
     raise ValueError(f"{source} is neither a results folder nor a sweep spec (.yaml)")
@@ -44,9 +49,6 @@ def published_of(source: str) -> list | None:
     path = Path(source)
     if path.suffix not in (".yaml", ".yml") or path.is_dir():
         return None
-    from lightning_ssl.sweep.published import parse_published
-    from lightning_ssl.sweep.spec import load_spec
-
     block = load_spec(path).report.get("published")
     parse_published(block)  # a malformed entry is named before any table is written
     return block
@@ -57,9 +59,6 @@ def select(records: list[RunRecord], source: str, sweep: str | None, skipped: li
     reproduce is kept and marked stale), or, for a folder, those of one sweep name."""
     path = Path(source)
     if path.suffix in (".yaml", ".yml") and not path.is_dir():
-        from lightning_ssl.sweep.identity import stale_reason
-        from lightning_ssl.sweep.spec import expand, load_spec
-
         runs = {run.run_id: run for run in expand(load_spec(path))}
         kept = []
         for r in records:
@@ -82,11 +81,6 @@ def select(records: list[RunRecord], source: str, sweep: str | None, skipped: li
 
 def log_to_wandb(project: str, title: str, written: dict[str, Path]) -> None:
     """Tables and PNGs to a W&B run (offline when no credentials are configured)."""
-    import os
-
-    from lightning_ssl.loggers import wandb_credentials_present
-    from lightning_ssl.optional import require
-
     wandb = require("wandb", "wandb", "lssl report --wandb")
 
     if not wandb_credentials_present():
@@ -96,8 +90,6 @@ def log_to_wandb(project: str, title: str, written: dict[str, Path]) -> None:
         if name.endswith(".png"):
             run.log({path.stem: wandb.Image(str(path))})
         elif name.endswith(".csv"):
-            import csv
-
             rows = list(csv.reader(path.read_text().splitlines()))
             if rows:
                 run.log({path.stem: wandb.Table(columns=rows[0], data=rows[1:])})
@@ -109,9 +101,6 @@ def expected_of(source: str) -> dict[tuple, int] | None:
     path = Path(source)
     if path.suffix not in (".yaml", ".yml") or path.is_dir():
         return None
-    from lightning_ssl.sweep.publish import planned_seeds
-    from lightning_ssl.sweep.spec import expand, load_spec
-
     return planned_seeds(expand(load_spec(path), validate=False))
 
 

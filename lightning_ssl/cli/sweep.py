@@ -8,15 +8,23 @@ on the same spec share the work through per-run lock files.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
 
+import pytorch_lightning as pl
+from jsonargparse import ArgumentParser as ConfigParser
+
 from lightning_ssl.cli import quiet
 from lightning_ssl.cli.args import ArgumentParser, positive_int
 from lightning_ssl.cli.progress import SweepProgress
+from lightning_ssl.config.errors import condense
+from lightning_ssl.eval.linear import DEFAULT_PROBE_RECIPE
+from lightning_ssl.eval.offline import check_probe_options
 from lightning_ssl.sweep import launchers
 from lightning_ssl.sweep.record import RunStatus
+from lightning_ssl.sweep.resolve import instantiate_data
 from lightning_ssl.sweep.runner import SweepPaths, run_status
 from lightning_ssl.sweep.spec import Run, expand, load_spec
 
@@ -177,14 +185,6 @@ def check_objects(name: str, runs: list[Run]) -> None:
     """Build each distinct datamodule and model of the sweep once, before the first run trains:
     their ``__init__`` checks every option's range (parsing checks only the types), so a value
     such as ``imbalance_ratio: 0`` is refused here, naming the run, not after the runs before it."""
-    import json
-
-    import pytorch_lightning as pl
-    from jsonargparse import ArgumentParser as ConfigParser
-
-    from lightning_ssl.config.errors import condense
-    from lightning_ssl.sweep.resolve import instantiate_data
-
     seen: set[str] = set()
     for run in runs:
         try:
@@ -212,9 +212,6 @@ def check_protocols(run: Run) -> None:
     """The run's evaluation options (kNN, probe recipe), with the checks
     :func:`~lightning_ssl.eval.offline.evaluate_frozen` makes (its probe sets wait for the data; a
     pipeline's options were checked when the spec was loaded)."""
-    from lightning_ssl.eval.linear import DEFAULT_PROBE_RECIPE
-    from lightning_ssl.eval.offline import check_probe_options
-
     ev = dict(run.evaluation or {})
     check_probe_options([], [], ev.get("linear_recipe", DEFAULT_PROBE_RECIPE), dict(ev.get("linear_options") or {}),
                         ev.get("knn_k", 200), ev.get("knn_temperature", 0.1), ev.get("knn_bank", "full"))

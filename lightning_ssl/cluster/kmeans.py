@@ -46,7 +46,7 @@ class KMeansResult:
 
 
 def _import_faiss() -> Any:
-    import faiss  # imported lazily: the torch backend must work without it
+    import faiss  # noqa: PLC0415 (optional at run time: the torch backend works without it)
 
     return faiss
 

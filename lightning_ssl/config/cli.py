@@ -21,13 +21,17 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LightningCLI
 
+import lightning_ssl.methods  # noqa: F401  (registers the built-in methods as subclasses)
 from datamodules.base import LongTailDataModule
+from lightning_ssl.checkpoints import latest_valid_checkpoint
 from lightning_ssl.class_path import import_class
 from lightning_ssl.config.callbacks import RunInfo, StepLogging
 from lightning_ssl.config.errors import UsageError, condense
 from lightning_ssl.config.registry import import_all_datamodules
+from lightning_ssl.eval.callbacks import add_feature_validation
 from lightning_ssl.eval.diagnostics import CollapseMonitor
 from lightning_ssl.io import canonical_json, digest
+from lightning_ssl.loggers import wandb_logger_config
 from lightning_ssl.methods.declared_views import VIEW_OPTIONS, init_option
 
 RUNS = "runs"
@@ -69,8 +73,6 @@ class SSLCLI(LightningCLI):
     def __init__(self, model_class: type | None = None, datamodule_class: type | None = None, *args: Any,
                  **kwargs: Any) -> None:
         import_all_datamodules()
-        import lightning_ssl.methods  # noqa: F401  (registers the built-in methods as subclasses)
-
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         self._model_config: dict[str, Any] | None = None
@@ -150,8 +152,6 @@ class SSLCLI(LightningCLI):
         if self.subcommand == "fit":
             self._use_run_folder(cfg, run_folder(cfg, model_cls, data_cls))
         if cfg.get("wandb"):
-            from lightning_ssl.loggers import wandb_logger_config
-
             loggers = cfg.trainer.get("logger")
             extra = wandb_logger_config(cfg.wandb, run_id=cfg.get("wandb_id"))
             kept = [*loggers] if isinstance(loggers, list) else [loggers] if loggers not in (None, True, False) else []
@@ -163,8 +163,6 @@ class SSLCLI(LightningCLI):
         """Checkpoints in ``<folder>/checkpoints``, the default CSV / TensorBoard logs in
         ``<folder>/csv`` and ``<folder>/tb``; the same command started again (after a kill, a
         preemption or a node loss) resumes from the newest readable checkpoint there."""
-        from lightning_ssl.checkpoints import latest_valid_checkpoint
-
         self.run_folder = folder
         trainer = cfg.trainer
         for callback in trainer.get("callbacks") or []:
@@ -194,8 +192,6 @@ class SSLCLI(LightningCLI):
             raise
         except (ValueError, TypeError) as err:  # an __init__ refused a value; jsonargparse wraps it in union noise
             raise UsageError(condense(str(err))) from err
-        from lightning_ssl.eval.callbacks import add_feature_validation
-
         add_feature_validation(self.model)
         self.trainer.callbacks.append(RunInfo(self._model_config))
         if not any(isinstance(c, CollapseMonitor) for c in self.trainer.callbacks):

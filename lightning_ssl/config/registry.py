@@ -12,7 +12,9 @@ import importlib
 import inspect
 import pkgutil
 
+import lightning_ssl.methods as methods_package
 from datamodules.names import datamodule_classes
+from lightning_ssl.methods.base import SSLMethod
 
 
 def import_all_datamodules() -> None:
@@ -23,12 +25,9 @@ def import_all_datamodules() -> None:
 def method_classes() -> dict[str, str]:
     """Built-in methods: class name -> class path (every ``SSLMethod`` subclass defined in a
     module of ``lightning_ssl.methods``)."""
-    import lightning_ssl.methods as pkg
-    from lightning_ssl.methods.base import SSLMethod
-
     found: dict[str, str] = {}
-    for info in pkgutil.iter_modules(pkg.__path__):
-        module = importlib.import_module(f"{pkg.__name__}.{info.name}")
+    for info in pkgutil.iter_modules(methods_package.__path__):
+        module = importlib.import_module(f"{methods_package.__name__}.{info.name}")
         for name, obj in vars(module).items():
             if inspect.isclass(obj) and issubclass(obj, SSLMethod) and obj is not SSLMethod \
                     and obj.__module__ == module.__name__:

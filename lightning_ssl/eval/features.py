@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
+from rich.progress import Progress
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
@@ -70,8 +71,6 @@ def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def _progress(total: int | None, enabled: bool, description: str):  # noqa: ANN202
     if not enabled:
         return nullcontext(None)
-    from rich.progress import Progress
-
     progress = Progress(transient=True)
     progress.add_task(description, total=total)
     return progress

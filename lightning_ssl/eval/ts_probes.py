@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.svm import LinearSVC
 
 from lightning_ssl.eval.features import extract_features
 from lightning_ssl.eval.metrics import group_report, per_class_accuracy
@@ -71,8 +72,6 @@ def few_shot_subset(labels: np.ndarray, num_classes: int, seed: int = SEED) -> n
 
 def linear_svm(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor) -> torch.Tensor:
     """``LinearSVC(random_state=42)`` (scikit-learn defaults) on L2-normalised features; predictions."""
-    from sklearn.svm import LinearSVC
-
     def norm(x: torch.Tensor) -> np.ndarray:
         return F.normalize(x.float(), dim=1).cpu().numpy()
 

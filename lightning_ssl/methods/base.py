@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_ssl.backbones import build_backbone
+from lightning_ssl.config.errors import UsageError
 from lightning_ssl.methods.declared_views import VIEW_OPTIONS, Views, views_mismatch
 from lightning_ssl.methods.method_card import MethodCard
 from lightning_ssl.optim.factory import PRETRAIN_OPTIMIZERS, build_optimizer
@@ -36,6 +37,7 @@ from lightning_ssl.optim.sam import (
     skip_nonfinite_step,
 )
 from lightning_ssl.schedules import cosine_schedule
+from lightning_ssl.weights.sample_weights import SampleWeighter
 
 Batch = tuple[list[Tensor], Tensor, Tensor]
 NONFINITE = ("raise", "skip", "ignore")
@@ -203,8 +205,6 @@ class SSLMethod(pl.LightningModule):
             sam = SAMConfig(**sam)
         self.sam_config = sam
         if sam is not None:
-            from lightning_ssl.weights.sample_weights import SampleWeighter
-
             self.automatic_optimization = False  # two forward/backward passes per step
             self.sam_weighter = SampleWeighter(sam)
 
@@ -428,8 +428,6 @@ class SSLMethod(pl.LightningModule):
         epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else None
         cap = trainer.max_steps if trainer.max_steps not in (None, -1) else None
         if epochs is None and cap is None:
-            from lightning_ssl.config.errors import UsageError
-
             raise UsageError("--trainer.max_epochs -1 (no limit) without --trainer.max_steps: the learning-rate "
                              "schedule is sized to the run; pass --trainer.max_epochs N or --trainer.max_steps N")
         total = self.steps_per_epoch() * epochs if epochs is not None else cap

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from lightning_ssl.schedules import temperature_schedule
 
@@ -107,6 +108,4 @@ class ScheduledTemperature:
         """``{"temperature": value}`` when a schedule runs (for ``train/temperature``), else ``{}``."""
         if self.temperature_config is None:
             return {}
-        import torch
-
         return {"temperature": torch.tensor(temperature)}

@@ -33,9 +33,12 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import ArgumentParser
+
 from lightning_ssl.class_path import import_class
 from lightning_ssl.config.registry import dataset_classes
 from lightning_ssl.io import canonical_json, digest
+from lightning_ssl.sweep.resolve import resolve_config
 
 COMPUTE_VERSION = 2
 # a change that alters the numbers of one method only bumps that method's version (DnC 1: the
@@ -83,8 +86,6 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def code_defaults(model_class: str, data_class: str) -> dict[str, Any]:
     """The flattened resolved config of ``lssl fit --model M --data D`` with nothing else set."""
-    from lightning_ssl.sweep.resolve import resolve_config  # resolve builds on the sweep's spec
-
     key = f"{model_class}|{data_class}"
     if key not in _DEFAULTS:
         # a datamodule may require options (ImageNetLT's root): its defaults come from its signature,
@@ -101,8 +102,6 @@ def code_defaults(model_class: str, data_class: str) -> dict[str, Any]:
 def _signature_defaults(class_path: str) -> dict[str, Any]:
     """``__init__`` defaults of a class as jsonargparse reads them (``**kwargs`` followed to parents);
     required options are left out."""
-    from jsonargparse import ArgumentParser
-
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(import_class(class_path), "x", fail_untyped=False)
     defaults = parser.get_defaults().as_dict().get("x", {})

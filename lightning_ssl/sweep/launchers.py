@@ -16,11 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from lightning_ssl.checkpoints import preempted_signal
+from lightning_ssl.io import atomic_write_text
 from lightning_ssl.optional import require
 from lightning_ssl.sweep.record import RunStatus
-from lightning_ssl.sweep.runner import SweepPaths, run_one
+from lightning_ssl.sweep.runner import SweepPaths, execute, run_one
 from lightning_ssl.sweep.spec import Run, SweepSpec, expand, load_spec
 
 log = logging.getLogger(__name__)
@@ -72,10 +76,6 @@ def run_local(spec: SweepSpec, runs: list[Run], paths: SweepPaths, max_runs: int
     is ``outcome.signal``). ``max_runs`` counts the runs actually executed here.
     ``progress`` (e.g. :class:`lightning_ssl.cli.progress.SweepProgress`) is told of each run's
     start (``start(run)``) and end (``end(run, status)``)."""
-    from pytorch_lightning.utilities.exceptions import SIGTERMException
-
-    from lightning_ssl.checkpoints import preempted_signal
-
     outcome = Outcome({s: [] for s in (RunStatus.DONE, RunStatus.FINISHED, RunStatus.LOCKED, RunStatus.FAILED,
                                          RunStatus.INTERRUPTED)})
     with _StopRequest() as stop:
@@ -121,8 +121,6 @@ def run_local_gpus(spec_path: str | Path, results_root: str | Path, work_root: s
         ValueError: the machine has fewer than ``gpus`` CUDA GPUs (the workers would otherwise all
             train on the CPU, each thinking it has a GPU of its own).
     """
-    import torch
-
     found = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if found < gpus:
         raise ValueError(f"--gpus {gpus} asks for {gpus} GPU workers but this machine has {found} CUDA GPU(s); "
@@ -205,8 +203,6 @@ class SweepJob:
             raise ValueError(f"run {run_id!r} is not in sweep {spec.name!r} any more (its spec changed)")
         paths = SweepPaths.of(spec, self.results_root, self.work_root)
         if _global_rank() != 0:  # DDP followers train alongside rank 0, which holds the lock and writes
-            from lightning_ssl.sweep.runner import execute
-
             execute(runs[run_id], spec, paths, self.trainer_overrides)
             return "follower"
         return run_one(runs[run_id], spec, paths, self.trainer_overrides)
@@ -315,8 +311,6 @@ def select_runs(runs: list[Run], selection: list[str]) -> list[Run]:
 def write_wandb_sweep(spec_path: str | Path, spec: SweepSpec, runs: list[Run], results_root: str | Path,
                       work_root: str | Path, project: str | None = None, entity: str | None = None) -> tuple[Path, str]:
     """Write ``<results>/<sweep>/wandb_sweep.yaml``; returns it and the commands to start the sweep."""
-    from lightning_ssl.io import atomic_write_text
-
     config = wandb_sweep_config(spec_path, spec, runs, results_root, work_root)
     path = atomic_write_text(Path(results_root) / spec.name / "wandb_sweep.yaml", yaml.safe_dump(config, sort_keys=False))
     where = f"{entity + '/' if entity else ''}{project or spec.name}"

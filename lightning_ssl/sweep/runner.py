@@ -23,6 +23,14 @@ from typing import Any
 
 from lightning_ssl.class_path import import_class
 from lightning_ssl.eval.diagnostics import loss_trend, offline_diagnostics, training_view_batches
+from lightning_ssl.eval.features import feature_dim
+from lightning_ssl.eval.finetune import (
+    DEFAULT_FINETUNE_RECIPE,
+    finetune_and_predict,
+    finetune_recipe,
+)
+from lightning_ssl.eval.metrics import group_report, per_class_accuracy
+from lightning_ssl.eval.offline import evaluate_frozen
 from lightning_ssl.io import atomic_write_json, canonical_json
 from lightning_ssl.sweep import environment
 from lightning_ssl.sweep.identity import (
@@ -34,6 +42,7 @@ from lightning_ssl.sweep.identity import (
 from lightning_ssl.sweep.lock import RunLock, is_stale
 from lightning_ssl.sweep.pipelines import Pipeline
 from lightning_ssl.sweep.record import RunStatus
+from lightning_ssl.sweep.resolve import instantiate_data
 from lightning_ssl.sweep.spec import Run, SweepSpec
 
 SCHEMA = 1
@@ -115,16 +124,6 @@ def _session_config(run: Run, paths: SweepPaths, trainer_overrides: dict[str, An
 
 
 def _transfer(model: Any, entry: dict[str, Any], evaluation: dict[str, Any], seed: int, device: str) -> dict[str, Any]:
-    from lightning_ssl.eval.features import feature_dim
-    from lightning_ssl.eval.finetune import (
-        DEFAULT_FINETUNE_RECIPE,
-        finetune_and_predict,
-        finetune_recipe,
-    )
-    from lightning_ssl.eval.metrics import group_report, per_class_accuracy
-    from lightning_ssl.eval.offline import evaluate_frozen
-    from lightning_ssl.sweep.resolve import instantiate_data
-
     dm = instantiate_data(entry["data"])
     if entry.get("mode", "linear") == "linear":
         options = {k: v for k, v in evaluation.items() if k != "probe_sets"}
@@ -147,8 +146,6 @@ def _transfer(model: Any, entry: dict[str, Any], evaluation: dict[str, Any], see
 def execute(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dict[str, Any] | None = None,
             wandb: str | None = None) -> dict[str, Any]:
     """Pre-train (or resume), evaluate and return the result record (not written)."""
-    from lightning_ssl.eval.offline import evaluate_frozen
-
     started = time.time()
     environment.reset_peak_memory()
     config = _session_config(run, paths, dict(trainer_overrides or {}), wandb)

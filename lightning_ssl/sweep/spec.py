@@ -52,6 +52,8 @@ from typing import Any
 from lightning_ssl.class_path import import_class
 from lightning_ssl.config.registry import dataset_classes, method_classes
 from lightning_ssl.eval.floors import FLOORS
+from lightning_ssl.eval.linear import DEFAULT_PROBE_RECIPE, make_recipe
+from lightning_ssl.eval.offline import evaluate_frozen
 from lightning_ssl.io import canonical_json, load_yaml
 from lightning_ssl.sweep.identity import (
     NOT_HASHED,
@@ -69,6 +71,7 @@ from lightning_ssl.sweep.pipelines import (
     concrete_class,
     pipeline_of,
 )
+from lightning_ssl.sweep.resolve import resolve_config, validate_data
 
 TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "exclude", "methods", "datasets", "evaluation", "transfer",
                   "report", "launcher", "floors")
@@ -207,15 +210,11 @@ def spec_from_dict(raw: dict[str, Any], default_name: str = "sweep", path: Path 
         if not isinstance(entry, dict) or not entry or set(entry) - set(grid):
             raise ValueError(f"exclude entry {entry!r}: a mapping of grid axes ({', '.join(grid)}) to a value or a list")
     evaluation = dict(raw.get("evaluation") or {})
-    from lightning_ssl.eval.offline import evaluate_frozen
-
     eval_keys = [p for p in inspect.signature(evaluate_frozen).parameters if p not in ("model", "datamodule",
                                                                                      "progress", "device", "seed")]
     bad = sorted(set(evaluation) - set(eval_keys))
     if bad:
         raise ValueError(f"unknown evaluation key(s) {bad}; valid keys: {', '.join(eval_keys)}")
-    from lightning_ssl.eval.linear import DEFAULT_PROBE_RECIPE, make_recipe
-
     try:  # a bad probe recipe fails here, not after the first run has trained
         make_recipe(evaluation.get("linear_recipe", DEFAULT_PROBE_RECIPE), **dict(evaluation.get("linear_options") or {}))
     except ValueError as err:
@@ -430,8 +429,6 @@ def validate_runs(spec: SweepSpec, runs: list[Run]) -> None:
     """Parse every run's config with the ``lssl fit`` parser (nothing instantiated) and replace it by
     the fully resolved config (all defaults filled in); the run's ``settings`` (what its id is made
     of) are the resolved values that differ from the code's defaults for the same classes."""
-    from lightning_ssl.sweep.resolve import resolve_config, validate_data
-
     for entry in spec.transfer:
         try:
             validate_data(entry["data"])
