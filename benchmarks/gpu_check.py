@@ -19,8 +19,8 @@ order, each reported in ``OUT/<part>.json`` whatever happens to the others, then
 Every part runs under a hard time cap (``faulthandler`` ends the process, the traceback goes to
 ``OUT/<part>.log``); the caps shrink so that the whole run ends within ``--budget`` seconds of the
 shell's start. ``--smoke`` runs the same code at tiny size on the CPU in seconds (CI).
-This file imports only the standard library and ``lightning_ssl.io`` at start; the parts
-(``benchmarks/gpu_check_parts.py``) import torch.
+This file imports only the standard library, ``lightning_ssl.io`` and ``gpu_check_summary`` at start;
+the parts (``benchmarks/gpu_check_parts.py``) import torch.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from gpu_check_summary import summary
 
 from lightning_ssl.io import atomic_write_json, atomic_write_text
 
@@ -214,7 +216,7 @@ def run_part(part: Part, args: argparse.Namespace, sizes: Sizes, deadline: float
                 os._exit(3)
             if fail == "raise":
                 raise RuntimeError(f"forced failure of part {part.name!r} ({FAIL_ENV})")
-            import gpu_check_parts  # torch and the suite: imported only when a part runs
+            import gpu_check_parts  # noqa: PLC0415 (torch and the suite: only when a part runs, so a crash is recorded)
 
             results = getattr(gpu_check_parts, f"part_{part.name}")(ctx)
             failed = [r for r in results.get("runs", []) if r.get("status") == "error"]
@@ -260,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         mark_crashed(args.out, args.after_crash)
     if args.smoke:  # one intra-op thread: tiny tensors on a shared CPU, where OpenMP spinning costs 10x
         os.environ.setdefault("OMP_NUM_THREADS", "1")
-        import torch
+        import torch  # noqa: PLC0415 (after OMP_NUM_THREADS is set; this file starts without torch)
 
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     sizes = SMOKE if args.smoke else FULL
@@ -269,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     env_path = args.out / "environment.json"
     if not env_path.is_file():
         try:
-            import gpu_check_parts
+            import gpu_check_parts  # noqa: PLC0415 (torch: a failing import is reported in environment.json)
 
             env = gpu_check_parts.environment()
         except Exception as err:  # e.g. torch missing: every part then reports the same error in its JSON
@@ -280,8 +282,6 @@ def main(argv: list[str] | None = None) -> int:
         if part.name not in args.parts or (record is not None and record.get("status") in FINAL):
             continue
         run_part(part, args, sizes, deadline, fail.get(part.name))
-    from gpu_check_summary import summary
-
     text = summary(args.out, PARTS)
     atomic_write_text(args.out / "summary.md", text)
     print(text, flush=True)

@@ -31,8 +31,11 @@ import throughput as tp  # benchmarks/throughput.py: this folder is the script's
 import torch
 
 from datamodules.dataset_card import DatasetCard
+from datamodules.fashion_mnist import FILES, FashionMNISTLT, find_idx_files
 from datamodules.in_memory import InMemoryLTDataModule, Source
 from lightning_ssl.cluster import available_backends
+from lightning_ssl.eval.offline import evaluate_frozen
+from lightning_ssl.methods import SimCLR
 
 ROOT = Path(__file__).resolve().parents[1]
 # Balanced-probe accuracy of raw pixels on Fashion-MNIST (28 px, the 60k training set, test set):
@@ -178,8 +181,6 @@ def _trainer(ctx: Any, callbacks: list[pl.Callback], max_time_s: float | None = 
 def fmnist_root(ctx: Any) -> tuple[Path, str]:
     """The folder of the idx files: ``--fmnist``; in smoke mode a tiny fixture in the real on-disk
     format (``tests/fixtures.py``) unless ``--fmnist`` has the files."""
-    from datamodules.fashion_mnist import FILES, find_idx_files
-
     if ctx.fmnist is not None and find_idx_files([ctx.fmnist]) is not None:
         return ctx.fmnist, "given folder"
     if not ctx.smoke:
@@ -200,16 +201,12 @@ def fmnist_root(ctx: Any) -> tuple[Path, str]:
 
 
 def _fmnist(ctx: Any, root: Path, twin: bool) -> InMemoryLTDataModule:
-    from datamodules.fashion_mnist import FashionMNISTLT
-
     return FashionMNISTLT(root=str(root), profile="exp", imbalance_ratio=0.01, balanced_twin=twin,
                           image_size=ctx.sizes.fm_image_size,
                           batch_size=ctx.sizes.fm_batch_size, eval_batch_size=1024, resident=True)
 
 
 def _simclr(ctx: Any, epochs: int) -> pl.LightningModule:
-    from lightning_ssl.methods import SimCLR
-
     return SimCLR(backbone=ctx.sizes.fm_backbone, image_size=ctx.sizes.fm_image_size, warmup_epochs=min(10.0, 0.1 * epochs),
                   channels_last=ctx.sizes.device == "cuda", **SIMCLR_RECIPE)
 
@@ -217,8 +214,6 @@ def _simclr(ctx: Any, epochs: int) -> pl.LightningModule:
 def _train_and_probe(ctx: Any, dm: InMemoryLTDataModule, epochs: int, max_time_s: float,
                      save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Pre-train for ``epochs`` (``save`` the training figures), then probe ``full``."""
-    from lightning_ssl.eval.offline import evaluate_frozen
-
     pl.seed_everything(0, verbose=False)
     model, timer = _simclr(ctx, epochs), EpochTimer()
     trainer = _trainer(ctx, [timer], max_time_s=max_time_s, max_epochs=epochs)
@@ -342,8 +337,6 @@ class StepTimer(pl.Callback):
 def part_nonfinite(ctx: Any) -> dict[str, Any]:
     """SimCLR training through Lightning with ``nonfinite="raise"`` (one host sync per step for the
     ``isfinite`` test) and ``"ignore"``, interleaved; images/s of each (median) and their ratio."""
-    from lightning_ssl.methods import SimCLR
-
     s, device = ctx.sizes, _device(ctx)
     bs, steps, warmup = s.nf_batch_size, s.nf_steps, s.nf_warmup
     rates: dict[str, list[float]] = {"raise": [], "ignore": []}

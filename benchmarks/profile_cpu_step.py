@@ -22,6 +22,10 @@ from pathlib import Path
 
 import torch
 
+from datamodules.view_transforms import MultiViewTransform
+from lightning_ssl.eval.linear import fit_linear_probe
+from lightning_ssl.methods.simclr import SimCLR
+
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
@@ -41,10 +45,6 @@ def native_bf16() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from datamodules.view_transforms import MultiViewTransform
-    from lightning_ssl.eval.linear import fit_linear_probe
-    from lightning_ssl.methods.simclr import SimCLR
-
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--image-size", type=int, default=16)

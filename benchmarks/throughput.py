@@ -22,15 +22,19 @@ import json
 import os
 import platform
 import resource
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
 
+from datamodules.file_datasets import ImageFiles
 from datamodules.view_transforms import MultiViewTransform, default_small_size, simclr_spec
 from lightning_ssl.cluster import available_backends, kmeans
 from lightning_ssl.eval.knn import knn_predict
@@ -68,8 +72,6 @@ class PILPairs(Dataset):
     SwAV small crops of side ``small_size``), in workers."""
 
     def __init__(self, images: np.ndarray, size: int, num_small: int = 0, small_size: int | None = None) -> None:
-        import torchvision.transforms as T
-
         self.images = images
         self.num_small = num_small
 
@@ -126,8 +128,6 @@ def train_step_fn(model, opt, autocast_dtype, device):  # noqa: ANN001, ANN201
 
 
 def step_flops(model, views: list[torch.Tensor], device: torch.device) -> float:  # noqa: ANN001
-    from torch.utils.flop_counter import FlopCounterMode
-
     batch = (views, torch.full((views[0].shape[0],), -1, device=device), torch.arange(views[0].shape[0], device=device))
     # counted on the eager backbone: the same FLOPs, and no recompilation under the counting mode
     compiled = model.__dict__.pop("_compiled_backbone", None)
@@ -214,10 +214,6 @@ def bench_folder_decode(n: int, side: int, load_size: int, workers: int) -> dict
     """Decode cost of folder datasets: JPEGs of ``side`` px decoded and resized to ``load_size`` by
     ``datamodules.file_datasets.ImageFiles``, per image in the main process and as images/s through
     a DataLoader with ``workers`` workers (pinned memory, persistent workers)."""
-    import tempfile
-
-    from datamodules.file_datasets import ImageFiles
-
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
