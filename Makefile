@@ -23,7 +23,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q --timeout=600 --durations=15
 
 lint: $(STAMP)
-	$(BIN)/ruff check lightning_ssl datamodules tests benchmarks
+	$(BIN)/ruff format --check lightning_ssl datamodules tests benchmarks examples
+	$(BIN)/ruff check lightning_ssl datamodules tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) lightning_logs .pytest_cache

@@ -100,29 +100,77 @@ class Sizes:
 
 
 FULL = Sizes(
-    device="cuda", precision="bf16", backbone="resnet18", image_size=32, batch_size=512, steps=20, warmup=5,
-    workers=min(8, os.cpu_count() or 1), images=10_000, compile_backend="inductor",  # workers: throughput.py's
-    swav_small=6, swav_small_size=None,
+    device="cuda",
+    precision="bf16",
+    backbone="resnet18",
+    image_size=32,
+    batch_size=512,
+    steps=20,
+    warmup=5,
+    workers=min(8, os.cpu_count() or 1),
+    images=10_000,
+    compile_backend="inductor",  # workers: throughput.py's
+    swav_small=6,
+    swav_small_size=None,
     subrun_estimate_s={"simclr": 25, "simclr+compile": 110, "mocov2": 25, "swav": 35},
-    knn=(50_000, 10_000, 512), kmeans=(50_000, 4096, 100),
-    fm_backbone="resnet18", fm_image_size=28, fm_batch_size=512, fm_train_budget_s=240, fm_eval_reserve_s=45, fm_per_class=0,
-    nf_batch_size=512, nf_image_size=32, nf_steps=30, nf_warmup=10, nf_repeats=2,
+    knn=(50_000, 10_000, 512),
+    kmeans=(50_000, 4096, 100),
+    fm_backbone="resnet18",
+    fm_image_size=28,
+    fm_batch_size=512,
+    fm_train_budget_s=240,
+    fm_eval_reserve_s=45,
+    fm_per_class=0,
+    nf_batch_size=512,
+    nf_image_size=32,
+    nf_steps=30,
+    nf_warmup=10,
+    nf_repeats=2,
 )
 SMOKE = Sizes(
-    device="cpu", precision="fp32", backbone="resnet_tiny", image_size=8, batch_size=8, steps=1, warmup=1,
-    workers=1, images=32, compile_backend="aot_eager", swav_small=2, swav_small_size=4,
+    device="cpu",
+    precision="fp32",
+    backbone="resnet_tiny",
+    image_size=8,
+    batch_size=8,
+    steps=1,
+    warmup=1,
+    workers=1,
+    images=32,
+    compile_backend="aot_eager",
+    swav_small=2,
+    swav_small_size=4,
     subrun_estimate_s={"simclr": 3, "simclr+compile": 5, "mocov2": 3, "swav": 3},
-    knn=(2_000, 500, 64), kmeans=(2_000, 64, 10),
-    fm_backbone="resnet_tiny", fm_image_size=8, fm_batch_size=128, fm_train_budget_s=2, fm_eval_reserve_s=10,
-    fm_per_class=100, nf_batch_size=8, nf_image_size=8, nf_steps=2, nf_warmup=1, nf_repeats=1,
+    knn=(2_000, 500, 64),
+    kmeans=(2_000, 64, 10),
+    fm_backbone="resnet_tiny",
+    fm_image_size=8,
+    fm_batch_size=128,
+    fm_train_budget_s=2,
+    fm_eval_reserve_s=10,
+    fm_per_class=100,
+    nf_batch_size=8,
+    nf_image_size=8,
+    nf_steps=2,
+    nf_warmup=1,
+    nf_repeats=1,
 )
 
 
 class Context:
     """What a part sees: sizes, folders, its deadline, and ``save`` for partial results."""
 
-    def __init__(self, part: Part, out: Path, sizes: Sizes, smoke: bool, fmnist: Path | None,
-                 deadline: float, part_deadline: float, record: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        part: Part,
+        out: Path,
+        sizes: Sizes,
+        smoke: bool,
+        fmnist: Path | None,
+        deadline: float,
+        part_deadline: float,
+        record: dict[str, Any],
+    ) -> None:
         self.part, self.out, self.sizes, self.smoke, self.fmnist = part, out, sizes, smoke, fmnist
         self.deadline, self.part_deadline, self.record = deadline, part_deadline, record
 
@@ -136,7 +184,7 @@ class Context:
 
     def reserve_after(self) -> float:
         """The least time the parts after this one need."""
-        later = PARTS[PART_NAMES.index(self.part.name) + 1:]
+        later = PARTS[PART_NAMES.index(self.part.name) + 1 :]
         return sum(p.min_s for p in later)
 
     def save(self, results: dict[str, Any]) -> None:
@@ -171,8 +219,11 @@ def forced_failures() -> dict[str, str]:
         name, _, how = item.partition(":")
         how = how or "raise"
         if name not in PART_NAMES or how not in ("raise", "exit"):
-            print(f"gpu_check: {FAIL_ENV}={spec!r}: {item!r} is not PART[:raise|exit] with PART one of "
-                  f"{', '.join(PART_NAMES)}; unset it for a real run", file=sys.stderr)
+            print(
+                f"gpu_check: {FAIL_ENV}={spec!r}: {item!r} is not PART[:raise|exit] with PART one of "
+                f"{', '.join(PART_NAMES)}; unset it for a real run",
+                file=sys.stderr,
+            )
             sys.exit(2)  # a usage error: gpu_check.sh does not restart on 2
         out[name] = how
     return out
@@ -190,10 +241,17 @@ def mark_crashed(out: Path, rc: int) -> None:
         if record is None or record.get("status") != "running":
             continue
         tail = log_tail(out, name)
-        why = (f"killed at its time cap of {record['cap_s']:.0f} s" if "Timeout (" in tail  # faulthandler's header
-               else "the process died during this part")
-        record.update(status="error", seconds=time.time() - record["started_at"], traceback=tail,
-                      error=f"{why} (exit code {rc}); the results finished before are kept; see {name}.log")
+        why = (
+            f"killed at its time cap of {record['cap_s']:.0f} s"
+            if "Timeout (" in tail  # faulthandler's header
+            else "the process died during this part"
+        )
+        record.update(
+            status="error",
+            seconds=time.time() - record["started_at"],
+            traceback=tail,
+            error=f"{why} (exit code {rc}); the results finished before are kept; see {name}.log",
+        )
         write_record(out, record)
 
 
@@ -201,12 +259,21 @@ def run_part(part: Part, args: argparse.Namespace, sizes: Sizes, deadline: float
     """Run one part in this process under its hard cap and write its final record."""
     out: Path = args.out
     cap = part.smoke_cap_s if args.smoke else part.cap_s
-    later = PARTS[PART_NAMES.index(part.name) + 1:]
+    later = PARTS[PART_NAMES.index(part.name) + 1 :]
     cap = max(part.min_s, min(cap, deadline - time.time() - sum(p.min_s for p in later)))
     started = time.time()
-    record: dict[str, Any] = {"part": part.name, "title": part.title, "status": "running", "smoke": args.smoke,
-                              "started_at": started, "cap_s": cap, "seconds": None, "error": None,
-                              "traceback": None, "results": {}}
+    record: dict[str, Any] = {
+        "part": part.name,
+        "title": part.title,
+        "status": "running",
+        "smoke": args.smoke,
+        "started_at": started,
+        "cap_s": cap,
+        "seconds": None,
+        "error": None,
+        "traceback": None,
+        "results": {},
+    }
     write_record(out, record)
     ctx = Context(part, out, sizes, args.smoke, args.fmnist, deadline, started + cap, record)
     with open(out / f"{part.name}.log", "w") as log:
@@ -220,32 +287,51 @@ def run_part(part: Part, args: argparse.Namespace, sizes: Sizes, deadline: float
 
             results = getattr(gpu_check_parts, f"part_{part.name}")(ctx)
             failed = [r for r in results.get("runs", []) if r.get("status") == "error"]
-            record.update(status="error" if failed else "ok", results=results,
-                          error="; ".join(f"{r['name']}: {r['error']}" for r in failed) or None)
+            record.update(
+                status="error" if failed else "ok",
+                results=results,
+                error="; ".join(f"{r['name']}: {r['error']}" for r in failed) or None,
+            )
         except Exception as err:  # reported in the part's JSON; the next part still runs
             record.update(status="error", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         finally:
             faulthandler.cancel_dump_traceback_later()
     record["seconds"] = time.time() - started
     write_record(out, record)
-    print(f"gpu_check: {part.name}: {record['status']} in {record['seconds']:.1f} s"
-          + (f" ({record['error']})" if record["error"] else ""), flush=True)
+    print(
+        f"gpu_check: {part.name}: {record['status']} in {record['seconds']:.1f} s"
+        + (f" ({record['error']})" if record["error"] else ""),
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("out", type=Path, help="output folder (one JSON per part, summary.md)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (seconds): the CI check")
-    p.add_argument("--fmnist", type=Path, default=None,
-                   help=f"folder of the Fashion-MNIST idx files (default {DEFAULT_FMNIST}; --smoke: a tiny "
-                        "fixture written under OUT unless this folder has the files)")
-    p.add_argument("--budget", type=float, default=None,
-                   help="seconds from the start to the end of the run (default 450 = the 8-minute promise "
-                        "with margin, raise it to get the balanced twin; --smoke: 3600, caps catch hangs only)")
+    p.add_argument(
+        "--fmnist",
+        type=Path,
+        default=None,
+        help=f"folder of the Fashion-MNIST idx files (default {DEFAULT_FMNIST}; --smoke: a tiny "
+        "fixture written under OUT unless this folder has the files)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds from the start to the end of the run (default 450 = the 8-minute promise "
+        "with margin, raise it to get the balanced twin; --smoke: 3600, caps catch hangs only)",
+    )
     p.add_argument("--started-at", type=float, default=None, help="epoch seconds of the run's start (the shell's)")
     p.add_argument("--fresh", action="store_true", help="delete this script's earlier results in OUT first")
-    p.add_argument("--after-crash", type=int, default=None, metavar="RC",
-                   help="the previous process died with this exit code: mark its part failed, run the rest")
+    p.add_argument(
+        "--after-crash",
+        type=int,
+        default=None,
+        metavar="RC",
+        help="the previous process died with this exit code: mark its part failed, run the rest",
+    )
     p.add_argument("--parts", nargs="+", choices=PART_NAMES, default=list(PART_NAMES), help="a subset of the parts")
     args = p.parse_args(argv)
     fail = forced_failures()

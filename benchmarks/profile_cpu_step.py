@@ -58,9 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     model = SimCLR(backbone="resnet_tiny", image_size=args.image_size, proj_hidden_dim=128, proj_output_dim=64)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     batch = (views(images, seed=0), torch.zeros(args.batch_size, dtype=torch.long), torch.arange(args.batch_size))
-    out: dict[str, object] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                              "native_bf16": native_bf16(), "batch_size": args.batch_size,
-                              "image_size": args.image_size, "torch": torch.__version__}
+    out: dict[str, object] = {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "native_bf16": native_bf16(),
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "torch": torch.__version__,
+    }
 
     def step(autocast: bool = False) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
@@ -90,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     del model.__dict__["_compiled_backbone"]
     model.backbone.to(memory_format=torch.contiguous_format)
     batch = ([v.contiguous() for v in batch[0]], batch[1], batch[2])
-    report("step bf16 autocast" + ("" if native_bf16() else " (emulated)"),
-           median_time(lambda: step(True), max(1, args.repeats // 2)), args.batch_size)
+    report(
+        "step bf16 autocast" + ("" if native_bf16() else " (emulated)"),
+        median_time(lambda: step(True), max(1, args.repeats // 2)),
+        args.batch_size,
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     report("step fp32, 1 thread", median_time(step, args.repeats), args.batch_size)
@@ -101,10 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     feats += 0.5 * torch.nn.functional.one_hot(labels, 128).float()
     start = time.perf_counter()
     _, info = fit_linear_probe(feats, labels, 10)
-    out["probe"] = {"seconds": time.perf_counter() - start, "rows": args.probe_rows, "steps": info.steps,
-                    "converged": info.converged}
-    print(f"{'probe lbfgs ' + str(args.probe_rows) + 'x128':<28} {1000 * out['probe']['seconds']:8.1f} ms   "
-          f"{info.steps} L-BFGS steps, converged={info.converged}", flush=True)
+    out["probe"] = {
+        "seconds": time.perf_counter() - start,
+        "rows": args.probe_rows,
+        "steps": info.steps,
+        "converged": info.converged,
+    }
+    print(
+        f"{'probe lbfgs ' + str(args.probe_rows) + 'x128':<28} {1000 * out['probe']['seconds']:8.1f} ms   "
+        f"{info.steps} L-BFGS steps, converged={info.converged}",
+        flush=True,
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

@@ -76,10 +76,16 @@ class PILPairs(Dataset):
         self.num_small = num_small
 
         def views(side: int, scale: tuple[float, float]) -> Callable:
-            return T.Compose([
-                T.RandomResizedCrop(side, scale=scale), T.RandomHorizontalFlip(),
-                T.RandomApply([T.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8), T.RandomGrayscale(0.2),
-                T.ToTensor(), T.Normalize(CIFAR_MEAN, CIFAR_STD)])
+            return T.Compose(
+                [
+                    T.RandomResizedCrop(side, scale=scale),
+                    T.RandomHorizontalFlip(),
+                    T.RandomApply([T.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
+                    T.RandomGrayscale(0.2),
+                    T.ToTensor(),
+                    T.Normalize(CIFAR_MEAN, CIFAR_STD),
+                ]
+            )
 
         self.transform = views(size, (0.08, 1.0))
         self.small_transform = views(small_size or default_small_size(size), SWAV_SMALL_SCALE)
@@ -93,8 +99,16 @@ class PILPairs(Dataset):
         return [self.transform(img), self.transform(img), *small], -1, i
 
 
-def build_model(method: str, backbone: str, size: int, channels_last: bool, compile_: bool, device: torch.device,  # noqa: ANN201
-                compile_backend: str = "inductor", **method_options: object):
+def build_model(
+    method: str,
+    backbone: str,
+    size: int,
+    channels_last: bool,
+    compile_: bool,
+    device: torch.device,  # noqa: ANN201
+    compile_backend: str = "inductor",
+    **method_options: object,
+):
     model = METHODS[method](backbone=backbone, image_size=size, lr=0.1, channels_last=channels_last, **method_options)
     model = model.to(device)
     if channels_last:
@@ -117,13 +131,18 @@ def time_steps(step: Callable[[int], None], steps: int, warmup: int, device: tor
 
 def train_step_fn(model, opt, autocast_dtype, device):  # noqa: ANN001, ANN201
     def run(views: list[torch.Tensor]) -> None:
-        batch = (views, torch.full((views[0].shape[0],), -1, device=device), torch.arange(views[0].shape[0], device=device))
+        batch = (
+            views,
+            torch.full((views[0].shape[0],), -1, device=device),
+            torch.arange(views[0].shape[0], device=device),
+        )
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             loss = model.compute_losses(batch).losses.mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         model.after_optimizer_step()  # EMA encoders and queues (MoCo v2) are part of the step
+
     return run
 
 
@@ -150,12 +169,27 @@ def bench_method(args: argparse.Namespace, method: str, images: np.ndarray, devi
     # --- suite path
     torch.manual_seed(0)
     options = {"num_small_views": num_small} if method == "swav" else {}
-    model = build_model(method, args.backbone, size, args.channels_last, args.compile, device,
-                        getattr(args, "compile_backend", "inductor"), **options)
+    model = build_model(
+        method,
+        args.backbone,
+        size,
+        args.channels_last,
+        args.compile,
+        device,
+        getattr(args, "compile_backend", "inductor"),
+        **options,
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     resident = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
-    transform = MultiViewTransform(size, CIFAR_MEAN, CIFAR_STD, recipe="simclr", num_large_views=2,
-                                   num_small_views=num_small, small_size=small_size)
+    transform = MultiViewTransform(
+        size,
+        CIFAR_MEAN,
+        CIFAR_STD,
+        recipe="simclr",
+        num_large_views=2,
+        num_small_views=num_small,
+        small_size=small_size,
+    )
     run = train_step_fn(model, opt, dtype, device)
     gen = torch.Generator(device=device).manual_seed(0)
 
@@ -168,12 +202,23 @@ def bench_method(args: argparse.Namespace, method: str, images: np.ndarray, devi
     t = time_steps(suite_step, args.steps, args.warmup, device)
     flops = step_flops(model, transform(resident[:bs], seed=0), device)
     peak = device_peak_flops(device)
-    out["suite"] = {"s_per_step": t, "images_per_s": bs / t, "peak_memory_mb": peak_memory_mb(device),
-                    "flops_per_step": flops, "mfu": (flops / t / peak) if peak else None}
+    out["suite"] = {
+        "s_per_step": t,
+        "images_per_s": bs / t,
+        "peak_memory_mb": peak_memory_mb(device),
+        "flops_per_step": flops,
+        "mfu": (flops / t / peak) if peak else None,
+    }
     # --- conventional path
-    loader = DataLoader(PILPairs(images, size, num_small, transform.small_size), batch_size=bs, shuffle=True, drop_last=True,
-                        num_workers=args.workers, pin_memory=device.type == "cuda",
-                        persistent_workers=args.workers > 0)
+    loader = DataLoader(
+        PILPairs(images, size, num_small, transform.small_size),
+        batch_size=bs,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=args.workers > 0,
+    )
     it = iter(loader)
 
     def conventional_step(i: int) -> None:
@@ -206,8 +251,12 @@ def bench_augmentation(images: np.ndarray, size: int, n: int = 512) -> dict:
         ds.transform(Image.fromarray(images[i]))
     per_image = (time.perf_counter() - start) / n
     assert simclr_spec(size).size == size
-    return {"batched_us_per_image": batched * 1e6, "torchvision_us_per_image": per_image * 1e6,
-            "speedup": per_image / batched, "threads": torch.get_num_threads()}
+    return {
+        "batched_us_per_image": batched * 1e6,
+        "torchvision_us_per_image": per_image * 1e6,
+        "speedup": per_image / batched,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def bench_folder_decode(n: int, side: int, load_size: int, workers: int) -> dict:
@@ -226,13 +275,20 @@ def bench_folder_decode(n: int, side: int, load_size: int, workers: int) -> dict
         for i in range(min(n, 64)):
             ds[i]
         per_image = (time.perf_counter() - start) / min(n, 64)
-        loader = DataLoader(ds, batch_size=64, num_workers=workers, pin_memory=torch.cuda.is_available(),
-                            persistent_workers=workers > 0)
+        loader = DataLoader(
+            ds, batch_size=64, num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0
+        )
         start = time.perf_counter()
         count = sum(batch[0].shape[0] for batch in loader)
         loader_rate = count / (time.perf_counter() - start)
-    return {"images": n, "jpeg_side": side, "load_size": load_size, "workers": workers,
-            "decode_ms_per_image": per_image * 1e3, "loader_images_per_s": loader_rate}
+    return {
+        "images": n,
+        "jpeg_side": side,
+        "load_size": load_size,
+        "workers": workers,
+        "decode_ms_per_image": per_image * 1e3,
+        "loader_images_per_s": loader_rate,
+    }
 
 
 def bench_knn(device: torch.device, bank: int, queries: int, dim: int) -> dict:
@@ -288,7 +344,10 @@ def main() -> None:
     images = rng.integers(0, 256, size=(10_000, args.image_size, args.image_size, 3), dtype=np.uint8)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     result = {
-        "device": name, "torch": torch.__version__, "cpu_count": os.cpu_count(), "args": vars(args),
+        "device": name,
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "args": vars(args),
         "augmentation_cpu": bench_augmentation(images, args.image_size),
         "methods": [bench_method(args, m, images, device) for m in args.methods],
         "knn": bench_knn(device, *args.knn),

@@ -163,9 +163,7 @@ def _bernoulli(batch: int, p: float, generator: torch.Generator, device: torch.d
     return torch.rand(batch, generator=generator, device=device) < p
 
 
-def _uniform(
-    shape: tuple[int, ...], lo: float, hi: float, generator: torch.Generator, device: torch.device
-) -> Tensor:
+def _uniform(shape: tuple[int, ...], lo: float, hi: float, generator: torch.Generator, device: torch.device) -> Tensor:
     return lo + (hi - lo) * torch.rand(shape, generator=generator, device=device)
 
 
@@ -518,9 +516,7 @@ def augment(images: Tensor, spec: ViewSpec, generator: torch.Generator) -> Tenso
     if spec.flip_p > 0:
         x = random_horizontal_flip(x, spec.flip_p, generator)
     if spec.jitter_p > 0 and (spec.brightness or spec.contrast or spec.saturation or spec.hue):
-        x = random_color_jitter(
-            x, spec.brightness, spec.contrast, spec.saturation, spec.hue, spec.jitter_p, generator
-        )
+        x = random_color_jitter(x, spec.brightness, spec.contrast, spec.saturation, spec.hue, spec.jitter_p, generator)
     if spec.grayscale_p > 0:
         x = random_grayscale(x, spec.grayscale_p, generator)
     if spec.blur_p > 0:
@@ -688,8 +684,13 @@ def _cutout(q: Tensor, value: Tensor, centre: Tensor) -> Tensor:
     y1 = torch.minimum(y0 + side, torch.full_like(y0, float(h))).floor()
     xs = torch.arange(w, device=q.device, dtype=torch.float64).view(1, 1, w)
     ys = torch.arange(h, device=q.device, dtype=torch.float64).view(1, h, 1)
-    box = ((xs >= x0.view(-1, 1, 1)) & (xs <= x1.view(-1, 1, 1)) & (ys >= y0.view(-1, 1, 1))
-           & (ys <= y1.view(-1, 1, 1)) & (value > 0).view(-1, 1, 1))
+    box = (
+        (xs >= x0.view(-1, 1, 1))
+        & (xs <= x1.view(-1, 1, 1))
+        & (ys >= y0.view(-1, 1, 1))
+        & (ys <= y1.view(-1, 1, 1))
+        & (value > 0).view(-1, 1, 1)
+    )
     colours = _CUTOUT_FILL if c == 3 else ((125 * 19595 + 123 * 38470 + 114 * 7471 + 32768) // 65536,)
     fill = torch.cat([torch.full((1, 1, 1, 1), float(v), dtype=q.dtype, device=q.device) for v in colours], dim=1)
     return torch.where(box.unsqueeze(1), fill.expand_as(q), q)
@@ -708,9 +709,7 @@ class RandAugmentParams:
     centre: Tensor
 
 
-def sample_rand_augment_params(
-    magnitude: Tensor, probability: Tensor, generator: torch.Generator
-) -> RandAugmentParams:
+def sample_rand_augment_params(magnitude: Tensor, probability: Tensor, generator: torch.Generator) -> RandAugmentParams:
     """Draw one op slot for each image: the op uniformly among the 15 (``random.choices``), whether
     it fires (``U < p``), its sign (``random.random() > 0.5`` negates) and Cutout's centre. Every
     draw is made whatever the outcome, so the stream does not depend on the data."""
@@ -739,8 +738,13 @@ def apply_rand_augment(images: Tensor, params: RandAugmentParams) -> Tensor:
     trans_x = torch.stack([one, zero, sv * w, zero, one, zero], dim=1)
     trans_y = torch.stack([one, zero, zero, zero, one, sv * h], dim=1)
     rotate = pil_rotate_matrix(sv, w, h)
-    for name, mat in (("shear_x", shear_x), ("shear_y", shear_y), ("translate_x", trans_x),
-                      ("translate_y", trans_y), ("rotate", rotate)):
+    for name, mat in (
+        ("shear_x", shear_x),
+        ("shear_y", shear_y),
+        ("translate_x", trans_x),
+        ("translate_y", trans_y),
+        ("rotate", rotate),
+    ):
         matrix = torch.where((op == _OP[name]).view(-1, 1), mat, matrix)
     geometric = op <= _OP["rotate"]
     out = torch.where(geometric.view(-1, 1, 1, 1), pil_affine(q, matrix), q)
@@ -750,8 +754,7 @@ def apply_rand_augment(images: Tensor, params: RandAugmentParams) -> Tensor:
         "equalize": lambda: _equalize(q),
         "solarize": lambda: torch.where(q < v.view(-1, 1, 1, 1).to(q.dtype), q, 255.0 - q),
         "posterize": lambda: torch.floor(q / _bits_step(v)) * _bits_step(v),
-        "contrast": lambda: _blend(torch.floor(_luma_u8(q).mean(dim=(1, 2, 3), keepdim=True) + 0.5)
-                                   .expand_as(q), q, v),
+        "contrast": lambda: _blend(torch.floor(_luma_u8(q).mean(dim=(1, 2, 3), keepdim=True) + 0.5).expand_as(q), q, v),
         "color": lambda: _blend(_luma_u8(q).expand_as(q), q, v) if c == 3 else q,
         "brightness": lambda: _blend(torch.zeros_like(q), q, v),
         "sharpness": lambda: _blend(_smooth(q), q, v),
@@ -781,8 +784,10 @@ def rand_augment(
         raise ValueError(f"num_ops={num_ops} must be >= 0 (BCL-I: 1, BCL-D: 2)")
     b = images.shape[0]
     if magnitude.shape != (b,) or probability.shape != (b,):
-        raise ValueError(f"magnitude and probability need one value per image ({b}), got shapes "
-                         f"{tuple(magnitude.shape)} and {tuple(probability.shape)}")
+        raise ValueError(
+            f"magnitude and probability need one value per image ({b}), got shapes "
+            f"{tuple(magnitude.shape)} and {tuple(probability.shape)}"
+        )
     x = images
     m = magnitude.to(images.device, torch.float32)
     p = probability.to(images.device, torch.float32)

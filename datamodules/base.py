@@ -109,8 +109,19 @@ class LongTailDataModule(pl.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters()  # stored in checkpoints: `lssl probe` rebuilds the same data
-        self._check_options(image_size, recipe, num_large_views, num_small_views, small_size, batch_size,
-                            eval_batch_size, num_workers, group_rule, view_seed, resident)
+        self._check_options(
+            image_size,
+            recipe,
+            num_large_views,
+            num_small_views,
+            small_size,
+            batch_size,
+            eval_batch_size,
+            num_workers,
+            group_rule,
+            view_seed,
+            resident,
+        )
         self.image_size = image_size if image_size is not None else self.card.image_size
         # the resolved sizes, not None, are what the checkpoint and the loggers record: the model's
         # image_size follows the data's, and Lightning refuses hparams that differ between the two
@@ -120,8 +131,10 @@ class LongTailDataModule(pl.LightningDataModule):
         self.num_small_views = num_small_views
         self.small_size = small_size if small_size is not None else default_small_size(self.image_size)
         if self.small_size > self.image_size:
-            raise ValueError(f"small_size={self.small_size} is larger than image_size={self.image_size}: small crops "
-                             f"are at most the large views' size; pass --data.small_size {self.image_size} or less")
+            raise ValueError(
+                f"small_size={self.small_size} is larger than image_size={self.image_size}: small crops "
+                f"are at most the large views' size; pass --data.small_size {self.image_size} or less"
+            )
         self._record_resolved(small_size=self.small_size)
         self.clean_view = clean_view
         self.batch_size = batch_size
@@ -148,9 +161,20 @@ class LongTailDataModule(pl.LightningDataModule):
 
     in_memory: ClassVar[bool] = False  # the images are held as one uint8 tensor (``resident`` is possible)
 
-    def _check_options(self, image_size: int | None, recipe: str, num_large_views: int, num_small_views: int,
-                       small_size: int | None, batch_size: int, eval_batch_size: int, num_workers: int,
-                       group_rule: str | None, view_seed: int, resident: bool) -> None:
+    def _check_options(
+        self,
+        image_size: int | None,
+        recipe: str,
+        num_large_views: int,
+        num_small_views: int,
+        small_size: int | None,
+        batch_size: int,
+        eval_batch_size: int,
+        num_workers: int,
+        group_rule: str | None,
+        view_seed: int,
+        resident: bool,
+    ) -> None:
         """Every view and loader option, before anything is built (datamodules/checks.py)."""
         check_int("image_size", image_size, 4, 32, optional=True, why="the side of the views in pixels")
         check_choice("recipe", recipe, VIEW_RECIPES)
@@ -164,8 +188,10 @@ class LongTailDataModule(pl.LightningDataModule):
             check_choice("group_rule", group_rule, ("thirds", "thresholds", "none"))
         check_seed("view_seed", view_seed)
         if resident and not self.in_memory:
-            raise ValueError(f"resident=True needs an in-memory dataset; {type(self).__name__} decodes image files "
-                             "in DataLoader workers: drop --data.resident (or pass --data.resident false)")
+            raise ValueError(
+                f"resident=True needs an in-memory dataset; {type(self).__name__} decodes image files "
+                "in DataLoader workers: drop --data.resident (or pass --data.resident false)"
+            )
 
     def _record_resolved(self, **values: Any) -> None:
         """Store resolved defaults in the hyperparameters (and their logged initial copy)."""
@@ -254,33 +280,45 @@ class LongTailDataModule(pl.LightningDataModule):
         idx = np.asarray(indices, dtype=np.int64)
         n = len(self.splits.pretrain)
         if idx.size == 0 or idx.min() < 0 or idx.max() >= n:
-            raise ValueError(f"pretrain subset must be non-empty positions in [0, {n}), got {idx.size} "
-                             f"indices in [{idx.min() if idx.size else '-'}, {idx.max() if idx.size else '-'}]")
+            raise ValueError(
+                f"pretrain subset must be non-empty positions in [0, {n}), got {idx.size} "
+                f"indices in [{idx.min() if idx.size else '-'}, {idx.max() if idx.size else '-'}]"
+            )
         self._pretrain_subset = idx
 
     def train_dataloader(self) -> DataLoader:
         dataset: Dataset = self.splits.pretrain
         if self.resident:
             if not isinstance(dataset, IndexedImages):
-                raise ValueError(f"resident=True needs an in-memory dataset; {type(self).__name__} decodes "
-                                 f"files in DataLoader workers: set resident=False")
+                raise ValueError(
+                    f"resident=True needs an in-memory dataset; {type(self).__name__} decodes "
+                    f"files in DataLoader workers: set resident=False"
+                )
             dataset = _Positions(len(dataset))  # the loader carries indices; images stay on the device
         if self._pretrain_subset is not None:
             dataset = Subset(dataset, self._pretrain_subset.tolist())
         n = len(dataset)
         world = self.trainer.world_size if self.trainer is not None else 1
-        if self._pretrain_subset is None and n < self.batch_size * world:  # a DnC expert's subset may be: it is sized so
-            warnings.warn(f"{type(self).__name__}: batch_size={self.batch_size} (x {world} process(es)) is larger than the "
-                          f"pre-training set ({n} images): each epoch is one batch of {n}; pass --data.batch_size "
-                          f"{max(1, n // (8 * world))} or so for several steps per epoch", stacklevel=2)
+        if (
+            self._pretrain_subset is None and n < self.batch_size * world
+        ):  # a DnC expert's subset may be: it is sized so
+            warnings.warn(
+                f"{type(self).__name__}: batch_size={self.batch_size} (x {world} process(es)) is larger than the "
+                f"pre-training set ({n} images): each epoch is one batch of {n}; pass --data.batch_size "
+                f"{max(1, n // (8 * world))} or so for several steps per epoch",
+                stacklevel=2,
+            )
         return self._loader(dataset, self.batch_size, True, drop_last=n > self.batch_size)
 
     def val_dataloader(self) -> DataLoader | list:
         """The test set, so that online probes report test accuracy during pre-training; without a
         test set there is no validation (an empty list, with a warning saying how to add one)."""
         if self.splits.test is None:
-            warnings.warn(f"{type(self).__name__} has no test set{self._how_to_add_test_set()}: no validation and "
-                          f"no online probe accuracy during pre-training", stacklevel=2)
+            warnings.warn(
+                f"{type(self).__name__} has no test set{self._how_to_add_test_set()}: no validation and "
+                f"no online probe accuracy during pre-training",
+                stacklevel=2,
+            )
             return []
         return self.test_dataloader()
 
@@ -311,8 +349,9 @@ class LongTailDataModule(pl.LightningDataModule):
         self._batches_made += 1
         return self.view_transform(images, seed=seed, index=index)
 
-    def set_sample_augmentation(self, num_ops: int, magnitude: torch.Tensor | None,
-                                probability: torch.Tensor | None) -> None:
+    def set_sample_augmentation(
+        self, num_ops: int, magnitude: torch.Tensor | None, probability: torch.Tensor | None
+    ) -> None:
         """Per-sample augmentation strength of the large views (BCL's RandAugment, docs/methods.md
         §13.4): ``magnitude[i]`` in [0, 30] and ``probability[i]`` for the sample at position ``i``
         of the pre-training set, ``num_ops`` ops per view; ``None`` turns it off. A method sets it

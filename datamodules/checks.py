@@ -23,8 +23,9 @@ def check_int(name: str, value: Any, low: int, example: Any, *, optional: bool =
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         reason = f" ({why})" if why else ""
         default = " or leave it unset for the default" if optional else ""
-        raise ValueError(f"{name}={value!r} must be an integer >= {low}{reason}; pass e.g. {_flag(name, example)}"
-                         f"{default}")
+        raise ValueError(
+            f"{name}={value!r} must be an integer >= {low}{reason}; pass e.g. {_flag(name, example)}{default}"
+        )
 
 
 def check_fraction(name: str, value: Any, example: Any, *, why: str = "") -> None:
@@ -41,8 +42,9 @@ def check_positive(name: str, value: Any, example: Any, *, optional: bool = Fals
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 < float(value) < math.inf):
         reason = f" ({why})" if why else ""
         default = " or leave it unset for the default" if optional else ""
-        raise ValueError(f"{name}={value!r} must be a finite number > 0{reason}; pass e.g. {_flag(name, example)}"
-                         f"{default}")
+        raise ValueError(
+            f"{name}={value!r} must be a finite number > 0{reason}; pass e.g. {_flag(name, example)}{default}"
+        )
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
@@ -55,8 +57,9 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
 def check_seed(name: str, value: Any) -> None:
     """A seed numpy's ``RandomState`` accepts: an int in ``[0, 2**32 - 1]``."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
-        raise ValueError(f"{name}={value!r} must be an integer in [0, 2**32 - 1] (a numpy seed); pass e.g. "
-                         f"{_flag(name, 0)}")
+        raise ValueError(
+            f"{name}={value!r} must be an integer in [0, 2**32 - 1] (a numpy seed); pass e.g. {_flag(name, 0)}"
+        )
 
 
 def check_load_size(load_size: int | None, image_size: int) -> int:
@@ -65,6 +68,8 @@ def check_load_size(load_size: int | None, image_size: int) -> int:
     check_int("load_size", load_size, 1, image_size * 8 // 7, optional=True)
     resolved = load_size if load_size is not None else image_size * 8 // 7
     if resolved < image_size:
-        raise ValueError(f"load_size={resolved} is smaller than image_size={image_size}: the views are cut from "
-                         f"the loaded image; pass --data.load_size {image_size * 8 // 7} (or leave it unset)")
+        raise ValueError(
+            f"load_size={resolved} is smaller than image_size={image_size}: the views are cut from "
+            f"the loaded image; pass --data.load_size {image_size * 8 // 7} (or leave it unset)"
+        )
     return resolved

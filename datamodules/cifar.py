@@ -40,10 +40,14 @@ SDCLR_URL = "https://raw.githubusercontent.com/VITA-Group/SDCLR/34c932ec9c2169a3
 SDCLR_MD5 = {
     "trainIdxList.npy": "5f7467f0a7b0",
     "cifar100_trainIdxList.npy": "62cf0ce5400e",
-    **{f"split{k}_D_i.npy": m for k, m in enumerate(
-        ["2eca0a41acdf", "cca93b54cb2b", "49389bc44f34", "0faaa93a0b6e", "eae18ddb9d34"], 1)},
-    **{f"cifar100_split{k}_D_i.npy": m for k, m in enumerate(
-        ["a1007dab6a4f", "24625bdc24bd", "6b7d2f209b7f", "b3bb0ef5e403", "a0a4da24baed"], 1)},
+    **{
+        f"split{k}_D_i.npy": m
+        for k, m in enumerate(["2eca0a41acdf", "cca93b54cb2b", "49389bc44f34", "0faaa93a0b6e", "eae18ddb9d34"], 1)
+    },
+    **{
+        f"cifar100_split{k}_D_i.npy": m
+        for k, m in enumerate(["a1007dab6a4f", "24625bdc24bd", "6b7d2f209b7f", "b3bb0ef5e403", "a0a4da24baed"], 1)
+    },
 }
 
 
@@ -61,8 +65,9 @@ def read_cifar_batches(folder: Path, files: list[str], label_key: str) -> tuple[
             with open(path, "rb") as f:
                 entry = pickle.load(f, encoding="latin1")
         except (pickle.UnpicklingError, EOFError, ValueError) as err:
-            raise DataInputError(f"{path} is not a readable CIFAR pickle batch ({err}); delete it and "
-                             f"download again") from err
+            raise DataInputError(
+                f"{path} is not a readable CIFAR pickle batch ({err}); delete it and download again"
+            ) from err
         if "data" not in entry or label_key not in entry:
             raise DataInputError(f"{path} has keys {sorted(entry)}; expected 'data' and {label_key!r}")
         images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
@@ -125,14 +130,20 @@ class _CIFARLT(InMemoryLTDataModule):
         super().__init__(**kwargs)
         check_choice("protocol", protocol, PROTOCOLS)
         if isinstance(sdclr_split, bool) or not isinstance(sdclr_split, int) or not 1 <= sdclr_split <= 5:
-            raise ValueError(f"sdclr_split={sdclr_split!r} is outside 1..5 (SDCLR released 5 splits); pass e.g. "
-                             "--data.sdclr_split 1")
+            raise ValueError(
+                f"sdclr_split={sdclr_split!r} is outside 1..5 (SDCLR released 5 splits); pass e.g. --data.sdclr_split 1"
+            )
         if protocol == "sdclr":
-            unused = [f"{k}={getattr(self.long_tail, k)!r}" for k in SDCLR_IGNORES
-                      if getattr(self.long_tail, k) != getattr(LongTailProfile, k)]
+            unused = [
+                f"{k}={getattr(self.long_tail, k)!r}"
+                for k in SDCLR_IGNORES
+                if getattr(self.long_tail, k) != getattr(LongTailProfile, k)
+            ]
             if unused:
-                raise ValueError(f"{', '.join(unused)} shape an LDAM profile, but protocol='sdclr' reads SDCLR's fixed "
-                                 "index files: drop them, or pass --data.protocol ldam")
+                raise ValueError(
+                    f"{', '.join(unused)} shape an LDAM profile, but protocol='sdclr' reads SDCLR's fixed "
+                    "index files: drop them, or pass --data.protocol ldam"
+                )
         self.root = Path(root)
         self.download = download
         self.protocol = protocol
@@ -151,7 +162,7 @@ class _CIFARLT(InMemoryLTDataModule):
             raise DataNotFoundError(
                 f"{self.card.name}: {folder / missing[0]} not found (root={str(self.root)!r}). Fix root, "
                 f"pass download=True (--data.download true), or run "
-                f"python -c \"import torchvision; torchvision.datasets.{self.torchvision_name}"
+                f'python -c "import torchvision; torchvision.datasets.{self.torchvision_name}'
                 f"('{self.root}', download=True)\""
             )
         train_images, train_labels = read_cifar_batches(folder, self.train_files, self.label_key)
@@ -180,10 +191,12 @@ class _CIFARLT(InMemoryLTDataModule):
                 raise DataInputError(f"{url} does not have the expected md5 prefix {SDCLR_MD5[name]}")
             tmp.rename(path)
             return path
-        how = ("set sdclr_dir to a folder holding the files of VITA-Group/SDCLR split/"
-               f"{remote}/" if self.sdclr_dir is not None else
-               "pass download=True to fetch them from GitHub (VITA-Group/SDCLR, split/), or set "
-               "sdclr_dir to a folder holding them")
+        how = (
+            f"set sdclr_dir to a folder holding the files of VITA-Group/SDCLR split/{remote}/"
+            if self.sdclr_dir is not None
+            else "pass download=True to fetch them from GitHub (VITA-Group/SDCLR, split/), or set "
+            "sdclr_dir to a folder holding them"
+        )
         raise DataNotFoundError(f"SDCLR split file {path} not found in {folder}; {how}")
 
     def pretrain_indices(self, labels: np.ndarray) -> np.ndarray:

@@ -59,8 +59,14 @@ class DigitsLT(InMemoryLTDataModule):
         reference="Alpaydin & Kaynak 1998 (UCI optdigits); LDAM profile: Cao et al. 2019",
     )
 
-    def __init__(self, imbalance_ratio: float = 0.1, image_size: int | None = 16, batch_size: int | None = None,
-                 recipe: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        imbalance_ratio: float = 0.1,
+        image_size: int | None = 16,
+        batch_size: int | None = None,
+        recipe: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         """
         Args:
             imbalance_ratio: n_min / n_max; 0.1 by default because 122 images at the head leave
@@ -78,8 +84,9 @@ class DigitsLT(InMemoryLTDataModule):
         """
         batch = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         views = DEFAULT_RECIPE if recipe is None else recipe
-        super().__init__(imbalance_ratio=imbalance_ratio, image_size=image_size, batch_size=batch, recipe=views,
-                         **kwargs)
+        super().__init__(
+            imbalance_ratio=imbalance_ratio, image_size=image_size, batch_size=batch, recipe=views, **kwargs
+        )
         self._record_resolved(batch_size=batch, recipe=views)
 
     def load_source(self) -> Source:

@@ -46,7 +46,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             raw = f.read()
     except (EOFError, gzip.BadGzipFile) as err:
         raise DataInputError(f"{path} is a truncated or corrupt gzip file ({err}); delete it and get it again") from err
@@ -129,7 +129,7 @@ class FashionMNISTLT(InMemoryLTDataModule):
                 f"Fashion-MNIST idx files ({', '.join(FILES.values())}, optionally .gz) not found in "
                 f"root={str(self.root)!r} (searched: {tried}). Fix root, or get the files by (1) "
                 f"download=True (--data.download true), (2) apt install dataset-fashion-mnist (then "
-                f"root=/usr/share/datasets/fashion-mnist), or (3) python -c \"import torchvision; "
+                f'root=/usr/share/datasets/fashion-mnist), or (3) python -c "import torchvision; '
                 f"torchvision.datasets.FashionMNIST('{self.root}', download=True)\""
             )
         arrays = {k: read_idx(p) for k, p in files.items()}

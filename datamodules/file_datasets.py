@@ -71,8 +71,10 @@ def _scale_to_uint8(values: np.ndarray, mode: str, name: str) -> np.ndarray:
         return np.round(values).astype(np.uint8)
     if mode == "I" and lo >= 0 and hi <= 65535:
         return np.round(values.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
-    raise ImageModeError(f"image {name} has mode {mode} with values in [{lo:g}, {hi:g}], not 8-bit, 16-bit or "
-                     f"[0, 1]: convert it to an 8-bit image (e.g. PNG or JPEG) first")
+    raise ImageModeError(
+        f"image {name} has mode {mode} with values in [{lo:g}, {hi:g}], not 8-bit, 16-bit or "
+        f"[0, 1]: convert it to an 8-bit image (e.g. PNG or JPEG) first"
+    )
 
 
 def to_rgb(img: Image.Image, name: str = "") -> Image.Image:
@@ -185,8 +187,10 @@ class ImageFiles(Dataset):
         if missing:
             i = missing[0]
             where = f" (listed at {self.origins[i]})" if self.origins is not None else ""
-            raise DataNotFoundError(f"image {self.paths[i]} not found{where}; {len(missing)} of "
-                                    f"{len(self.paths)} images are missing: restore them or fix root")
+            raise DataNotFoundError(
+                f"image {self.paths[i]} not found{where}; {len(missing)} of "
+                f"{len(self.paths)} images are missing: restore them or fix root"
+            )
 
 
 def check_images(paths: Sequence[str], size: int, bad_images: str = "error", where: str = "") -> list[int]:
@@ -220,12 +224,15 @@ def check_images(paths: Sequence[str], size: int, bad_images: str = "error", whe
     source = f"{where}: " if where else ""
     if bad and bad_images == "error":
         more = f" ({len(bad)} of {len(paths)} images are bad; first: {bad[0][0]})" if len(bad) > 1 else ""
-        raise BadImageError(f"{source}{bad[0][1]}{more}; or pass --data.bad_images skip to leave such files out "
-                            "with a warning")
+        raise BadImageError(
+            f"{source}{bad[0][1]}{more}; or pass --data.bad_images skip to leave such files out with a warning"
+        )
     if bad:
         names = ", ".join(path for path, _ in bad[:20]) + (f" and {len(bad) - 20} more" if len(bad) > 20 else "")
-        warnings.warn(f"{source}skipping {len(bad)} of {len(paths)} image file(s) that do not decode "
-                      f"(bad_images=skip): {names}", stacklevel=2)
+        warnings.warn(
+            f"{source}skipping {len(bad)} of {len(paths)} image file(s) that do not decode (bad_images=skip): {names}",
+            stacklevel=2,
+        )
     return [i for i, p in enumerate(problems) if p is None]
 
 

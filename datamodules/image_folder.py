@@ -59,26 +59,36 @@ def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[li
     files_of = {name: scan_images(root / name, hidden) for name in folders if not name.startswith(".")}
     empty = [name for name, files in files_of.items() if not files]
     if hidden_dirs or hidden:
-        warnings.warn(f"{root}: skipping hidden folder(s) {hidden_dirs} and {len(hidden)} hidden image file(s) "
-                      f"inside the class folders: they are not classes or images", stacklevel=2)
+        warnings.warn(
+            f"{root}: skipping hidden folder(s) {hidden_dirs} and {len(hidden)} hidden image file(s) "
+            f"inside the class folders: they are not classes or images",
+            stacklevel=2,
+        )
     if empty and classes is None:
-        warnings.warn(f"{root}: skipping empty class folder(s) {empty} (no {', '.join(IMAGE_EXTENSIONS)} file): "
-                      f"they are not classes", stacklevel=2)
+        warnings.warn(
+            f"{root}: skipping empty class folder(s) {empty} (no {', '.join(IMAGE_EXTENSIONS)} file): "
+            f"they are not classes",
+            stacklevel=2,
+        )
     found = [name for name in files_of if name not in empty]
     if classes is None:
         classes = found
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise DataInputError(f"{root} has class folders {unknown} that the training folder does not have: "
-                             f"give both folders the same class folders")
+        raise DataInputError(
+            f"{root} has class folders {unknown} that the training folder does not have: "
+            f"give both folders the same class folders"
+        )
     paths, targets = [], []
     for c, name in enumerate(classes):
         files = files_of.get(name, [])
         paths += [str(p) for p in files]
         targets += [c] * len(files)
     if not paths:
-        raise DataNotFoundError(f"no image ({', '.join(IMAGE_EXTENSIONS)}) found in the class folders of {root}: "
-                                f"expected {root}/<class_name>/<image>")
+        raise DataNotFoundError(
+            f"no image ({', '.join(IMAGE_EXTENSIONS)}) found in the class folders of {root}: "
+            f"expected {root}/<class_name>/<image>"
+        )
     return classes, paths, np.asarray(targets, dtype=np.int64)
 
 

@@ -38,8 +38,10 @@ def few_shot_indices(labels: np.ndarray, shots: int, seed: int = 0) -> np.ndarra
     for c in np.unique(labels[labels >= 0]):
         idx = np.flatnonzero(labels == c)
         if idx.size < shots:
-            raise DataInputError(f"class {c} has {idx.size} probe images, fewer than few_shot={shots}: pass shots "
-                                 f"of at most {idx.size} per class (--data.few_shot [{idx.size}])")
+            raise DataInputError(
+                f"class {c} has {idx.size} probe images, fewer than few_shot={shots}: pass shots "
+                f"of at most {idx.size} per class (--data.few_shot [{idx.size}])"
+            )
         picked.append(rng.choice(idx, size=shots, replace=False))
     return np.sort(np.concatenate(picked))
 

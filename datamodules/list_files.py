@@ -144,8 +144,10 @@ class ListFileLTDataModule(LongTailDataModule):
         """
         super().__init__(**kwargs)
         if balanced_twin and self.balanced_list is None:
-            raise ValueError(f"{type(self).__name__} has no published balanced twin list; "
-                             f"balanced_twin=True is valid for ImageNet100LT only")
+            raise ValueError(
+                f"{type(self).__name__} has no published balanced twin list; "
+                f"balanced_twin=True is valid for ImageNet100LT only"
+            )
         self.root = Path(root)
         self.lists_dir = Path(lists_dir) if lists_dir is not None else self.root
         self.balanced_twin = balanced_twin
@@ -270,8 +272,7 @@ class ImageNet100LT(ListFileLTDataModule):
         100,
         "SDCLR list imageNet_100_LT_train.txt (Pareto-like, 1280..6); balanced twin "
         "imageNet_100_BL_train.txt; probe: ImageNet_100_train.txt if given, else ImageNet_100_val.txt",
-        "images: ILSVRC-2012 (root holds train/ and val/); lists: github VITA-Group/SDCLR, "
-        "split/imagenet-100",
+        "images: ILSVRC-2012 (root holds train/ and val/); lists: github VITA-Group/SDCLR, split/imagenet-100",
         "Jiang et al. ICML 2021 (SDCLR); class set: Tian et al. 2020 (CMC)",
     )
     train_list = "imageNet_100_LT_train.txt"

@@ -38,8 +38,10 @@ def datamodule_classes() -> dict[str, type[Any]]:
         name = cls.card.name
         other = found.get(name)
         if other is not None and other is not cls:
-            raise ValueError(f"dataset name {name!r} is claimed by {_path(other)} and {_path(cls)}: give one of "
-                             "them a card with another name, or select it by class path")
+            raise ValueError(
+                f"dataset name {name!r} is claimed by {_path(other)} and {_path(cls)}: give one of "
+                "them a card with another name, or select it by class path"
+            )
         found[name] = cls
     return dict(sorted(found.items()))
 

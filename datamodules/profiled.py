@@ -71,13 +71,24 @@ class ProfiledLTDataModule(LongTailDataModule):
         self.few_shot = list(few_shot or [])
 
 
-def _check_no_profile(imbalance_ratio: float | None, head_order: str, img_max: float | None, subsample: float,
-                      balanced_twin: bool) -> None:
+def _check_no_profile(
+    imbalance_ratio: float | None, head_order: str, img_max: float | None, subsample: float, balanced_twin: bool
+) -> None:
     """With ``profile="none"`` the source is kept as it is: a profile option would be ignored, so
     giving one is an error that names the profile to pass."""
-    given = [f"{name}={value!r}" for name, value, default in (
-        ("imbalance_ratio", imbalance_ratio, None), ("head_order", head_order, "natural"), ("img_max", img_max, None),
-        ("subsample", subsample, 1.0), ("balanced_twin", balanced_twin, False)) if value != default]
+    given = [
+        f"{name}={value!r}"
+        for name, value, default in (
+            ("imbalance_ratio", imbalance_ratio, None),
+            ("head_order", head_order, "natural"),
+            ("img_max", img_max, None),
+            ("subsample", subsample, 1.0),
+            ("balanced_twin", balanced_twin, False),
+        )
+        if value != default
+    ]
     if given:
-        raise ValueError(f"{', '.join(given)} shape a long-tail profile, but profile='none' keeps the folder as it "
-                         "is: pass --data.profile exp (or step, pareto, balanced) with it")
+        raise ValueError(
+            f"{', '.join(given)} shape a long-tail profile, but profile='none' keeps the folder as it "
+            "is: pass --data.profile exp (or step, pareto, balanced) with it"
+        )

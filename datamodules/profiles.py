@@ -61,8 +61,12 @@ class LongTailProfile:
 
     def __post_init__(self) -> None:
         check_choice("profile", self.profile, PROFILES)
-        check_fraction("imbalance_ratio", self.imbalance_ratio, 0.01,
-                       why="n_min / n_max: 0.01 is a 100:1 imbalance, 1.0 a balanced set")
+        check_fraction(
+            "imbalance_ratio",
+            self.imbalance_ratio,
+            0.01,
+            why="n_min / n_max: 0.01 is a 100:1 imbalance, 1.0 a balanced set",
+        )
         check_seed("seed", self.seed)
         check_choice("head_order", self.head_order, HEAD_ORDERS)
         check_positive("img_max", self.img_max, 500, optional=True, why="images of the head class")
@@ -75,8 +79,10 @@ def check_few_shot(few_shot: Sequence[int] | None) -> None:
     for k in shots:
         check_int("few_shot", k, 1, [100], why="images per class of a few-shot probe set")
     if len(set(shots)) != len(shots):
-        raise ValueError(f"few_shot={shots} lists a probe set twice; pass each number of shots once, e.g. "
-                         f"--data.few_shot {sorted(set(shots), reverse=True)}")
+        raise ValueError(
+            f"few_shot={shots} lists a probe set twice; pass each number of shots once, e.g. "
+            f"--data.few_shot {sorted(set(shots), reverse=True)}"
+        )
 
 
 def profile_counts(

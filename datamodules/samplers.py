@@ -13,8 +13,9 @@ class ResumableSampler(DistributedSampler):
     a resumed run has already trained on, so that killing and resuming a run replays exactly the
     same batches as an uninterrupted one."""
 
-    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0,
-                 drop_last: bool = True) -> None:
+    def __init__(
+        self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0, drop_last: bool = True
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=drop_last)
         self._skip = 0
 

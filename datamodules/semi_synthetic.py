@@ -115,8 +115,7 @@ class SemiSyntheticHalves(InMemoryLTDataModule):
             self.card = replace(
                 source.card,
                 name="semi_synthetic_halves",
-                protocol=f"{source.card.name} composed into halves (Liu et al. ICLR 2022 §3.3), "
-                f"profile {profile}",
+                protocol=f"{source.card.name} composed into halves (Liu et al. ICLR 2022 §3.3), profile {profile}",
                 reference=SemiSyntheticHalves.card.reference,
             )
         super().__init__(profile=profile, imbalance_ratio=imbalance_ratio, **kwargs)
@@ -138,10 +137,12 @@ class SemiSyntheticHalves(InMemoryLTDataModule):
             src = CIFAR10LT(root=self.root, download=self.download).load_source()
         frequent = np.zeros(self.card.num_classes, dtype=bool)
         frequent[self.frequent_classes] = True
-        train, _ = compose_halves(src.train_images, src.train_labels, frequent, self.frequent_half,
-                                  [self.long_tail.seed, 0])
+        train, _ = compose_halves(
+            src.train_images, src.train_labels, frequent, self.frequent_half, [self.long_tail.seed, 0]
+        )
         test = None
         if src.test_images is not None and src.test_labels is not None:
-            test, _ = compose_halves(src.test_images, src.test_labels, frequent, self.frequent_half,
-                                     [self.long_tail.seed, 1])
+            test, _ = compose_halves(
+                src.test_images, src.test_labels, frequent, self.frequent_half, [self.long_tail.seed, 1]
+            )
         return Source(train, src.train_labels, test, src.test_labels)

@@ -194,9 +194,20 @@ def small_gray_spec(size: int) -> ViewSpec:
     hue, grey-scale or blur. The default benchmark and the Fashion-MNIST robustness study use it
     (README, "Recipes for small images").
     """
-    return ViewSpec(size=size, scale=(0.3, 1.0), flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
-                    saturation=0.0, hue=0.0, grayscale_p=0.0, blur_p=0.0, blur_sigma=(0.1, 2.0),
-                    solarize_p=0.0)
+    return ViewSpec(
+        size=size,
+        scale=(0.3, 1.0),
+        flip_p=0.5,
+        jitter_p=0.8,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.0,
+        hue=0.0,
+        grayscale_p=0.0,
+        blur_p=0.0,
+        blur_sigma=(0.1, 2.0),
+        solarize_p=0.0,
+    )
 
 
 def lt_simclr_spec(size: int, blur: bool | None = None) -> ViewSpec:
@@ -206,8 +217,11 @@ def lt_simclr_spec(size: int, blur: bool | None = None) -> ViewSpec:
     CIFAR and blur p = 0.5 with sigma in [0.1, 2] on ImageNet. Their crop resizes bicubically; the
     suite's batched crop is bilinear with anti-aliasing."""
     on = _blur_on(size, blur)
-    return replace(mocov2_spec(size, blur=blur), scale=(0.08, 1.0) if size > SMALL_IMAGE_MAX else (0.1, 1.0),
-                   blur_p=0.5 if on else 0.0)
+    return replace(
+        mocov2_spec(size, blur=blur),
+        scale=(0.08, 1.0) if size > SMALL_IMAGE_MAX else (0.1, 1.0),
+        blur_p=0.5 if on else 0.0,
+    )
 
 
 VIEW_RECIPES: dict[str, Callable[[int], tuple[ViewSpec, ...]]] = {
@@ -238,9 +252,7 @@ class _Normalize:
         mean, std = [float(m) for m in mean], [float(s) for s in std]
         for name, values in (("mean", mean), ("std", std)):
             if len(values) not in (1, out_channels):
-                raise ValueError(
-                    f"{name} must have 1 or out_channels={out_channels} values, got {len(values)}"
-                )
+                raise ValueError(f"{name} must have 1 or out_channels={out_channels} values, got {len(values)}")
         if any(s <= 0 for s in std):
             raise ValueError(f"std values must be > 0, got {std}")
         self.mean, self.std, self.out_channels = mean, std, out_channels
@@ -260,9 +272,7 @@ class _Normalize:
     def check_channels(self, images: Tensor) -> None:
         c = images.shape[1]
         if c not in (1, self.out_channels):
-            raise ValueError(
-                f"images have {c} channels; expected 1 or out_channels={self.out_channels}"
-            )
+            raise ValueError(f"images have {c} channels; expected 1 or out_channels={self.out_channels}")
 
     def __call__(self, images: Tensor) -> Tensor:
         self.check_channels(images)
@@ -302,8 +312,11 @@ class EvalTransform:
         self.normalize.check_channels(x)
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(
-                x, size=(self.image_size, self.image_size), mode="bilinear",
-                align_corners=False, antialias=True,
+                x,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
             )
         return self.normalize(x)
 
@@ -366,9 +379,7 @@ class MultiViewTransform:
         self.num_small_views = num_small_views
         small_size = default_small_size(image_size) if small_size is None else small_size
         self.small_size = _check_size(small_size, "small_size")
-        self.small_spec: ViewSpec | None = (
-            swav_small_spec(self.small_size, base=base[0]) if num_small_views else None
-        )
+        self.small_spec: ViewSpec | None = swav_small_spec(self.small_size, base=base[0]) if num_small_views else None
         self.clean_view = clean_view
         self.eval_transform = EvalTransform(image_size, mean, std, out_channels)
         self.randaug_ops = 0
@@ -390,14 +401,20 @@ class MultiViewTransform:
         magnitude = torch.as_tensor(magnitude).detach().float().cpu()
         probability = torch.as_tensor(probability).detach().float().cpu()
         if magnitude.ndim != 1 or magnitude.shape != probability.shape:
-            raise ValueError(f"magnitude and probability must be 1-D tables of one length (one value per "
-                             f"sample), got shapes {tuple(magnitude.shape)} and {tuple(probability.shape)}")
+            raise ValueError(
+                f"magnitude and probability must be 1-D tables of one length (one value per "
+                f"sample), got shapes {tuple(magnitude.shape)} and {tuple(probability.shape)}"
+            )
         if magnitude.numel() and not (0 <= float(magnitude.min()) and float(magnitude.max()) <= RANDAUG_MAX_MAGNITUDE):
-            raise ValueError(f"magnitudes must lie in [0, {RANDAUG_MAX_MAGNITUDE:g}], got [{float(magnitude.min()):.3g}, "
-                             f"{float(magnitude.max()):.3g}]")
+            raise ValueError(
+                f"magnitudes must lie in [0, {RANDAUG_MAX_MAGNITUDE:g}], got [{float(magnitude.min()):.3g}, "
+                f"{float(magnitude.max()):.3g}]"
+            )
         if probability.numel() and not (0 <= float(probability.min()) and float(probability.max()) <= 1):
-            raise ValueError(f"probabilities must lie in [0, 1], got [{float(probability.min()):.3g}, "
-                             f"{float(probability.max()):.3g}]")
+            raise ValueError(
+                f"probabilities must lie in [0, 1], got [{float(probability.min()):.3g}, "
+                f"{float(probability.max()):.3g}]"
+            )
         self.randaug_ops, self._strength, self._strength_cache = num_ops, (magnitude, probability), {}
 
     def _sample_strength(self, index: Tensor) -> tuple[Tensor, Tensor]:

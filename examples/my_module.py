@@ -24,8 +24,9 @@ class MyBYOL(pl.LightningModule):
     """An online encoder (backbone, projector, predictor) regressing an EMA target encoder's
     projection of the other view (BYOL, Grill et al. 2020, Eq. 2), symmetrised."""
 
-    def __init__(self, backbone: str = "resnet18", image_size: int = 16, lr: float = 0.05,
-                 target_momentum: float = 0.99) -> None:
+    def __init__(
+        self, backbone: str = "resnet18", image_size: int = 16, lr: float = 0.05, target_momentum: float = 0.99
+    ) -> None:
         """
         Args:
             backbone: a backbone name of :func:`lightning_ssl.backbones.build_backbone`.
@@ -35,8 +36,9 @@ class MyBYOL(pl.LightningModule):
         """
         super().__init__()
         if not 0 < lr < 10 or not 0 <= target_momentum < 1:
-            raise ValueError(f"need 0 < lr < 10 and 0 <= target_momentum < 1, got lr={lr}, "
-                             f"target_momentum={target_momentum}")
+            raise ValueError(
+                f"need 0 < lr < 10 and 0 <= target_momentum < 1, got lr={lr}, target_momentum={target_momentum}"
+            )
         self.save_hyperparameters()
         self.backbone, dim = build_backbone(backbone, image_size, 3)
         self.projector = mlp([dim, 512, 128])

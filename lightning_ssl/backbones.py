@@ -19,8 +19,9 @@ SMALL_IMAGE_MAX = 64
 def _tiny_resnet(in_chans: int) -> nn.Module:
     """A 4-stage ResNet with one BasicBlock per stage and widths 16-128 (~0.7 M parameters):
     our choice for CPU tests and the embedded benchmark, not a paper model."""
-    return ResNet(BasicBlock, layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), stem_width=16,
-                  in_chans=in_chans, num_classes=0)
+    return ResNet(
+        BasicBlock, layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), stem_width=16, in_chans=in_chans, num_classes=0
+    )
 
 
 def _small_image_stem(model: nn.Module, in_chans: int) -> None:
@@ -31,9 +32,7 @@ def _small_image_stem(model: nn.Module, in_chans: int) -> None:
         model.maxpool = nn.Identity()
 
 
-def build_backbone(
-    backbone: str | nn.Module, image_size: int = 224, in_chans: int = 3
-) -> tuple[nn.Module, int]:
+def build_backbone(backbone: str | nn.Module, image_size: int = 224, in_chans: int = 3) -> tuple[nn.Module, int]:
     """Return ``(module, feature_dim)``; the module maps ``B×C×H×W`` to ``B×feature_dim``.
 
     Args:

@@ -93,19 +93,33 @@ class AtomicModelCheckpoint(ModelCheckpoint):
     save writes ``last.ckpt`` itself. A positive ``save_top_k`` keeps Lightning's top-k files too.
     """
 
-    def __init__(self, save_last: bool = True, save_on_exception: bool = True, save_top_k: int = 0,
-                 every_n_epochs: int | None = None, save_on_train_epoch_end: bool | None = True,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        save_last: bool = True,
+        save_on_exception: bool = True,
+        save_top_k: int = 0,
+        every_n_epochs: int | None = None,
+        save_on_train_epoch_end: bool | None = True,
+        **kwargs: Any,
+    ) -> None:
         if every_n_epochs is not None and every_n_epochs < 0:
-            raise ValueError(f"AtomicModelCheckpoint: every_n_epochs {every_n_epochs} must be >= 0 "
-                             "(1 saves after every epoch, 0 only on the step schedule)")
+            raise ValueError(
+                f"AtomicModelCheckpoint: every_n_epochs {every_n_epochs} must be >= 0 "
+                "(1 saves after every epoch, 0 only on the step schedule)"
+            )
         if every_n_epochs is None and not kwargs.get("every_n_train_steps") and not kwargs.get("train_time_interval"):
             every_n_epochs = 1
         # at the end of every training epoch (after that epoch's validation, if any): Lightning's
         # default (None) defers to the validation end when check_val_every_n_epoch > 1, which
         # would leave a 30-epoch run with validation at its end without a checkpoint until then
-        super().__init__(save_last=save_last, save_on_exception=save_on_exception, save_top_k=save_top_k,
-                         every_n_epochs=every_n_epochs, save_on_train_epoch_end=save_on_train_epoch_end, **kwargs)
+        super().__init__(
+            save_last=save_last,
+            save_on_exception=save_on_exception,
+            save_top_k=save_top_k,
+            every_n_epochs=every_n_epochs,
+            save_on_train_epoch_end=save_on_train_epoch_end,
+            **kwargs,
+        )
         self._last_written_at: int | None = None  # global step of the newest last.ckpt
 
     _saving_on_exception = False
@@ -119,8 +133,11 @@ class AtomicModelCheckpoint(ModelCheckpoint):
 
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
         # Lightning asks for last.ckpt after every periodic save; once per step is enough
-        if self._last_written_at == trainer.global_step and self.last_model_path \
-                and os.path.isfile(self.last_model_path):
+        if (
+            self._last_written_at == trainer.global_step
+            and self.last_model_path
+            and os.path.isfile(self.last_model_path)
+        ):
             return
         super()._save_last_checkpoint(trainer, monitor_candidates)
         self._last_written_at = trainer.global_step
@@ -134,7 +151,8 @@ class AtomicModelCheckpoint(ModelCheckpoint):
             raise CheckpointWriteError(
                 f"cannot write checkpoint {filepath} ({err.strerror or err}); the previous checkpoint in "
                 f"{os.path.dirname(filepath) or '.'} is kept: free disk space or pass "
-                "--trainer.default_root_dir DIR on a writable disk, then run the same command to resume") from err
+                "--trainer.default_root_dir DIR on a writable disk, then run the same command to resume"
+            ) from err
         if trainer.is_global_zero:
             os.replace(tmp, filepath)
         trainer.strategy.barrier("atomic_checkpoint")
@@ -198,8 +216,11 @@ class AtomicModelCheckpoint(ModelCheckpoint):
             _record_preemption(signum)
             connector.received_sigterm = True  # stop after this step; on_exception saves
             if signum == signal.SIGINT and trainer.is_global_zero:
-                print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)",
-                      file=sys.stderr, flush=True)
+                print(
+                    "\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
         signals = [signal.SIGINT]
         env = trainer._accelerator_connector.cluster_environment
@@ -234,11 +255,17 @@ def latest_valid_checkpoint(candidates: Iterable[Path]) -> Path | None:
         err = readable(path)
         if err is None:
             for bad, why in skipped:
-                warnings.warn(f"checkpoint {bad} is corrupted or truncated ({type(why).__name__}: {why}); "
-                              f"resuming from {path} instead", stacklevel=2)
+                warnings.warn(
+                    f"checkpoint {bad} is corrupted or truncated ({type(why).__name__}: {why}); "
+                    f"resuming from {path} instead",
+                    stacklevel=2,
+                )
             return path
         skipped.append((path, err))
     for bad, why in skipped:
-        warnings.warn(f"checkpoint {bad} is corrupted or truncated ({type(why).__name__}: {why}); "
-                      f"no readable checkpoint left: starting from scratch", stacklevel=2)
+        warnings.warn(
+            f"checkpoint {bad} is corrupted or truncated ({type(why).__name__}: {why}); "
+            f"no readable checkpoint left: starting from scratch",
+            stacklevel=2,
+        )
     return None

@@ -14,5 +14,7 @@ def import_class(path: str) -> type:
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(f"cannot import {path!r} ({err}); give module.ClassName importable from the "
-                         "working directory or an installed package") from None
+        raise ValueError(
+            f"cannot import {path!r} ({err}); give module.ClassName importable from the "
+            "working directory or an installed package"
+        ) from None

@@ -90,8 +90,10 @@ def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = 
             break
         if first is not None:
             mark = key_node.start_mark
-            raise YAMLInputError(f"{mark.name}:{mark.line + 1}:{mark.column + 1}: duplicate key {key!r} (first at "
-                                 f"line {first.start_mark.line + 1}); keep one of them")
+            raise YAMLInputError(
+                f"{mark.name}:{mark.line + 1}:{mark.column + 1}: duplicate key {key!r} (first at "
+                f"line {first.start_mark.line + 1}); keep one of them"
+            )
         seen[key] = key_node
     return loader.construct_mapping(node, deep=deep)
 

@@ -71,8 +71,9 @@ class ResumableCSVLogger(CSVLogger):
         **kwargs: the other options of ``CSVLogger`` (``prefix``, ``flush_logs_every_n_steps``).
     """
 
-    def __init__(self, save_dir: str | os.PathLike, name: str | None = "logs", version: int | str | None = 0,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, save_dir: str | os.PathLike, name: str | None = "logs", version: int | str | None = 0, **kwargs: Any
+    ) -> None:
         super().__init__(save_dir, name=name, version=version, **kwargs)
         self._resumed_at: int | None = None
 
@@ -104,8 +105,9 @@ class ResumableTensorBoardLogger(TensorBoardLogger):
         **kwargs: the other options of ``TensorBoardLogger``.
     """
 
-    def __init__(self, save_dir: str | os.PathLike, name: str | None = "tb", version: int | str | None = 0,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, save_dir: str | os.PathLike, name: str | None = "tb", version: int | str | None = 0, **kwargs: Any
+    ) -> None:
         super().__init__(save_dir, name=name, version=version, **kwargs)
         self._resumed_at: int | None = None
 
@@ -134,8 +136,10 @@ def wandb_logger_config(project: str, save_dir: str = "runs", run_id: str | None
     require("wandb", "wandb", "W&B logging (--wandb)")
     offline = os.environ.get("WANDB_MODE") == "offline" or not wandb_credentials_present()
     if offline:
-        print(f"W&B: no credentials found (WANDB_API_KEY or `wandb login`): logging offline to {save_dir}/wandb; "
-              f"upload later with `wandb sync {save_dir}/wandb/offline-run-*`")
+        print(
+            f"W&B: no credentials found (WANDB_API_KEY or `wandb login`): logging offline to {save_dir}/wandb; "
+            f"upload later with `wandb sync {save_dir}/wandb/offline-run-*`"
+        )
     # absolute: W&B's service process outlives the run and resolves a relative folder against its
     # own working directory, which is the first run's, not this one's
     init_args: dict[str, Any] = {"project": project, "save_dir": os.path.abspath(save_dir), "offline": offline}
@@ -164,9 +168,12 @@ class WandbPerClassCharts(pl.Callback):
                 rows = [[c, float(a), int(counts[c]) if c < counts.size else 0] for c, a in enumerate(acc)]
                 table = wandb.Table(data=rows, columns=["class", "accuracy", "train_count"])
                 charts = {
-                    f"{probe}/per_class": wandb.plot.bar(table, "class", "accuracy", title=f"{probe}: per-class accuracy"),
+                    f"{probe}/per_class": wandb.plot.bar(
+                        table, "class", "accuracy", title=f"{probe}: per-class accuracy"
+                    ),
                     f"{probe}/acc_vs_frequency": wandb.plot.scatter(
-                        table, "train_count", "accuracy", title=f"{probe}: accuracy vs class frequency"),
+                        table, "train_count", "accuracy", title=f"{probe}: accuracy vs class frequency"
+                    ),
                 }
                 for lg in loggers:
                     lg.experiment.log({**charts, "trainer/global_step": trainer.global_step})

@@ -29,8 +29,11 @@ def prunable_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     ``prune_conv2d`` layers cover in a ResNet (the stem, every block convolution and every 1x1
     downsample; the suite's backbones have no classifier layer). Biases and norm parameters are
     never pruned."""
-    return [(f"{name}.weight" if name else "weight", m.weight) for name, m in module.named_modules()
-            if isinstance(m, PRUNABLE) and isinstance(getattr(m, "weight", None), nn.Parameter)]
+    return [
+        (f"{name}.weight" if name else "weight", m.weight)
+        for name, m in module.named_modules()
+        if isinstance(m, PRUNABLE) and isinstance(getattr(m, "weight", None), nn.Parameter)
+    ]
 
 
 @torch.no_grad()
@@ -97,8 +100,11 @@ class PrunedBranch(nn.Module):
         """Recompute every mask from the current dense weights, from scratch (not cumulatively), by the
         global magnitude rule over all pruned modules together; the threshold is broadcast from rank 0
         so that every rank holds the same masks (docs/methods.md §12.3)."""
-        weights = [dict(prunable_weights(modules[owner]))[path] for owner, entries in self.mask_names.items()
-                   for path, _ in entries]
+        weights = [
+            dict(prunable_weights(modules[owner]))[path]
+            for owner, entries in self.mask_names.items()
+            for path, _ in entries
+        ]
         if not weights:
             raise ValueError("SDCLR found no convolution or linear weight to prune in the backbone")
         thr = distributed.broadcast(global_magnitude_threshold(weights, fraction).reshape(1).clone())[0]
@@ -127,8 +133,13 @@ class PrunedBranch(nn.Module):
                 out[f"{path}.{name}" if path else name] = tensor
         return out
 
-    def forward_with(self, owner: str, module: nn.Module, x: Tensor,
-                     call: Callable[[dict[str, Tensor], Tensor], Tensor] | None = None) -> Tensor:
+    def forward_with(
+        self,
+        owner: str,
+        module: nn.Module,
+        x: Tensor,
+        call: Callable[[dict[str, Tensor], Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """``module(x)`` as the pruned branch computes it (``call`` may be a compiled
         ``functional_call`` of the same module)."""
         tensors = self.tensors(owner, module)

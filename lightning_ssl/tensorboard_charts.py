@@ -31,8 +31,13 @@ def per_class_figure(accuracy: np.ndarray, counts: np.ndarray, groups: dict[str,
     bars.bar(range(accuracy.size), accuracy[order], color=[colours[c] for c in order])
     bars.set(xlabel="class rank (head to tail)", ylabel="accuracy", ylim=(0, 1), title="per-class accuracy")
     scatter.scatter(np.maximum(counts, 1), accuracy, c=colours, s=18)
-    scatter.set(xscale="log", xlabel="pre-training images of the class", ylabel="accuracy", ylim=(0, 1),
-                title="accuracy vs class frequency")
+    scatter.set(
+        xscale="log",
+        xlabel="pre-training images of the class",
+        ylabel="accuracy",
+        ylim=(0, 1),
+        title="accuracy vs class frequency",
+    )
     for group, colour in GROUP_COLOURS.items():
         if group in groups:
             bars.bar([], [], color=colour, label=group)
@@ -61,5 +66,7 @@ class TensorBoardPerClassCharts(pl.Callback):
             for probe, accuracy in getattr(callback, "last_per_class", {}).items():
                 fig = per_class_figure(np.asarray(accuracy), counts, groups, f"{probe} (step {trainer.global_step})")
                 for logger in loggers:
-                    logger.experiment.add_figure(f"{probe}/per_class", fig, global_step=trainer.global_step, close=False)
+                    logger.experiment.add_figure(
+                        f"{probe}/per_class", fig, global_step=trainer.global_step, close=False
+                    )
                 plt.close(fig)

@@ -49,19 +49,25 @@ def write_cifar10(
     bounds = np.linspace(0, train_labels.size, 6).astype(int)
     for b in range(5):
         lo, hi = bounds[b], bounds[b + 1]
-        _dump(folder / f"data_batch_{b + 1}", {
-            "batch_label": f"training batch {b + 1} of 5",
-            "labels": train_labels[lo:hi].tolist(),
-            "data": np.ascontiguousarray(data[lo:hi]),
-            "filenames": [f"img_{i}.png" for i in range(lo, hi)],
-        })
+        _dump(
+            folder / f"data_batch_{b + 1}",
+            {
+                "batch_label": f"training batch {b + 1} of 5",
+                "labels": train_labels[lo:hi].tolist(),
+                "data": np.ascontiguousarray(data[lo:hi]),
+                "filenames": [f"img_{i}.png" for i in range(lo, hi)],
+            },
+        )
     test_labels = np.asarray(test_labels, dtype=np.int64)
-    _dump(folder / "test_batch", {
-        "batch_label": "testing batch 1 of 1",
-        "labels": test_labels.tolist(),
-        "data": np.ascontiguousarray(_cifar_data(test_images, test_labels.size)),
-        "filenames": [f"test_{i}.png" for i in range(test_labels.size)],
-    })
+    _dump(
+        folder / "test_batch",
+        {
+            "batch_label": "testing batch 1 of 1",
+            "labels": test_labels.tolist(),
+            "data": np.ascontiguousarray(_cifar_data(test_images, test_labels.size)),
+            "filenames": [f"test_{i}.png" for i in range(test_labels.size)],
+        },
+    )
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     _dump(folder / "batches.meta", {"label_names": names, "num_cases_per_batch": 10000, "num_vis": 3072})
     return Path(root)
@@ -79,17 +85,23 @@ def write_cifar100(
     folder.mkdir(parents=True, exist_ok=True)
     for name, labels, images in (("train", train_labels, train_images), ("test", test_labels, test_images)):
         labels = np.asarray(labels, dtype=np.int64)
-        _dump(folder / name, {
-            "filenames": [f"{name}_{i}.png" for i in range(labels.size)],
-            "batch_label": f"{name}ing batch 1 of 1",
-            "fine_labels": labels.tolist(),
-            "coarse_labels": (labels // 5).tolist(),
-            "data": np.ascontiguousarray(_cifar_data(images, labels.size)),
-        })
-    _dump(folder / "meta", {
-        "fine_label_names": [f"class_{i}" for i in range(100)],
-        "coarse_label_names": [f"super_{i}" for i in range(20)],
-    })
+        _dump(
+            folder / name,
+            {
+                "filenames": [f"{name}_{i}.png" for i in range(labels.size)],
+                "batch_label": f"{name}ing batch 1 of 1",
+                "fine_labels": labels.tolist(),
+                "coarse_labels": (labels // 5).tolist(),
+                "data": np.ascontiguousarray(_cifar_data(images, labels.size)),
+            },
+        )
+    _dump(
+        folder / "meta",
+        {
+            "fine_label_names": [f"class_{i}" for i in range(100)],
+            "coarse_label_names": [f"super_{i}" for i in range(20)],
+        },
+    )
     return Path(root)
 
 
@@ -147,8 +159,9 @@ def write_class_folders(
     """``root/<class>/<i><ext>``: ``counts[class]`` images of class ``sorted(counts).index(class)``'s colour."""
     out = {}
     for c, name in enumerate(sorted(counts)):
-        out[name] = [write_image(Path(root) / name / f"{i:03d}{ext}", size, class_color(c))
-                     for i in range(counts[name])]
+        out[name] = [
+            write_image(Path(root) / name / f"{i:03d}{ext}", size, class_color(c)) for i in range(counts[name])
+        ]
     return out
 
 

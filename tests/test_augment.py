@@ -139,7 +139,7 @@ def test_flip_rate_and_content():
     x = torch.arange(2.0).view(1, 1, 1, 2).expand(n, 1, 1, 2)
     out = random_horizontal_flip(x, 0.3, gen())
     flipped = out[:, 0, 0, 0] == 1.0
-    assert ((out[flipped] == x[:1].flip(-1)).all() and (out[~flipped] == x[:1]).all())
+    assert (out[flipped] == x[:1].flip(-1)).all() and (out[~flipped] == x[:1]).all()
     assert abs(flipped.double().mean().item() - 0.3) < 0.03  # 4 sd = 0.029
     assert not random_horizontal_flip(x, 0.0, gen()).ne(x).any()
     assert random_horizontal_flip(x, 1.0, gen()).eq(x.flip(-1)).all()
@@ -216,7 +216,9 @@ def test_hue_shift_of_pure_colour_matches_torchvision(color):
         torch.testing.assert_close(out[b], TF.adjust_hue(x[b], f), atol=1e-5, rtol=0)
     # a third of a turn maps pure red to pure green, by hand
     red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
-    torch.testing.assert_close(adjust_hue(red, torch.tensor([1 / 3])).flatten(), torch.tensor([0.0, 1.0, 0.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        adjust_hue(red, torch.tensor([1 / 3])).flatten(), torch.tensor([0.0, 1.0, 0.0]), atol=1e-5, rtol=0
+    )
 
 
 def test_hsv_round_trip_and_known_values():

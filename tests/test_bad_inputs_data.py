@@ -36,22 +36,37 @@ def grey(values: list[float]) -> np.ndarray:
 
 # (mode, how to make the image, expected 8-bit RGB of each pixel), worked out by hand
 MODES = {
-    "I;16 (16-bit PNG)": (lambda: Image.fromarray(grey([0, 257 * 100, 65535]).astype(np.uint16)),
-                          [(0, 0, 0), (100, 100, 100), (255, 255, 255)]),
-    "I, 16-bit range": (lambda: Image.fromarray(grey([0, 257 * 7, 65535]).astype(np.int32)),
-                        [(0, 0, 0), (7, 7, 7), (255, 255, 255)]),
-    "I, 8-bit range": (lambda: Image.fromarray(grey([0, 100, 255]).astype(np.int32)),
-                       [(0, 0, 0), (100, 100, 100), (255, 255, 255)]),
-    "F, [0, 1]": (lambda: Image.fromarray(grey([0.0, 0.5, 1.0]).astype(np.float32)),
-                  [(0, 0, 0), (128, 128, 128), (255, 255, 255)]),
-    "RGBA over white": (lambda: Image.fromarray(np.array([[[200, 100, 50, 255], [200, 100, 50, 0],
-                                                           [0, 0, 0, 51]]], dtype=np.uint8), "RGBA"),
-                        [(200, 100, 50), (255, 255, 255), (204, 204, 204)]),  # 255 * (1 - 51/255) = 204
-    "LA over white": (lambda: Image.fromarray(np.array([[[10, 255], [10, 0], [10, 255]]], dtype=np.uint8), "LA"),
-                      [(10, 10, 10), (255, 255, 255), (10, 10, 10)]),
+    "I;16 (16-bit PNG)": (
+        lambda: Image.fromarray(grey([0, 257 * 100, 65535]).astype(np.uint16)),
+        [(0, 0, 0), (100, 100, 100), (255, 255, 255)],
+    ),
+    "I, 16-bit range": (
+        lambda: Image.fromarray(grey([0, 257 * 7, 65535]).astype(np.int32)),
+        [(0, 0, 0), (7, 7, 7), (255, 255, 255)],
+    ),
+    "I, 8-bit range": (
+        lambda: Image.fromarray(grey([0, 100, 255]).astype(np.int32)),
+        [(0, 0, 0), (100, 100, 100), (255, 255, 255)],
+    ),
+    "F, [0, 1]": (
+        lambda: Image.fromarray(grey([0.0, 0.5, 1.0]).astype(np.float32)),
+        [(0, 0, 0), (128, 128, 128), (255, 255, 255)],
+    ),
+    "RGBA over white": (
+        lambda: Image.fromarray(
+            np.array([[[200, 100, 50, 255], [200, 100, 50, 0], [0, 0, 0, 51]]], dtype=np.uint8), "RGBA"
+        ),
+        [(200, 100, 50), (255, 255, 255), (204, 204, 204)],
+    ),  # 255 * (1 - 51/255) = 204
+    "LA over white": (
+        lambda: Image.fromarray(np.array([[[10, 255], [10, 0], [10, 255]]], dtype=np.uint8), "LA"),
+        [(10, 10, 10), (255, 255, 255), (10, 10, 10)],
+    ),
     "P with a transparent colour": (lambda: _palette(), [(255, 0, 0), (255, 255, 255), (255, 0, 0)]),
-    "CMYK": (lambda: Image.fromarray(np.array([[[0, 0, 0, 0], [0, 0, 0, 255], [255, 0, 0, 0]]], dtype=np.uint8),
-                                     "CMYK"), [(255, 255, 255), (0, 0, 0), (0, 255, 255)]),
+    "CMYK": (
+        lambda: Image.fromarray(np.array([[[0, 0, 0, 0], [0, 0, 0, 255], [255, 0, 0, 0]]], dtype=np.uint8), "CMYK"),
+        [(255, 255, 255), (0, 0, 0), (0, 255, 255)],
+    ),
 }
 
 
@@ -147,8 +162,9 @@ def system_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.parametrize("dataset", ["FashionMNISTLT", "CIFAR10LT"])
-def test_a_wrong_root_is_an_error_never_another_copy(tmp_path: Path, system_copy: Path, dataset: str,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wrong_root_is_an_error_never_another_copy(
+    tmp_path: Path, system_copy: Path, dataset: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     wrong = tmp_path / "fashon-mnist"  # a typo
     cls = {"FashionMNISTLT": FashionMNISTLT, "CIFAR10LT": CIFAR10LT}[dataset]
     with pytest.raises(DataNotFoundError) as err:
@@ -179,8 +195,9 @@ def test_a_balanced_set_reports_no_groups(options: dict) -> None:
     metrics = group_report(target, target, 10, dm.class_groups, dm.group_rule, "knn")
     assert metrics["knn/acc_top1"] == 1.0
     assert math.isnan(metrics["knn/none/acc_many"]) and math.isnan(metrics["knn/none/std"])
-    record = RunRecord.from_json({"run_id": "r", "axes": {"method": "SimCLR"}, "seed": 0, "metrics": metrics,
-                                  "per_class": {"knn": [1.0] * 10}})
+    record = RunRecord.from_json(
+        {"run_id": "r", "axes": {"method": "SimCLR"}, "seed": 0, "metrics": metrics, "per_class": {"knn": [1.0] * 10}}
+    )
     table, _ = main_table([record])  # a report over such a run does not crash; its groups show as missing
     row = table.splitlines()[-1].split(" | ")
     assert row[2:7] == ["100.00", "–", "–", "–", "–"]
@@ -193,8 +210,15 @@ def test_fashion_mnist_without_image_size_logs_its_hparams(tmp_path: Path, syste
     dm = FashionMNISTLT(root=str(system_copy), profile="balanced", batch_size=10)
     assert dm.hparams_initial["image_size"] == 28  # resolved, not None
     model = SimCLR(backbone="resnet_tiny", image_size=28, proj_hidden_dim=8, proj_output_dim=4)
-    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=pl.loggers.CSVLogger(tmp_path), limit_val_batches=0,
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=pl.loggers.CSVLogger(tmp_path),
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     trainer.fit(model, dm)  # Lightning merges both hparams for the logger: None vs 28 was an error
     assert yaml.safe_load((Path(trainer.log_dir) / "hparams.yaml").read_text())["image_size"] == 28
 
@@ -212,27 +236,49 @@ def test_image_folder_without_test_root_trains_and_says_how_to_add_one(tmp_path:
 
 
 # -- sweep launch ----------------------------------------------------------------------------------
-SPEC = {"name": "bad", "base": {"model": {"class_path": "SimCLR", "init_args": {"backbone": "resnet_tiny"}},
-                                "data": {"class_path": "DigitsLT"}}, "grid": {"seed": [0]}}
+SPEC = {
+    "name": "bad",
+    "base": {
+        "model": {"class_path": "SimCLR", "init_args": {"backbone": "resnet_tiny"}},
+        "data": {"class_path": "DigitsLT"},
+    },
+    "grid": {"seed": [0]},
+}
 YAML_CASES = {
-    "syntax error": ("name: bad\ngrid:\n  seed: [0, 1\n  method: [SimCLR]\n",
-                     r"bad\.yaml:4:9: YAML syntax error: expected ',' or '\]', but got ':' "
-                     r"\(while parsing a flow sequence opened at line 3, column 9\)"),
-    "duplicated key": ("name: bad\ngrid:\n  seed: [0]\n  seed: [1]\n",
-                       r"bad\.yaml:4:3: duplicate key 'seed' \(first at line 3\); keep one of them"),
+    "syntax error": (
+        "name: bad\ngrid:\n  seed: [0, 1\n  method: [SimCLR]\n",
+        r"bad\.yaml:4:9: YAML syntax error: expected ',' or '\]', but got ':' "
+        r"\(while parsing a flow sequence opened at line 3, column 9\)",
+    ),
+    "duplicated key": (
+        "name: bad\ngrid:\n  seed: [0]\n  seed: [1]\n",
+        r"bad\.yaml:4:3: duplicate key 'seed' \(first at line 3\); keep one of them",
+    ),
 }
 LAUNCH_CASES = {
-    "slurm outside SLURM": (["--launcher", "slurm"], r"--launcher slurm needs SLURM's `sbatch` on PATH, which is "
-                            r"not found .*use --launcher local"),
-    "gpus without GPUs": (["--gpus", "4"], r"--gpus 4 asks for 4 GPU workers but this machine has 0 CUDA GPU\(s\); "
-                          r"pass --gpus 1 \(one process, on the CPU\)"),
+    "slurm outside SLURM": (
+        ["--launcher", "slurm"],
+        r"--launcher slurm needs SLURM's `sbatch` on PATH, which is "
+        r"not found .*use --launcher local",
+    ),
+    "gpus without GPUs": (
+        ["--gpus", "4"],
+        r"--gpus 4 asks for 4 GPU workers but this machine has 0 CUDA GPU\(s\); "
+        r"pass --gpus 1 \(one process, on the CPU\)",
+    ),
 }
 
 
 def sweep(tmp_path: Path, args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": "", "PATH": os.path.dirname(sys.executable)}
-    return subprocess.run([sys.executable, "-m", "lightning_ssl.cli.main", "sweep", *args, "--results", "res"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_ssl.cli.main", "sweep", *args, "--results", "res"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("case", [*YAML_CASES, *LAUNCH_CASES])

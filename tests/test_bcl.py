@@ -127,9 +127,13 @@ def test_each_op_equals_pil(op: int, mode: str) -> None:
         pil_in = Image.fromarray(a if mode == "RGB" else a[..., 0], mode)
         ref = np.asarray(pil_op(pil_in, name, v, sign, centre)).astype(np.int64).reshape(13, 17, channels)
         x = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255
-        params = RandAugmentParams(op=torch.tensor([op]), apply=torch.tensor([True]),
-                                   value=torch.tensor([v], dtype=torch.float32), sign=torch.tensor([sign]),
-                                   centre=torch.from_numpy(centre[None]).float())
+        params = RandAugmentParams(
+            op=torch.tensor([op]),
+            apply=torch.tensor([True]),
+            value=torch.tensor([v], dtype=torch.float32),
+            sign=torch.tensor([sign]),
+            centre=torch.from_numpy(centre[None]).float(),
+        )
         got = torch.round(apply_rand_augment(x, params)[0].permute(1, 2, 0) * 255).long().numpy()
         np.testing.assert_array_equal(got, ref, err_msg=f"{name} at v={v:.4f}, sign {sign}")
 
@@ -176,7 +180,7 @@ def test_samples_with_a_larger_memory_get_stronger_views(digits, ops: int) -> No
     index = torch.arange(n)
     distance = view_distance(digits, index)
     order = torch.argsort(w)
-    low, high = distance[order[: n // 4]].mean(), distance[order[-n // 4:]].mean()
+    low, high = distance[order[: n // 4]].mean(), distance[order[-n // 4 :]].mean()
     assert distance[w == 0].abs().max() == 0  # w = 0: exactly the recipe's own views
     assert high > 3 * low, (float(low), float(high))
     rank = lambda t: torch.argsort(torch.argsort(t)).double()  # noqa: E731
@@ -187,11 +191,19 @@ def test_samples_with_a_larger_memory_get_stronger_views(digits, ops: int) -> No
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_the_ops_give_the_same_views_on_the_device() -> None:
     x = torch.rand(32, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    params = [RandAugmentParams(op=torch.arange(32) % 15, apply=torch.ones(32, dtype=torch.bool),
-                                value=torch.rand(32) * 0.5 + 0.1, sign=torch.ones(32), centre=torch.rand(32, 2))]
+    params = [
+        RandAugmentParams(
+            op=torch.arange(32) % 15,
+            apply=torch.ones(32, dtype=torch.bool),
+            value=torch.rand(32) * 0.5 + 0.1,
+            sign=torch.ones(32),
+            centre=torch.rand(32, 2),
+        )
+    ]
     cpu = apply_rand_augment(x, params[0])
-    cuda_params = RandAugmentParams(*(t.cuda() for t in (params[0].op, params[0].apply, params[0].value,
-                                                          params[0].sign, params[0].centre)))
+    cuda_params = RandAugmentParams(
+        *(t.cuda() for t in (params[0].op, params[0].apply, params[0].value, params[0].sign, params[0].centre))
+    )
     torch.testing.assert_close(apply_rand_augment(x.cuda(), cuda_params).cpu(), cpu, atol=1 / 255 + 1e-6, rtol=0)
 
 
@@ -225,9 +237,16 @@ def test_a_fit_hands_the_strengths_to_the_views(tmp_path: Path) -> None:
     dm.set_sample_augmentation = spy
     torch.manual_seed(0)
     model = BCLD(backbone="resnet_tiny", image_size=16, proj_hidden_dim=32, proj_output_dim=16, warmup_fraction=0.1)
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, dm)
     n = len(dm.splits.pretrain)
     assert [c[0] for c in calls] == [2, 2]  # one hand-off per epoch, BCL-D's k = 2
@@ -240,7 +259,7 @@ def test_a_fit_hands_the_strengths_to_the_views(tmp_path: Path) -> None:
     assert ((calls[1][1] >= 5) & (calls[1][1] <= 30)).all()
 
 
-RESUME_SCRIPT = textwrap.dedent('''
+RESUME_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import pytorch_lightning as pl
     import torch
@@ -273,14 +292,19 @@ RESUME_SCRIPT = textwrap.dedent('''
         if os.path.isdir(ckpt_dir) else None
     trainer.fit(model, DigitsLT(batch_size=64, recipe="small_gray"), ckpt_path=str(last) if last else None)
     torch.save(model.state_dict(), os.path.join(out, "final.pt"))
-''')
+""")
 
 
 def run_resume_script(out: Path, signal_at: int = -1) -> int:
     out.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(out), str(signal_at)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, str(out), str(signal_at)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode not in (0, -9):
         raise AssertionError(proc.stderr[-3000:])
     return proc.returncode

@@ -59,7 +59,8 @@ def tiny_cifar(tmp_path) -> tuple[Path, np.ndarray, np.ndarray]:
 def test_pickle_reader_keeps_order_pixels_and_labels(tiny_cifar):
     root, labels, images = tiny_cifar
     got_images, got_labels = read_cifar_batches(
-        root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "labels")
+        root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "labels"
+    )
     assert got_images.dtype == torch.uint8 and got_images.shape == (400, 3, 32, 32)
     np.testing.assert_array_equal(got_images.numpy(), images)
     np.testing.assert_array_equal(got_labels, labels)

@@ -12,28 +12,54 @@ from lightning_ssl.cli.main import main
 from lightning_ssl.config.errors import UsageError
 
 RUN = Path("runs") / "simclr-digitslt-0123abcd"
-TINY = ["--model", "SimCLR", "--data", "DigitsLT", "--model.backbone", "resnet_tiny", "--trainer.max_epochs", "1",
-        "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
+TINY = [
+    "--model",
+    "SimCLR",
+    "--data",
+    "DigitsLT",
+    "--model.backbone",
+    "resnet_tiny",
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 CASES = {
-    "max_epochs 0": (["fit", *TINY, "--trainer.max_epochs", "0"],
-                     "--trainer.max_epochs 0: a run needs at least one epoch; pass --trainer.max_epochs N with N >= 1"),
-    "probe a folder": (["probe", str(RUN)],
-                       f"{RUN} is a folder, not a checkpoint: pass a .ckpt file; e.g. {RUN / 'checkpoints' / 'last.ckpt'}"),
+    "max_epochs 0": (
+        ["fit", *TINY, "--trainer.max_epochs", "0"],
+        "--trainer.max_epochs 0: a run needs at least one epoch; pass --trainer.max_epochs N with N >= 1",
+    ),
+    "probe a folder": (
+        ["probe", str(RUN)],
+        f"{RUN} is a folder, not a checkpoint: pass a .ckpt file; e.g. {RUN / 'checkpoints' / 'last.ckpt'}",
+    ),
     "probe a missing file": (["probe", "nope.ckpt"], "checkpoint nope.ckpt does not exist"),
-    "config is an image": (["fit", "--config", "plot.png", *TINY],
-                           "--config plot.png: not a text file; pass a YAML config"),
-    "config is not a mapping": (["fit", "--config", "list.yaml", *TINY], "--config list.yaml: a config is a YAML mapping"),
+    "config is an image": (
+        ["fit", "--config", "plot.png", *TINY],
+        "--config plot.png: not a text file; pass a YAML config",
+    ),
+    "config is not a mapping": (
+        ["fit", "--config", "list.yaml", *TINY],
+        "--config list.yaml: a config is a YAML mapping",
+    ),
     "batch_size 0": (["fit", *TINY, "--data.batch_size", "0"], "batch_size=0 must be an integer >= 1"),
     "negative lr": (["fit", *TINY, "--model.lr", "-0.1"], "lr=-0.1 must be > 0"),
     "unknown method": (["fit", *TINY, "--model", "SimCRL"], "unknown method 'SimCRL'; valid methods:"),
-    "views contradict": (["fit", *TINY, "--model", "SwAV", "--model.num_small_views", "2", "--data.num_small_views", "4"],
-                         "--data.num_small_views 4 contradicts --model SwAV"),
+    "views contradict": (
+        ["fit", *TINY, "--model", "SwAV", "--model.num_small_views", "2", "--data.num_small_views", "4"],
+        "--data.num_small_views 4 contradicts --model SwAV",
+    ),
 }
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture

@@ -29,16 +29,29 @@ def test_cifar10_and_cifar100(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
 
 def test_fashion_mnist(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     rng = np.random.default_rng(0)
-    write_fashion_mnist(tmp_path, rng.integers(0, 256, (200, 28, 28), dtype=np.uint8), np.repeat(np.arange(10), 20),
-                        rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), np.repeat(np.arange(10), 3))
+    write_fashion_mnist(
+        tmp_path,
+        rng.integers(0, 256, (200, 28, 28), dtype=np.uint8),
+        np.repeat(np.arange(10), 20),
+        rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
+        np.repeat(np.arange(10), 3),
+    )
     out = stats(capsys, "fashion_mnist_lt", "--data.root", str(tmp_path), "--data.imbalance_ratio", "0.25")
     assert "10 classes" in out and "test set: 30 images" in out and "probe sets: full 200" in out
 
 
 def test_image_folder_and_unlabeled(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     write_class_folders(tmp_path / "train", {"cat": 8, "dog": 8, "fox": 8})
-    out = stats(capsys, "image_folder_lt", "--data.root", str(tmp_path / "train"), "--data.profile", "exp",
-                "--data.imbalance_ratio", "0.25")
+    out = stats(
+        capsys,
+        "image_folder_lt",
+        "--data.root",
+        str(tmp_path / "train"),
+        "--data.profile",
+        "exp",
+        "--data.imbalance_ratio",
+        "0.25",
+    )
     assert "pre-training set: 14 images, 3 classes" in out  # exp over 8 per class at 0.25: 8, 4, 2
     write_class_folders(tmp_path / "flat_src", {"x": 5})
     out = stats(capsys, "unlabeled_folder", "--data.root", str(tmp_path / "flat_src" / "x"))
@@ -52,14 +65,26 @@ def test_semi_synthetic(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "pre-training set: 505 images, 10 classes" in out
 
 
-@pytest.mark.parametrize("name,folder,expected", [
-    ("places_lt", "places_lt", "pre-training set: 62500 images, 365 classes"),
-    ("imagenet100_lt", "imagenet100_lt", "pre-training set: 12205 images, 100 classes"),
-])
-def test_list_file_datasets_from_real_lists(shared_data: Path, capsys: pytest.CaptureFixture, name: str,
-                                            folder: str, expected: str) -> None:
-    out = stats(capsys, name, "--data.root", "/nonexistent", "--data.lists_dir", str(shared_data / "lists" / folder),
-                "--data.lists_only", "true")
+@pytest.mark.parametrize(
+    "name,folder,expected",
+    [
+        ("places_lt", "places_lt", "pre-training set: 62500 images, 365 classes"),
+        ("imagenet100_lt", "imagenet100_lt", "pre-training set: 12205 images, 100 classes"),
+    ],
+)
+def test_list_file_datasets_from_real_lists(
+    shared_data: Path, capsys: pytest.CaptureFixture, name: str, folder: str, expected: str
+) -> None:
+    out = stats(
+        capsys,
+        name,
+        "--data.root",
+        "/nonexistent",
+        "--data.lists_dir",
+        str(shared_data / "lists" / folder),
+        "--data.lists_only",
+        "true",
+    )
     assert expected in out
     if name == "places_lt":
         assert "many 131 classes" in out and "medium 163 classes" in out and "few 71 classes" in out

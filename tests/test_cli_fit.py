@@ -15,9 +15,22 @@ from lightning_ssl.cli.main import main
 from tests.fixtures import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model.backbone", "resnet_tiny", "--data", "DigitsLT", "--data.batch_size", "64",
-        "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false"]
+TINY = [
+    "--model.backbone",
+    "resnet_tiny",
+    "--data",
+    "DigitsLT",
+    "--data.batch_size",
+    "64",
+    "--trainer.max_epochs",
+    "2",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
 
 
 def last_values(metrics_csv: Path) -> dict[str, float]:
@@ -38,8 +51,18 @@ def fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> Path:
 
 @pytest.mark.slow
 def test_fit_simclr_logs_probe_metrics_and_probe_reproduces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = fit(tmp_path, monkeypatch, "--model", "SimCLR", "--model.proj_hidden_dim", "64",
-              "--model.proj_output_dim", "32", "--model.lr", "0.3")
+    run = fit(
+        tmp_path,
+        monkeypatch,
+        "--model",
+        "SimCLR",
+        "--model.proj_hidden_dim",
+        "64",
+        "--model.proj_output_dim",
+        "32",
+        "--model.lr",
+        "0.3",
+    )
     metrics = last_values(run / "metrics.csv")
     online = metrics["online_linear/acc_top1"]
     knn = metrics["knn_k200_t0.1/acc_top1"]
@@ -59,12 +82,45 @@ def test_fit_simclr_logs_probe_metrics_and_probe_reproduces(tmp_path: Path, monk
 
     # out-of-domain: the same backbone probed and fine-tuned on another datamodule (a CIFAR fixture)
     rng = np.random.default_rng(0)
-    write_cifar10(tmp_path / "cifar", np.repeat(np.arange(10), 30), np.repeat(np.arange(10), 5),
-                  rng.integers(0, 256, (300, 3, 32, 32), dtype=np.uint8), rng.integers(0, 256, (50, 3, 32, 32), dtype=np.uint8))
+    write_cifar10(
+        tmp_path / "cifar",
+        np.repeat(np.arange(10), 30),
+        np.repeat(np.arange(10), 5),
+        rng.integers(0, 256, (300, 3, 32, 32), dtype=np.uint8),
+        rng.integers(0, 256, (50, 3, 32, 32), dtype=np.uint8),
+    )
     out = tmp_path / "transfer.json"
-    assert main(["probe", str(ckpt), "--out", str(out), "--data", "CIFAR10LT", "--data.root", str(tmp_path / "cifar"),
-                 "--data.image_size", "16", "--data.profile", "balanced", "--linear_epochs", "5", "--knn_k", "20",
-                 "--finetune", "true", "--finetune_epochs", "1", "--finetune_iterations", "2", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                str(ckpt),
+                "--out",
+                str(out),
+                "--data",
+                "CIFAR10LT",
+                "--data.root",
+                str(tmp_path / "cifar"),
+                "--data.image_size",
+                "16",
+                "--data.profile",
+                "balanced",
+                "--linear_epochs",
+                "5",
+                "--knn_k",
+                "20",
+                "--finetune",
+                "true",
+                "--finetune_epochs",
+                "1",
+                "--finetune_iterations",
+                "2",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     transfer = json.loads(out.read_text())
     assert transfer["transfer"] and transfer["datamodule"].endswith("CIFAR10LT")
     assert transfer["class_counts"] == [30] * 10
@@ -73,8 +129,10 @@ def test_fit_simclr_logs_probe_metrics_and_probe_reproduces(tmp_path: Path, monk
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", [["--model", "MoCoV2", "--model.queue_size", "128", "--model.proj_hidden_dim", "64"],
-                                   ["--model", "Supervised"]])
+@pytest.mark.parametrize(
+    "model",
+    [["--model", "MoCoV2", "--model.queue_size", "128", "--model.proj_hidden_dim", "64"], ["--model", "Supervised"]],
+)
 def test_fit_other_core_methods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: list[str]) -> None:
     run = fit(tmp_path, monkeypatch, *model)
     metrics = last_values(run / "metrics.csv")
@@ -103,8 +161,9 @@ def test_user_method_from_readme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     shutil.rmtree(tmp_path / "runs")
 
 
-def test_unknown_model_option_fails_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture) -> None:
+def test_unknown_model_option_fails_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["fit", "--model", "SimCLR", "--model.temprature", "0.2", *TINY]) == 2
     err = capsys.readouterr().err.strip()

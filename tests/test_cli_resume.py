@@ -22,15 +22,39 @@ class StopAfterEpoch(pl.Callback):
         trainer.should_stop = True
 
 
-BASE = ["fit", "--model", "SimCLR", "--model.backbone", "resnet_tiny", "--model.proj_hidden_dim", "16",
-        "--model.proj_output_dim", "8", "--data", "DigitsLT", "--data.batch_size", "64", "--trainer.max_epochs", "2",
-        "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false", "--trainer.logger", "false", "--trainer.limit_val_batches", "0"]
+BASE = [
+    "fit",
+    "--model",
+    "SimCLR",
+    "--model.backbone",
+    "resnet_tiny",
+    "--model.proj_hidden_dim",
+    "16",
+    "--model.proj_output_dim",
+    "8",
+    "--data",
+    "DigitsLT",
+    "--data.batch_size",
+    "64",
+    "--trainer.max_epochs",
+    "2",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.logger",
+    "false",
+    "--trainer.limit_val_batches",
+    "0",
+]
 CALLBACKS = ["--trainer.callbacks+=lightning_ssl.checkpoints.AtomicModelCheckpoint"]
 
 
-def test_same_command_resumes_where_the_run_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture) -> None:
+def test_same_command_resumes_where_the_run_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.chdir(tmp_path)
     main([*BASE, "--trainer.callbacks", "[]", *CALLBACKS, "--trainer.callbacks+=tests.test_cli_resume.StopAfterEpoch"])
     (run,) = (tmp_path / "runs").iterdir()  # runs/simclr-digitslt-<hash>/checkpoints/
@@ -44,13 +68,24 @@ def test_same_command_resumes_where_the_run_stopped(tmp_path: Path, monkeypatch:
     final = torch.load(folder / "last.ckpt", weights_only=False)
     assert final["epoch"] == 1 and final["global_step"] == 14  # 7 steps per epoch, two epochs in all
     # another config is another run: it does not pick these checkpoints up
-    main([*BASE[:-2], "--trainer.limit_val_batches", "0", "--model.temperature", "0.3", "--trainer.callbacks", "[]",
-          *CALLBACKS])
+    main(
+        [
+            *BASE[:-2],
+            "--trainer.limit_val_batches",
+            "0",
+            "--model.temperature",
+            "0.3",
+            "--trainer.callbacks",
+            "[]",
+            *CALLBACKS,
+        ]
+    )
     assert "resuming" not in capsys.readouterr().out
     assert len(list((tmp_path / "runs").iterdir())) == 2
 
 
 # -- a real kill: SIGKILL after some epochs, the same command resumes from the epoch checkpoint ---
+
 
 class KillAtEpoch(pl.Callback):
     """SIGKILLs this process at the start of the epoch named in ``$LSSL_TEST_KILL_EPOCH`` (an
@@ -66,8 +101,14 @@ def _lssl(args: list[str], cwd: Path, kill_epoch: int | None = None) -> subproce
     env.pop("LSSL_TEST_KILL_EPOCH", None)
     if kill_epoch is not None:
         env["LSSL_TEST_KILL_EPOCH"] = str(kill_epoch)
-    return subprocess.run([sys.executable, "-m", "lightning_ssl.cli.main", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_ssl.cli.main", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -76,12 +117,36 @@ def test_sigkill_after_epochs_resumes_from_the_epoch_checkpoint(tmp_path: Path) 
     the third of four epochs leaves the checkpoint of epoch 2 on disk; the same command resumes
     from it, trains only the last two epochs, keeps the logged rows of the killed session, and
     ends with the weights of an uninterrupted run."""
-    args = ["fit", "--model", "SimCLR", "--model.backbone", "resnet_tiny", "--model.proj_hidden_dim", "16",
-            "--model.proj_output_dim", "8", "--data", "DigitsLT", "--data.batch_size", "64",
-            "--trainer.max_epochs", "4", "--trainer.accelerator", "cpu", "--trainer.limit_val_batches", "0",
-            "--trainer.check_val_every_n_epoch", "4",  # validation at the end only (the sweeps' setting)
-            "--trainer.deterministic", "true", "--trainer.log_every_n_steps", "1", "--seed_everything", "3",
-            "--trainer.callbacks+=tests.test_cli_resume.KillAtEpoch"]
+    args = [
+        "fit",
+        "--model",
+        "SimCLR",
+        "--model.backbone",
+        "resnet_tiny",
+        "--model.proj_hidden_dim",
+        "16",
+        "--model.proj_output_dim",
+        "8",
+        "--data",
+        "DigitsLT",
+        "--data.batch_size",
+        "64",
+        "--trainer.max_epochs",
+        "4",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.limit_val_batches",
+        "0",
+        "--trainer.check_val_every_n_epoch",
+        "4",  # validation at the end only (the sweeps' setting)
+        "--trainer.deterministic",
+        "true",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--seed_everything",
+        "3",
+        "--trainer.callbacks+=tests.test_cli_resume.KillAtEpoch",
+    ]
     full, cut = tmp_path / "full", tmp_path / "cut"
     full.mkdir(), cut.mkdir()
     assert _lssl(args, full).returncode == 0
@@ -104,8 +169,9 @@ def test_sigkill_after_epochs_resumes_from_the_epoch_checkpoint(tmp_path: Path) 
     assert logged[0] == 0 and logged[-1] >= 27  # rows from both sessions, the first kept
 
 
-def test_a_checkpoint_of_other_settings_is_refused_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture) -> None:
+def test_a_checkpoint_of_other_settings_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     """Lightning would let the checkpoint's hyper-parameters replace the command's model; a
     mismatch is a one-line error naming it, and ``--ckpt_config true`` uses the checkpoint's."""
     monkeypatch.chdir(tmp_path)
@@ -116,7 +182,9 @@ def test_a_checkpoint_of_other_settings_is_refused_by_name(tmp_path: Path, monke
     assert main(moco) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "trained with other settings" in err
-    assert "model: lightning_ssl.methods.mocov2.MoCoV2 here, lightning_ssl.methods.simclr.SimCLR in the checkpoint" in err
+    assert (
+        "model: lightning_ssl.methods.mocov2.MoCoV2 here, lightning_ssl.methods.simclr.SimCLR in the checkpoint" in err
+    )
     other_backbone = [*BASE[:3], "--model.backbone", "resnet18", *BASE[5:], "--ckpt_path", str(ckpt)]
     assert main(other_backbone) == 2
     assert "model.backbone: resnet18 here, resnet_tiny in the checkpoint" in capsys.readouterr().err
@@ -125,7 +193,9 @@ def test_a_checkpoint_of_other_settings_is_refused_by_name(tmp_path: Path, monke
     assert "data.imbalance_ratio: 0.5 here" in capsys.readouterr().err
     # asked for explicitly: the checkpoint's model config is trained, and the command says so
     assert main([*other_backbone, "--ckpt_config", "true", "--trainer.max_epochs", "2"]) == 0
-    assert "--ckpt_config: training the checkpoint's model config (model.backbone: resnet18 here" in \
-        capsys.readouterr().out
+    assert (
+        "--ckpt_config: training the checkpoint's model config (model.backbone: resnet18 here"
+        in capsys.readouterr().out
+    )
     assert main([*BASE, "--ckpt_path", str(tmp_path / "nope.ckpt")]) == 2
     assert "no such checkpoint file" in capsys.readouterr().err

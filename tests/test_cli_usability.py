@@ -48,8 +48,15 @@ def test_fit_help_is_the_method_help(capsys: pytest.CaptureFixture) -> None:
 
 def test_short_names_expand_in_any_case() -> None:
     args = expand_short_names(["--model", "simclr", "--data=cifar100_lt", "--data.root", "x", "--model.lr", "1"])
-    assert args == ["--model", "lightning_ssl.methods.simclr.SimCLR", "--data=datamodules.cifar.CIFAR100LT",
-                    "--data.root", "x", "--model.lr", "1"]
+    assert args == [
+        "--model",
+        "lightning_ssl.methods.simclr.SimCLR",
+        "--data=datamodules.cifar.CIFAR100LT",
+        "--data.root",
+        "x",
+        "--model.lr",
+        "1",
+    ]
     assert expand_short_names(["--model", "my_module.MyBYOL"]) == ["--model", "my_module.MyBYOL"]
     with pytest.raises(ValueError, match="unknown method 'SimCRL'; valid methods: .*SimCLR"):
         expand_short_names(["--model", "SimCRL"])
@@ -61,19 +68,41 @@ def test_log_interval_follows_the_epoch_length(batches: int, expected: int) -> N
 
 
 @pytest.mark.slow
-def test_default_fit_logs_loss_and_lr_and_probes_by_short_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                capsys: pytest.CaptureFixture) -> None:
+def test_default_fit_logs_loss_and_lr_and_probes_by_short_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     """DigitsLT at its default batch size has 2 steps per epoch: Lightning's 50-step logging period
     would log no loss at all."""
     monkeypatch.chdir(tmp_path)
-    assert main(["fit", "--model", "simclr", "--data", "digits_lt", "--model.backbone", "resnet_tiny",
-                 "--model.proj_hidden_dim", "32", "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
-                 "--trainer.enable_progress_bar", "false"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--model",
+                "simclr",
+                "--data",
+                "digits_lt",
+                "--model.backbone",
+                "resnet_tiny",
+                "--model.proj_hidden_dim",
+                "32",
+                "--trainer.max_epochs",
+                "2",
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.enable_progress_bar",
+                "false",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     (run,) = (tmp_path / "runs").iterdir()
     assert run.name.startswith("simclr-digitslt-") and len(run.name.rsplit("-", 1)[1]) == 8
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]  # one copy, not two
-    assert "final metrics after epoch 2" in out and "knn_k200_t0.1" in out and f"{run.name}/checkpoints/last.ckpt" in out
+    assert (
+        "final metrics after epoch 2" in out and "knn_k200_t0.1" in out and f"{run.name}/checkpoints/last.ckpt" in out
+    )
     csv_rows = (run / "csv" / "metrics.csv").read_text().splitlines()
     header = csv_rows[0].split(",")
     loss_rows = [r for r in csv_rows[1:] if r.split(",")[header.index("train/loss")]]
@@ -85,13 +114,39 @@ def test_default_fit_logs_loss_and_lr_and_probes_by_short_name(tmp_path: Path, m
     assert {"knn_k200_t0.1/per_class", "online_linear/per_class"} <= set(events.Tags()["images"])
 
     rng = np.random.default_rng(0)  # `lssl probe CKPT --data CIFAR100LT` (the README's transfer command)
-    write_cifar100(tmp_path / "c100", np.repeat(np.arange(100), 3), np.repeat(np.arange(100), 1),
-                   rng.integers(0, 256, (300, 3, 32, 32), dtype=np.uint8),
-                   rng.integers(0, 256, (100, 3, 32, 32), dtype=np.uint8))
+    write_cifar100(
+        tmp_path / "c100",
+        np.repeat(np.arange(100), 3),
+        np.repeat(np.arange(100), 1),
+        rng.integers(0, 256, (300, 3, 32, 32), dtype=np.uint8),
+        rng.integers(0, 256, (100, 3, 32, 32), dtype=np.uint8),
+    )
     result = tmp_path / "transfer.json"
-    assert main(["probe", str(run / "checkpoints" / "last.ckpt"), "--data", "CIFAR100LT", "--data.root",
-                 str(tmp_path / "c100"), "--data.image_size", "16", "--data.profile", "balanced", "--linear_steps",
-                 "10", "--knn_k", "5", "--device", "cpu", "--out", str(result)]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                str(run / "checkpoints" / "last.ckpt"),
+                "--data",
+                "CIFAR100LT",
+                "--data.root",
+                str(tmp_path / "c100"),
+                "--data.image_size",
+                "16",
+                "--data.profile",
+                "balanced",
+                "--linear_steps",
+                "10",
+                "--knn_k",
+                "5",
+                "--device",
+                "cpu",
+                "--out",
+                str(result),
+            ]
+        )
+        == 0
+    )
     assert '"datamodule": "datamodules.cifar.CIFAR100LT"' in result.read_text()
     assert last_values(run / "csv" / "metrics.csv")["lr"] >= 0
 
@@ -101,9 +156,10 @@ def test_the_working_directory_cannot_shadow_the_suite(tmp_path: Path) -> None:
     (tmp_path / "datamodules").mkdir()
     (tmp_path / "datamodules" / "__init__.py").write_text("raise ImportError('the user package was imported')\n")
     (tmp_path / "user_module.py").write_text("VALUE = 1\n")
-    code = ("import sys; from lightning_ssl.cli.main import main; rc = main(['data', 'card', 'DigitsLT']); "
-            "import user_module; sys.exit(rc)")
-    lssl = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    code = (
+        "import sys; from lightning_ssl.cli.main import main; rc = main(['data', 'card', 'DigitsLT']); "
+        "import user_module; sys.exit(rc)"
+    )
+    lssl = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert lssl.returncode == 0, lssl.stderr[-2000:]
     assert "name: digits_lt" in lssl.stdout

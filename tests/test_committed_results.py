@@ -19,8 +19,11 @@ from lightning_ssl.sweep.runner import load_results
 from lightning_ssl.sweep.spec import expand, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = sorted(p for p in (ROOT / "results").iterdir() if (ROOT / "benchmarks" / f"{p.name}.yaml").is_file()) \
-    if (ROOT / "results").is_dir() else []
+COMMITTED = (
+    sorted(p for p in (ROOT / "results").iterdir() if (ROOT / "benchmarks" / f"{p.name}.yaml").is_file())
+    if (ROOT / "results").is_dir()
+    else []
+)
 
 
 def section(report: str, name: str) -> str:
@@ -41,7 +44,9 @@ def test_committed_results_are_not_stale(folder: Path) -> None:
     runs = {run.run_id: run for run in expand(load_spec(ROOT / "benchmarks" / f"{folder.name}.yaml"))}
     for record in records:
         run = runs.get(record["run_id"])
-        assert run is not None, f"{record['run_id']} ({record['method']}) is not a run of {folder.name}.yaml as it is now"
+        assert run is not None, (
+            f"{record['run_id']} ({record['method']}) is not a run of {folder.name}.yaml as it is now"
+        )
         assert stale_reason(record, run) is None, f"{record['run_id']}: {stale_reason(record, run)}"
 
 

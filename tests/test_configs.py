@@ -21,10 +21,25 @@ def test_config_instantiates(family: str, method: str) -> None:
     from datamodules.base import LongTailDataModule
 
     cli = SSLCLI(
-        SSLMethod, LongTailDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
-        args=["--config", str(CONFIGS / "data" / FAMILY_DATA[family]), "--config", str(CONFIGS / family / method),
-              "--model.backbone", "resnet_tiny", "--trainer.logger", "false", "--trainer.accelerator", "cpu",
-              "--trainer.precision", "32-true"],
+        SSLMethod,
+        LongTailDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=[
+            "--config",
+            str(CONFIGS / "data" / FAMILY_DATA[family]),
+            "--config",
+            str(CONFIGS / family / method),
+            "--model.backbone",
+            "resnet_tiny",
+            "--trainer.logger",
+            "false",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.precision",
+            "32-true",
+        ],
     )
     assert isinstance(cli.model, SSLMethod)
     expected = 32 if family == "cifar" else 224
@@ -36,7 +51,21 @@ def test_every_data_config_instantiates() -> None:
     from datamodules.base import LongTailDataModule
 
     for path in sorted((CONFIGS / "data").glob("*.yaml")):
-        cli = SSLCLI(SSLMethod, LongTailDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
-                     args=["--config", str(path), "--model", "SimCLR", "--model.backbone", "resnet_tiny",
-                           "--trainer.logger", "false"])
+        cli = SSLCLI(
+            SSLMethod,
+            LongTailDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            run=False,
+            args=[
+                "--config",
+                str(path),
+                "--model",
+                "SimCLR",
+                "--model.backbone",
+                "resnet_tiny",
+                "--trainer.logger",
+                "false",
+            ],
+        )
         assert cli.datamodule.batch_size > 0, path

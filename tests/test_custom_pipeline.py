@@ -30,9 +30,17 @@ from lightning_ssl.sweep.spec import Run, expand, spec_from_dict
 class BarsLT(InMemoryLTDataModule):
     """Four classes of 8x8 grey images, class c a bright bar on rows 2c and 2c+1, plus noise."""
 
-    card = DatasetCard(name="bars_lt_test", num_classes=4, image_size=8, channels=1, mean=(0.3,), std=(0.4,),
-                       group_rule="thirds", protocol="exp profile over 30 images per class",
-                       source="drawn by tests/test_custom_pipeline.py")
+    card = DatasetCard(
+        name="bars_lt_test",
+        num_classes=4,
+        image_size=8,
+        channels=1,
+        mean=(0.3,),
+        std=(0.4,),
+        group_rule="thirds",
+        protocol="exp profile over 30 images per class",
+        source="drawn by tests/test_custom_pipeline.py",
+    )
 
     def __init__(self, image_size: int | None = 8, recipe: str = "small_gray", **kwargs: Any) -> None:
         super().__init__(image_size=image_size, recipe=recipe, **kwargs)
@@ -44,7 +52,7 @@ class BarsLT(InMemoryLTDataModule):
             labels = np.repeat(np.arange(4), per_class)
             images = rng.integers(0, 60, size=(labels.size, 1, 8, 8), dtype=np.uint8)
             for i, c in enumerate(labels):
-                images[i, 0, 2 * c: 2 * c + 2] = 230
+                images[i, 0, 2 * c : 2 * c + 2] = 230
             return torch.from_numpy(images), labels
 
         return Source(*draw(30), *draw(10))
@@ -103,8 +111,10 @@ class TwoStages(Pipeline):
             stage.trainer.save_checkpoint(first.with_suffix(".tmp"))
             os.replace(first.with_suffix(".tmp"), first)  # the stage is done once its file is whole
         second_config = {**config, "trainer": {**config["trainer"], "max_epochs": options["second_epochs"]}}
-        second_config["model"] = {**config["model"], "init_args": {**config["model"]["init_args"],
-                                                                   "lr": config["model"]["init_args"]["lr"] / 10}}
+        second_config["model"] = {
+            **config["model"],
+            "init_args": {**config["model"]["init_args"], "lr": config["model"]["init_args"]["lr"] / 10},
+        }
         stage = instantiate(second_config)
         stage.model.load_state_dict(torch.load(first, weights_only=False)["state_dict"])
         stage.trainer.fit(stage.model, datamodule=stage.datamodule)
@@ -136,8 +146,11 @@ def test_a_two_stage_method_from_a_test_file_runs_through_lssl_sweep(tmp_path: P
     (record,) = load_results(tmp_path / "results" / "two_stage")
     assert record["pipeline"] == "test_custom_pipeline.TwoStages"
     assert record["pipeline_options"] == {"first_epochs": 2, "second_epochs": 1}
-    assert record["train"] == {"epochs": 3, "first_stage_reused": False, "eval_seconds": pytest.approx(
-        record["train"]["eval_seconds"])}
+    assert record["train"] == {
+        "epochs": 3,
+        "first_stage_reused": False,
+        "eval_seconds": pytest.approx(record["train"]["eval_seconds"]),
+    }
     assert record["config"]["data"]["class_path"] == "test_custom_pipeline.BarsLT"
     assert record["evaluation"]["class_counts"] == [int(30 * 0.5 ** (c / 3)) for c in range(4)]  # LDAM's exp
     assert 0.25 < record["metrics"]["linear_full/acc_top1"] <= 1 and len(record["per_class"]["linear_full"]) == 4

@@ -18,9 +18,17 @@ from datamodules.names import datamodule_class, datamodule_classes
 from lightning_ssl.cli.main import main
 from lightning_ssl.config.registry import dataset_classes, dataset_path
 
-TOY_CARD = DatasetCard(name="toy_lt", num_classes=4, image_size=16, channels=1, mean=(0.5,), std=(0.29,),
-                       group_rule="thirds", protocol="exp profile over 40 random images per class",
-                       source="made in tests/test_dataset_names.py")
+TOY_CARD = DatasetCard(
+    name="toy_lt",
+    num_classes=4,
+    image_size=16,
+    channels=1,
+    mean=(0.5,),
+    std=(0.29,),
+    group_rule="thirds",
+    protocol="exp profile over 40 random images per class",
+    source="made in tests/test_dataset_names.py",
+)
 
 
 class ToyLT(InMemoryLTDataModule):
@@ -42,15 +50,42 @@ def test_found_by_card_name_and_class_name() -> None:
     assert dataset_path("ToyLT") == dataset_path("toy_lt") == f"{__name__}.ToyLT"
 
 
-def test_lssl_data_and_fit_take_it_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture) -> None:
+def test_lssl_data_and_fit_take_it_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     assert main(["data", "stats", "toy_lt", "--data.imbalance_ratio", "0.5"]) == 0
     assert "pre-training set: 116 images, 4 classes" in capsys.readouterr().out  # 40 + 31 + 25 + 20 (exp)
     monkeypatch.chdir(tmp_path)
-    assert main(["fit", "--model", "SimCLR", "--model.backbone", "resnet_tiny", "--model.proj_hidden_dim", "32",
-                 "--model.proj_output_dim", "16", "--data", "ToyLT", "--data.imbalance_ratio", "0.5",
-                 "--data.batch_size", "32", "--trainer.max_steps", "2", "--trainer.accelerator", "cpu",
-                 "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--model",
+                "SimCLR",
+                "--model.backbone",
+                "resnet_tiny",
+                "--model.proj_hidden_dim",
+                "32",
+                "--model.proj_output_dim",
+                "16",
+                "--data",
+                "ToyLT",
+                "--data.imbalance_ratio",
+                "0.5",
+                "--data.batch_size",
+                "32",
+                "--trainer.max_steps",
+                "2",
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.enable_model_summary",
+                "false",
+            ]
+        )
+        == 0
+    )
     (ckpt,) = tmp_path.glob("runs/*/checkpoints/last.ckpt")
     assert torch.load(ckpt, map_location="cpu", weights_only=False)["datamodule_class"] == f"{__name__}.ToyLT"
 

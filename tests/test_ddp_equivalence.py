@@ -107,18 +107,29 @@ METHODS = {
     "SimCLR": lambda: SimCLR(proj_hidden_dim=16, proj_output_dim=8, **SMALL),
     "MoCoV2": lambda: MoCoV2(proj_hidden_dim=16, proj_output_dim=8, queue_size=32, **SMALL),
     "SimSiam": lambda: SimSiam(proj_hidden_dim=16, proj_output_dim=16, pred_hidden_dim=8, **SMALL),
-    "SwAV": lambda: SwAV(proj_hidden_dim=16, proj_output_dim=8, num_prototypes=5, num_small_views=2,
-                         freeze_prototypes_steps=0, **SMALL),
+    "SwAV": lambda: SwAV(
+        proj_hidden_dim=16, proj_output_dim=8, num_prototypes=5, num_small_views=2, freeze_prototypes_steps=0, **SMALL
+    ),
     "MoCLR": lambda: MoCLR(proj_hidden_dim=16, proj_output_dim=8, **SMALL),
-    "UOTA": lambda: UOTASwAV(proj_hidden_dim=16, proj_output_dim=8, num_prototypes=5, num_small_views=2,
-                             freeze_prototypes_steps=0, uota_start_epoch=0, **SMALL),
+    "UOTA": lambda: UOTASwAV(
+        proj_hidden_dim=16,
+        proj_output_dim=8,
+        num_prototypes=5,
+        num_small_views=2,
+        freeze_prototypes_steps=0,
+        uota_start_epoch=0,
+        **SMALL,
+    ),
     "Supervised": lambda: Supervised(num_classes=4, **SMALL),
     "SDCLR": lambda: SDCLR(proj_hidden_dim=16, proj_output_dim=8, **SMALL),
     "BCL-D": lambda: BCLD(proj_hidden_dim=16, proj_output_dim=8, **SMALL),
-    "SimCLR+GH+TS": lambda: SimCLR(proj_hidden_dim=16, proj_output_dim=8, **SMALL,
-                                   gh=GHConfig(num_anchors=6, warmup_epochs=1, ramp_epochs=1, prior_every=1,
-                                               iterations=30),
-                                   temperature_schedule=TemperatureSchedule(0.1, 1.0, period_epochs=4)),
+    "SimCLR+GH+TS": lambda: SimCLR(
+        proj_hidden_dim=16,
+        proj_output_dim=8,
+        **SMALL,
+        gh=GHConfig(num_anchors=6, warmup_epochs=1, ramp_epochs=1, prior_every=1, iterations=30),
+        temperature_schedule=TemperatureSchedule(0.1, 1.0, period_epochs=4),
+    ),
 }
 # methods whose state changes at an epoch boundary run two epochs of 2 steps (re-pruning, BCL's
 # weights, GH's prior and weight, the temperature of epoch 2)
@@ -129,10 +140,19 @@ def train(method: str, devices: int, out: Path) -> dict[str, torch.Tensor]:
     pl.seed_everything(0)
     model = METHODS[method]()
     data = FixedViewsData(devices)
-    trainer = pl.Trainer(max_steps=STEPS.get(method, 2), accelerator="cpu", devices=devices,
-                         strategy="ddp_spawn" if devices > 1 else "auto", logger=False, use_distributed_sampler=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[FrozenBNAndSave(out)], default_root_dir=out.parent)
+    trainer = pl.Trainer(
+        max_steps=STEPS.get(method, 2),
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        logger=False,
+        use_distributed_sampler=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[FrozenBNAndSave(out)],
+        default_root_dir=out.parent,
+    )
     trainer.fit(model, datamodule=data)
     return torch.load(out)
 
@@ -143,7 +163,9 @@ def train(method: str, devices: int, out: Path) -> dict[str, torch.Tensor]:
 def test_two_processes_equal_one(method: str, tmp_path: Path) -> None:
     one = train(method, 1, tmp_path / "one.pt")
     two = train(method, 2, tmp_path / "two.pt")
-    moved = [k for k in one if one[k].is_floating_point() and not torch.equal(one[k], METHODS[method]().state_dict()[k])]
+    moved = [
+        k for k in one if one[k].is_floating_point() and not torch.equal(one[k], METHODS[method]().state_dict()[k])
+    ]
     assert moved, "training changed nothing"
     for key in one:
         if key == "queue":  # the same keys, enqueued in rank order instead of batch order

@@ -19,17 +19,27 @@ class SaveQueue(pl.Callback):
         self.out = out
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        torch.save({"queue": pl_module.queue.cpu(), "ptr": int(pl_module.queue_ptr)},
-                   self.out / f"queue_rank{trainer.global_rank}.pt")
+        torch.save(
+            {"queue": pl_module.queue.cpu(), "ptr": int(pl_module.queue_ptr)},
+            self.out / f"queue_rank{trainer.global_rank}.pt",
+        )
 
 
 def test_ddp_spawn_fit_moco_queue_identical_on_ranks(tmp_path: Path) -> None:
-    model = MoCoV2(backbone="resnet_tiny", image_size=16, proj_hidden_dim=32, proj_output_dim=16,
-                   queue_size=64, lr=0.05)
+    model = MoCoV2(
+        backbone="resnet_tiny", image_size=16, proj_hidden_dim=32, proj_output_dim=16, queue_size=64, lr=0.05
+    )
     dm = DigitsLT(batch_size=16, eval_batch_size=128)
     trainer = pl.Trainer(
-        strategy="ddp_spawn", accelerator="cpu", devices=2, max_epochs=1, limit_train_batches=3,
-        limit_val_batches=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        strategy="ddp_spawn",
+        accelerator="cpu",
+        devices=2,
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[SaveQueue(tmp_path), OnlineLinearProbe(), KNNMonitor(k=20)],
         default_root_dir=tmp_path,

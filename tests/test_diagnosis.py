@@ -10,16 +10,38 @@ METRIC = "linear_full/acc_top1"
 KNN = "knn_k200_t0.1/acc_top1"
 
 
-def rec(method: str, seed: int | None, acc: float, knn: float | None = None, rank: float = 60.0, std: float = 0.8,
-        falling: bool = False) -> RunRecord:
+def rec(
+    method: str,
+    seed: int | None,
+    acc: float,
+    knn: float | None = None,
+    rank: float = 60.0,
+    std: float = 0.8,
+    falling: bool = False,
+) -> RunRecord:
     """A result of ``method``; ``seed=None``: a run without randomness (RawPixels), no seed axis."""
-    diag = {"features": {"rankme": rank, "dim": 128, "uniformity": -3.0, "std": std, "alignment": 0.5},
-            "embedding": {"rankme": rank / 2, "dim": 64, "uniformity": -3.0, "std": std, "alignment": 0.4},
-            "rows": 2048, "loss_trend": {"first": 5.0, "last": 4.0, "fall_last_quarter": 0.05 if falling else 0.001,
-                                         "still_falling": falling}}
+    diag = {
+        "features": {"rankme": rank, "dim": 128, "uniformity": -3.0, "std": std, "alignment": 0.5},
+        "embedding": {"rankme": rank / 2, "dim": 64, "uniformity": -3.0, "std": std, "alignment": 0.4},
+        "rows": 2048,
+        "loss_trend": {
+            "first": 5.0,
+            "last": 4.0,
+            "fall_last_quarter": 0.05 if falling else 0.001,
+            "still_falling": falling,
+        },
+    }
     axes = {"method": method, "dataset": "D", **({} if seed is None else {"seed": seed})}
-    return RunRecord.from_json({"run_id": f"{method}-{seed}", "method": method, "seed": seed, "axes": axes,
-                                "metrics": {METRIC: acc, KNN: acc if knn is None else knn}, "diagnostics": diag})
+    return RunRecord.from_json(
+        {
+            "run_id": f"{method}-{seed}",
+            "method": method,
+            "seed": seed,
+            "axes": axes,
+            "metrics": {METRIC: acc, KNN: acc if knn is None else knn},
+            "diagnostics": diag,
+        }
+    )
 
 
 def floors() -> list[RunRecord]:
@@ -52,9 +74,12 @@ def test_knn_floor_is_checked_too_and_all_clear_is_said() -> None:
 
 
 def test_ranking_says_ties_as_ties() -> None:
-    records = floors() + [rec("A", s, v) for s, v in ((0, 0.80), (1, 0.82), (2, 0.81))] \
-        + [rec("B", s, v) for s, v in ((0, 0.805), (1, 0.815), (2, 0.81))] \
+    records = (
+        floors()
+        + [rec("A", s, v) for s, v in ((0, 0.80), (1, 0.82), (2, 0.81))]
+        + [rec("B", s, v) for s, v in ((0, 0.805), (1, 0.815), (2, 0.81))]
         + [rec("C", s, v) for s, v in ((0, 0.70), (1, 0.701), (2, 0.702))]
+    )
     lines = ranking_lines(records, METRIC)
     assert lines[0] == f"- ranking on {METRIC} (dataset=D):"
     assert lines[1].startswith("  1. ") and "tied with" in lines[1]

@@ -23,7 +23,9 @@ from lightning_ssl.eval.diagnostics import (
 def test_rankme_known_values() -> None:
     # p = [0.75, 0.25] + 1e-5: exp(-(p log p).sum()) by hand
     p = torch.tensor([0.75, 0.25], dtype=torch.float64) + 1e-5
-    assert rankme(torch.diag(torch.tensor([3.0, 1.0]))) == pytest.approx(float(torch.exp(-(p * p.log()).sum())), abs=1e-9)
+    assert rankme(torch.diag(torch.tensor([3.0, 1.0]))) == pytest.approx(
+        float(torch.exp(-(p * p.log()).sum())), abs=1e-9
+    )
     assert rankme(torch.diag(torch.tensor([3.0, 1.0]))) == pytest.approx(1.754760, abs=1e-6)
     assert rankme(torch.eye(8)) == pytest.approx(8.000691, abs=1e-6)
     assert rankme(torch.ones(8, 8)) == pytest.approx(1.000796, abs=1e-6)  # all rows equal: collapsed
@@ -82,9 +84,16 @@ class Tiny(pl.LightningModule):
 def test_monitor_logs_every_n_steps_and_keeps_every_loss(tmp_path) -> None:  # noqa: ANN001
     monitor = CollapseMonitor(every_n_steps=2)
     logger = pl.loggers.CSVLogger(tmp_path)
-    trainer = pl.Trainer(max_epochs=2, callbacks=[monitor], logger=logger, log_every_n_steps=1,
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                         accelerator="cpu")
+    trainer = pl.Trainer(
+        max_epochs=2,
+        callbacks=[monitor],
+        logger=logger,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+    )
     trainer.fit(Tiny())
     assert len(monitor.losses) == 16  # 64 / 8 x 2 epochs, every step kept
     text = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text()

@@ -168,20 +168,52 @@ def test_stage_warmup_is_a_fraction_of_the_stage():
 
 # -- the pipeline end to end ------------------------------------------------------------------------
 
+
 def cli_args(work_dir, clusters: int = 2) -> list[str]:
     return [
-        "--data", "DigitsLT", "--data.batch_size", "16", "--data.eval_batch_size", "256",
-        "--model.backbone", "resnet_tiny", "--model.proj_hidden_dim", "16", "--model.proj_output_dim", "8",
-        "--distill.head_hidden_dim", "16", "--num_clusters", str(clusters),
-        "--base_epochs", "1", "--expert_epochs", "0.25", "--distill_epochs", "1", "--work_dir", str(work_dir),
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.limit_train_batches", "1",
-        "--trainer.enable_progress_bar", "false", "--kmeans_backend", "torch",
+        "--data",
+        "DigitsLT",
+        "--data.batch_size",
+        "16",
+        "--data.eval_batch_size",
+        "256",
+        "--model.backbone",
+        "resnet_tiny",
+        "--model.proj_hidden_dim",
+        "16",
+        "--model.proj_output_dim",
+        "8",
+        "--distill.head_hidden_dim",
+        "16",
+        "--num_clusters",
+        str(clusters),
+        "--base_epochs",
+        "1",
+        "--expert_epochs",
+        "0.25",
+        "--distill_epochs",
+        "1",
+        "--work_dir",
+        str(work_dir),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--kmeans_backend",
+        "torch",
     ]
 
 
 def mtimes(work_dir) -> dict[str, int]:
-    return {str(p.relative_to(work_dir)): p.stat().st_mtime_ns
-            for p in work_dir.rglob("*") if p.is_file() and p.suffix in (".ckpt", ".npy", ".json")}
+    return {
+        str(p.relative_to(work_dir)): p.stat().st_mtime_ns
+        for p in work_dir.rglob("*")
+        if p.is_file() and p.suffix in (".ckpt", ".npy", ".json")
+    }
 
 
 def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
@@ -220,12 +252,20 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
 
 SWEEP = {
     "name": "dnc",
-    "base": {"model": {"init_args": {"backbone": "resnet_tiny", "proj_hidden_dim": 16, "proj_output_dim": 8}},
-             "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 16, "eval_batch_size": 256}},
-             "trainer": {"accelerator": "cpu", "limit_train_batches": 1}},
+    "base": {
+        "model": {"init_args": {"backbone": "resnet_tiny", "proj_hidden_dim": 16, "proj_output_dim": 8}},
+        "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 16, "eval_batch_size": 256}},
+        "trainer": {"accelerator": "cpu", "limit_train_batches": 1},
+    },
     "grid": {"method": ["DnC"]},
-    "dnc": {"num_clusters": 2, "base_epochs": 1, "expert_epochs": 0.25, "distill_epochs": 1, "kmeans_backend": "torch",
-            "distill": {"head_hidden_dim": 16}},
+    "dnc": {
+        "num_clusters": 2,
+        "base_epochs": 1,
+        "expert_epochs": 0.25,
+        "distill_epochs": 1,
+        "kmeans_backend": "torch",
+        "distill": {"head_hidden_dim": 16},
+    },
     "evaluation": {"linear_options": {"steps": 20}, "knn_k": 20},
 }
 
@@ -250,9 +290,11 @@ def test_a_sweep_run_of_dnc_is_its_pipeline(tmp_path):
     assert student["head_hidden_dim"] == 16 and student["proj_hidden_dim"] == 16  # its own, and the teachers'
     assert 0 <= record["metrics"]["linear_full/acc_top1"] <= 1 and record["train"]["devices"] == 1
 
-    for dnc, words in (({"num_cluster": 2}, "dnc: unknown key(s) ['num_cluster']; valid keys: num_clusters"),
-                       ({"num_clusters": 0}, "dnc: num_clusters=0 must be >= 1"),
-                       ({"distill": {"heads": 3}}, "['heads'] are not options of the DnC student")):
+    for dnc, words in (
+        ({"num_cluster": 2}, "dnc: unknown key(s) ['num_cluster']; valid keys: num_clusters"),
+        ({"num_clusters": 0}, "dnc: num_clusters=0 must be >= 1"),
+        ({"distill": {"heads": 3}}, "['heads'] are not options of the DnC student"),
+    ):
         with pytest.raises(ValueError) as err:
             spec_from_dict({**SWEEP, "dnc": dnc})
         assert words in str(err.value)
@@ -268,6 +310,7 @@ def test_more_clusters_than_samples_is_refused_before_training(tmp_path):
 
 
 # -- budget, exact resume, fingerprints, preemption (programmatic, one reference run) -------------
+
 
 class CountImages(pl.Callback):
     """Images trained on per fit, keyed by the fit's folder (base, expert_k, distill)."""
@@ -287,11 +330,26 @@ def make_pipeline(work: Path, callbacks: list | None = None, **data: object) -> 
     """A fresh datamodule and pipeline, as a new process would build them."""
     from datamodules.digits import DigitsLT
 
-    trainer = dict(accelerator="cpu", devices=1, limit_train_batches=3, enable_progress_bar=False,
-                   enable_model_summary=False, callbacks=callbacks or [])
-    return DnCPipeline(DigitsLT(batch_size=16, eval_batch_size=256, **data), work, num_clusters=2, base_epochs=1,
-                       expert_epochs=EXPERT_EPOCHS, distill_epochs=1, teacher_kwargs=dict(TINY, lr=0.05),
-                       distill={"head_hidden_dim": 8}, trainer_kwargs=trainer, kmeans_backend="torch")
+    trainer = dict(
+        accelerator="cpu",
+        devices=1,
+        limit_train_batches=3,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks or [],
+    )
+    return DnCPipeline(
+        DigitsLT(batch_size=16, eval_batch_size=256, **data),
+        work,
+        num_clusters=2,
+        base_epochs=1,
+        expert_epochs=EXPERT_EPOCHS,
+        distill_epochs=1,
+        teacher_kwargs=dict(TINY, lr=0.05),
+        distill={"head_hidden_dim": 8},
+        trainer_kwargs=trainer,
+        kmeans_backend="torch",
+    )
 
 
 def state(path: Path) -> dict[str, torch.Tensor]:
@@ -347,8 +405,9 @@ def test_resume_after_each_stage_is_bit_identical(reference, tmp_path, stop_afte
         assert_bitwise_equal(work / ckpt, ref / ckpt)
 
 
-@pytest.mark.parametrize("data, key", [({"head_order": "permuted"}, "data.hparams.head_order"),
-                                       ({"seed": 1}, "data.indices_sha1")])
+@pytest.mark.parametrize(
+    "data, key", [({"head_order": "permuted"}, "data.hparams.head_order"), ({"seed": 1}, "data.indices_sha1")]
+)
 def test_other_data_of_the_same_size_is_refused(reference, data, key):
     """Another head order or selection seed gives 494 images too: the base stage refuses them,
     naming the differing keys and the work dir, and leaves every file in place."""
@@ -391,8 +450,13 @@ def with_kill(self):
 dnc_pipeline.DnCPipeline.__post_init__ = with_kill
 sys.exit(dnc.run({args!r}))
 """
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert proc.returncode == 143, proc.stdout[-1000:] + proc.stderr[-2000:]
     assert "preempted (signal 15)" in proc.stderr
     assert (work / "base" / "done.json").is_file() and (work / "cluster" / "done.json").is_file()

@@ -30,19 +30,40 @@ TINY = dict(backbone="resnet_tiny", image_size=16, proj_hidden_dim=8, proj_outpu
 def make_pipeline(work: Path, devices: int) -> DnCPipeline:
     from datamodules.digits import DigitsLT
 
-    trainer = dict(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
-                   limit_train_batches=2, enable_progress_bar=False, enable_model_summary=False)
-    return DnCPipeline(DigitsLT(batch_size=16, eval_batch_size=64), work, num_clusters=2, base_epochs=1,
-                       expert_epochs=0.25, distill_epochs=1, teacher_kwargs=TINY,
-                       distill={"head_hidden_dim": 8}, trainer_kwargs=trainer, kmeans_backend="torch")
+    trainer = dict(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        limit_train_batches=2,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return DnCPipeline(
+        DigitsLT(batch_size=16, eval_batch_size=64),
+        work,
+        num_clusters=2,
+        base_epochs=1,
+        expert_epochs=0.25,
+        distill_epochs=1,
+        teacher_kwargs=TINY,
+        distill={"head_hidden_dim": 8},
+        trainer_kwargs=trainer,
+        kmeans_backend="torch",
+    )
 
 
 def _rank(rank: int, port: int, work: str) -> None:
     import torch
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
-                      LOCAL_RANK=str(rank), NODE_RANK="0")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE="2",
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        NODE_RANK="0",
+    )
     rank_zero_only.rank = rank  # what torchrun's environment gives a process at import time
     torch.set_num_threads(1)
     try:

@@ -27,8 +27,7 @@ class TinyMethod(pl.LightningModule):
         self.backbone = nn.Linear(DIM, DIM)
         with torch.no_grad():
             self.backbone.weight.copy_(
-                torch.eye(DIM)
-                + 0.1 * torch.randn(DIM, DIM, generator=torch.Generator().manual_seed(0))
+                torch.eye(DIM) + 0.1 * torch.randn(DIM, DIM, generator=torch.Generator().manual_seed(0))
             )
             self.backbone.bias.zero_()
         self.backbone.requires_grad_(False)
@@ -149,9 +148,7 @@ def test_online_probe_trains_like_a_hand_loop_and_logs_group_metrics() -> None:
 
     with torch.no_grad():
         pred = expected_head(model(dm.test_x)).argmax(1)
-    expected = group_report(
-        pred, dm.test_y, NUM_CLASSES, dm.class_groups, "thirds", "online_linear"
-    )
+    expected = group_report(pred, dm.test_y, NUM_CLASSES, dm.class_groups, "thirds", "online_linear")
     assert "online_linear/thirds/acc_few" in expected
     for key, value in expected.items():
         assert trainer.callback_metrics[key].item() == pytest.approx(value, abs=1e-6), key
@@ -222,7 +219,9 @@ def test_callbacks_work_with_a_module_that_returns_only_its_loss() -> None:
         if not keep.any():
             continue
         inner = model.inner(x).detach()
-        feats = (inner - inner.mean(0)) / torch.sqrt(inner.var(0, unbiased=True) + model.norm.eps)  # running_var is unbiased
+        feats = (inner - inner.mean(0)) / torch.sqrt(
+            inner.var(0, unbiased=True) + model.norm.eps
+        )  # running_var is unbiased
         loss = F.cross_entropy(head(feats[keep]), y[keep])
         opt.zero_grad()
         loss.backward()
@@ -244,9 +243,7 @@ def test_knn_monitor_logs_named_metrics_equal_to_direct_knn() -> None:
     trainer.fit(model, datamodule=dm)
 
     with torch.no_grad():
-        pred = knn_predict(
-            model(dm.test_x), model(dm.probe_x), dm.probe_y, NUM_CLASSES, k=5, temperature=0.07
-        )
+        pred = knn_predict(model(dm.test_x), model(dm.probe_x), dm.probe_y, NUM_CLASSES, k=5, temperature=0.07)
     expected = group_report(pred, dm.test_y, NUM_CLASSES, dm.class_groups, "thirds", "knn_k5_t0.07")
     assert "knn_k5_t0.07/thirds/std" in expected
     for key, value in expected.items():
@@ -262,15 +259,11 @@ def test_knn_monitor_every_n_epochs_and_last_epoch() -> None:
 
 
 def test_empty_group_is_logged_as_nan() -> None:
-    dm = TinyData(
-        groups={"many": [0, 1, 2], "medium": [3, 4, 5], "few": []}, rule="thresholds>100/20-100/<20"
-    )
+    dm = TinyData(groups={"many": [0, 1, 2], "medium": [3, 4, 5], "few": []}, rule="thresholds>100/20-100/<20")
     trainer = _trainer([KNNMonitor(k=3), OnlineLinearProbe()])
     trainer.fit(TinyMethod(), datamodule=dm)
     for prefix in ("knn_k3_t0.1", "online_linear"):
-        assert math.isnan(
-            trainer.callback_metrics[f"{prefix}/thresholds>100_20-100_<20/acc_few"].item()
-        )
+        assert math.isnan(trainer.callback_metrics[f"{prefix}/thresholds>100_20-100_<20/acc_few"].item())
         assert trainer.callback_metrics[f"{prefix}/thresholds>100_20-100_<20/acc_many"].item() >= 0
 
 

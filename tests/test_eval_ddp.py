@@ -206,9 +206,7 @@ def test_extract_features_restores_each_module_mode() -> None:
 def test_extract_features_uses_eval_mode_and_sorts_by_index() -> None:
     model, data = _model(), Recording(6, seed=0)
     feats, labels, index = extract_features(model.train(), DataLoader(data, batch_size=3))
-    order = torch.argsort(
-        data.index
-    )  # row i of the result: the sample with the i-th smallest index
+    order = torch.argsort(data.index)  # row i of the result: the sample with the i-th smallest index
     with torch.no_grad():
         expected = model.eval()(data.x)[order]  # train-mode BN on batches of 3 would differ
     assert torch.equal(index, data.index[order]) and torch.equal(labels, data.y[order])
@@ -216,9 +214,7 @@ def test_extract_features_uses_eval_mode_and_sorts_by_index() -> None:
 
 
 def test_extract_features_rejects_two_tuple_batches() -> None:
-    loader = DataLoader(
-        torch.utils.data.TensorDataset(torch.randn(4, D), torch.zeros(4)), batch_size=2
-    )
+    loader = DataLoader(torch.utils.data.TensorDataset(torch.randn(4, D), torch.zeros(4)), batch_size=2)
     with pytest.raises(ValueError, match=r"\(image, target, index\)"):
         extract_features(_model(), loader)
 

@@ -24,9 +24,7 @@ def test_per_class_accuracy_hand_counted() -> None:
 
 
 def test_group_report_hand_counted() -> None:
-    report = group_report(
-        torch.tensor(PRED), torch.tensor(TARGET), 6, GROUPS, "thirds", "knn_k200_t0.1"
-    )
+    report = group_report(torch.tensor(PRED), torch.tensor(TARGET), 6, GROUPS, "thirds", "knn_k200_t0.1")
     # many = mean(3/4, 1) = 7/8 (the pooled accuracy of its 6 samples, 5/6, would be wrong);
     # medium = mean(1/2, 0) = 1/4; few = mean(1, 1/3) = 2/3; their mean is 43/72 and the squared
     # deviations in 72nds are 20², 25², 5², so the population std is sqrt(1050 / 3) / 72.
@@ -66,9 +64,7 @@ def test_empty_group_gives_nan_not_a_crash() -> None:
     report = group_report(PRED, TARGET, 6, groups, "thresholds>100/20-100/<20", "linear")
     assert math.isnan(report["linear/thresholds>100_20-100_<20/acc_few"])
     assert math.isnan(report["linear/thresholds>100_20-100_<20/std"])
-    assert report["linear/thresholds>100_20-100_<20/acc_many"] == pytest.approx(
-        (3 / 4 + 1 + 1 / 2) / 3
-    )
+    assert report["linear/thresholds>100_20-100_<20/acc_many"] == pytest.approx((3 / 4 + 1 + 1 / 2) / 3)
 
 
 def test_group_accuracy_is_mean_of_per_class() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import pytorch_lightning as pl
     import torch
@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent('''
         if os.path.isdir(ckpt_dir) else None
     trainer.fit(model, DigitsLT(batch_size=64), ckpt_path=str(last) if last else None)
     torch.save({"model": model.state_dict(), "probe": callbacks[0].state_dict()}, os.path.join(out, "final.pt"))
-''')
+""")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,8 +51,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(out: Path, signal_at: int = -1, sig: str = "SIGKILL") -> int:
     out.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out), str(signal_at), sig], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(out), str(signal_at), sig],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode not in (0, -9) and not (sig in ("SIGTERM", "SIGUSR1") and signal_at >= 0):
         raise AssertionError(proc.stderr[-3000:])
     return proc.returncode

@@ -85,8 +85,13 @@ def test_missing_files_list_paths_and_three_remedies(tmp_path, no_system_dirs):
     with pytest.raises(FileNotFoundError) as err:
         FashionMNISTLT(root=str(tmp_path)).setup()
     msg = str(err.value)
-    for part in (str(tmp_path), str(tmp_path / "FashionMNIST" / "raw"),
-                 "download=True", "apt install dataset-fashion-mnist", "torchvision.datasets.FashionMNIST"):
+    for part in (
+        str(tmp_path),
+        str(tmp_path / "FashionMNIST" / "raw"),
+        "download=True",
+        "apt install dataset-fashion-mnist",
+        "torchvision.datasets.FashionMNIST",
+    ):
         assert part in msg
 
 

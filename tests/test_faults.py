@@ -26,9 +26,16 @@ class NaNAtStep(SimCLR):
 
 
 def trainer(tmp: Path, steps: int = 4) -> pl.Trainer:
-    return pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, default_root_dir=tmp, limit_val_batches=0,
-                      enable_checkpointing=False)
+    return pl.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+    )
 
 
 def tiny(cls: type = NaNAtStep, **kw) -> SimCLR:  # noqa: ANN003
@@ -60,9 +67,17 @@ def test_nan_loss_can_be_skipped_and_counted(tmp_path: Path) -> None:
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
             snapshots.append(pl_module.backbone.conv1.weight.detach().clone())
 
-    t = pl.Trainer(max_epochs=1, limit_train_batches=6, accelerator="cpu", logger=False, enable_progress_bar=False,
-                   enable_model_summary=False, limit_val_batches=0, enable_checkpointing=False,
-                   callbacks=[Snapshot()])
+    t = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=6,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        callbacks=[Snapshot()],
+    )
     model2 = tiny(nonfinite="skip")
     t.fit(model2, DigitsLT(batch_size=16))
     assert model2.skipped_steps == 4 and t.global_step == 6  # the step counter runs on
@@ -78,7 +93,9 @@ def test_checkpoint_of_another_method_or_backbone_is_refused(tmp_path: Path) -> 
     path = tmp_path / "simclr.ckpt"
     t.save_checkpoint(path)
     moco = MoCoV2(backbone="resnet_tiny", image_size=16, proj_hidden_dim=16, proj_output_dim=8, queue_size=16)
-    with pytest.raises(ValueError, match="checkpoint is from method .*SimCLR, not .*MoCoV2: resume it with --model SimCLR"):
+    with pytest.raises(
+        ValueError, match="checkpoint is from method .*SimCLR, not .*MoCoV2: resume it with --model SimCLR"
+    ):
         trainer(tmp_path, steps=2).fit(moco, DigitsLT(batch_size=16), ckpt_path=str(path))
     other = SimCLR(backbone="resnet18", image_size=16, proj_hidden_dim=16, proj_output_dim=8)
     with pytest.raises(ValueError, match="checkpoint backbone is 'resnet_tiny' but this model's is 'resnet18'"):

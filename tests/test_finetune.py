@@ -73,8 +73,9 @@ def test_finetune_runs_its_iterations_in_batches_of_48() -> None:
 
     FineTuner.training_step = counting
     try:
-        pred, target = finetune_and_predict(model, model.feature_dim, dm, finetune_recipe(epochs=2, iterations_per_epoch=3),
-                                            accelerator="cpu")
+        pred, target = finetune_and_predict(
+            model, model.feature_dim, dm, finetune_recipe(epochs=2, iterations_per_epoch=3), accelerator="cpu"
+        )
     finally:
         FineTuner.training_step = original
     assert seen == [48] * 6

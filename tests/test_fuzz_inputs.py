@@ -28,17 +28,58 @@ from lightning_ssl.cli.main import COMMANDS, main
 from tests.fixtures import write_class_folders
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--model.backbone", "resnet_tiny", "--model.proj_hidden_dim", "16", "--model.proj_output_dim", "8",
-        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0",
-        "--trainer.num_sanity_val_steps", "0", "--trainer.accelerator", "cpu", "--data.batch_size", "16",
-        "--data.eval_batch_size", "256", "--seed_everything", "0"]
+FAST = [
+    "--model.backbone",
+    "resnet_tiny",
+    "--model.proj_hidden_dim",
+    "16",
+    "--model.proj_output_dim",
+    "8",
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "1",
+    "--trainer.limit_val_batches",
+    "0",
+    "--trainer.num_sanity_val_steps",
+    "0",
+    "--trainer.accelerator",
+    "cpu",
+    "--data.batch_size",
+    "16",
+    "--data.eval_batch_size",
+    "256",
+    "--seed_everything",
+    "0",
+]
 FIT = ["fit", "--model", "SimCLR", "--data", "DigitsLT", *FAST]
-DNC = ["dnc", "--data", "DigitsLT", "--model.backbone", "resnet_tiny", "--num_clusters", "2", "--base_epochs", "1",
-       "--expert_epochs", "1", "--distill_epochs", "1", "--work_dir", "dnc"]
-SPEC = {"name": "fz", "base": {"model": {"init_args": {"backbone": "resnet_tiny"}},
-                               "data": {"class_path": "DigitsLT"},
-                               "trainer": {"max_epochs": 1, "limit_train_batches": 1}},
-        "grid": {"method": ["SimCLR", "MoCoV2"]}, "floors": []}
+DNC = [
+    "dnc",
+    "--data",
+    "DigitsLT",
+    "--model.backbone",
+    "resnet_tiny",
+    "--num_clusters",
+    "2",
+    "--base_epochs",
+    "1",
+    "--expert_epochs",
+    "1",
+    "--distill_epochs",
+    "1",
+    "--work_dir",
+    "dnc",
+]
+SPEC = {
+    "name": "fz",
+    "base": {
+        "model": {"init_args": {"backbone": "resnet_tiny"}},
+        "data": {"class_path": "DigitsLT"},
+        "trainer": {"max_epochs": 1, "limit_train_batches": 1},
+    },
+    "grid": {"method": ["SimCLR", "MoCoV2"]},
+    "floors": [],
+}
 
 
 def spec(name: str, **changes: Any) -> str:
@@ -67,31 +108,55 @@ CASES: dict[str, tuple[list[str], str]] = {
     "data stats digits": (["data", "stats", "digits"], "unknown dataset 'digits'; did you mean digits_lt?"),
     "data card unknown": (["data", "card", "mnist"], "unknown dataset 'mnist'"),
     "data stats unknown option": (["data", "stats", "digits_lt", "--data.ratio", "0.1"], "unrecognized arguments"),
-    "data stats ratio text": (["data", "stats", "digits_lt", "--data.imbalance_ratio", "abc"],
-                              "--data.imbalance_ratio 'abc': expected float"),
-    "data stats subsample 0": (["data", "stats", "digits_lt", "--data.subsample", "0"], "subsample=0.0 is outside (0, 1]"),
-    "data stats plot into a missing folder": (["data", "stats", "digits_lt", "--plot", "nowhere/x.png"],
-                                              "No such file or directory"),
+    "data stats ratio text": (
+        ["data", "stats", "digits_lt", "--data.imbalance_ratio", "abc"],
+        "--data.imbalance_ratio 'abc': expected float",
+    ),
+    "data stats subsample 0": (
+        ["data", "stats", "digits_lt", "--data.subsample", "0"],
+        "subsample=0.0 is outside (0, 1]",
+    ),
+    "data stats plot into a missing folder": (
+        ["data", "stats", "digits_lt", "--plot", "nowhere/x.png"],
+        "No such file or directory",
+    ),
     "data stats digits_lt": (["data", "stats", "digits_lt"], "ok"),
     "data card": (["data", "card", "digits_lt"], "ok"),
     "own folder, default profile": (["data", "stats", "image_folder_lt", "--data.root", "good"], "ok"),
-    "own folder, exp profile too steep": (["data", "stats", "image_folder_lt", "--data.root", "good", "--data.profile",
-                                           "exp"], "leaves class(es) [1, 2] empty"),
-    "own folder, ratio without profile": (["data", "stats", "image_folder_lt", "--data.root", "good",
-                                           "--data.imbalance_ratio", "0.1"], "pass --data.profile exp"),
-    "own folder, missing": (["data", "stats", "image_folder_lt", "--data.root", "nowhere"], "image folder nowhere not found"),
+    "own folder, exp profile too steep": (
+        ["data", "stats", "image_folder_lt", "--data.root", "good", "--data.profile", "exp"],
+        "leaves class(es) [1, 2] empty",
+    ),
+    "own folder, ratio without profile": (
+        ["data", "stats", "image_folder_lt", "--data.root", "good", "--data.imbalance_ratio", "0.1"],
+        "pass --data.profile exp",
+    ),
+    "own folder, missing": (
+        ["data", "stats", "image_folder_lt", "--data.root", "nowhere"],
+        "image folder nowhere not found",
+    ),
     "own folder, no root": (["data", "stats", "image_folder_lt"], "data.root"),
-    "bad images found when built": (["data", "stats", "image_folder_lt", "--data.root", "bad"],
-                                    "4 of 16 images are bad"),
-    "bad images skipped on request": (["data", "stats", "image_folder_lt", "--data.root", "bad", "--data.bad_images",
-                                       "skip"], "ok"),
-    "bad_images unknown": (["data", "stats", "image_folder_lt", "--data.root", "good", "--data.bad_images", "ignore"],
-                           "unknown bad_images 'ignore'"),
+    "bad images found when built": (
+        ["data", "stats", "image_folder_lt", "--data.root", "bad"],
+        "4 of 16 images are bad",
+    ),
+    "bad images skipped on request": (
+        ["data", "stats", "image_folder_lt", "--data.root", "bad", "--data.bad_images", "skip"],
+        "ok",
+    ),
+    "bad_images unknown": (
+        ["data", "stats", "image_folder_lt", "--data.root", "good", "--data.bad_images", "ignore"],
+        "unknown bad_images 'ignore'",
+    ),
     "unlabeled folder with bad images": (["data", "stats", "unlabeled_folder", "--data.root", "bad"], "cannot decode"),
-    "fashion-mnist not there": (["data", "stats", "fashion_mnist_lt", "--data.root", "nowhere"],
-                                "Fashion-MNIST idx files"),
-    "cifar sdclr with a profile option": (["data", "stats", "cifar10_lt", "--data.protocol", "sdclr",
-                                           "--data.imbalance_ratio", "0.1"], "protocol='sdclr' reads SDCLR's fixed"),
+    "fashion-mnist not there": (
+        ["data", "stats", "fashion_mnist_lt", "--data.root", "nowhere"],
+        "Fashion-MNIST idx files",
+    ),
+    "cifar sdclr with a profile option": (
+        ["data", "stats", "cifar10_lt", "--data.protocol", "sdclr", "--data.imbalance_ratio", "0.1"],
+        "protocol='sdclr' reads SDCLR's fixed",
+    ),
     # -- lssl fit: datamodule options --------------------------------------------------------------
     "imbalance_ratio 0": ([*FIT, "--data.imbalance_ratio", "0"], "imbalance_ratio=0.0 is outside (0, 1]"),
     "imbalance_ratio 2": ([*FIT, "--data.imbalance_ratio", "2"], "imbalance_ratio=2.0 is outside (0, 1]"),
@@ -118,18 +183,35 @@ CASES: dict[str, tuple[list[str], str]] = {
     "small_size above image_size": ([*FIT, "--data.small_size", "64"], "small_size=64 is larger than image_size=16"),
     "num_small_views -1": ([*FIT, "--data.num_small_views", "-1"], "num_small_views=-1 must be an integer >= 0"),
     "num_large_views 0": ([*FIT, "--data.num_large_views", "0"], "--data.num_large_views 0 contradicts --model SimCLR"),
-    "num_large_views 0 alone": (["data", "stats", "digits_lt", "--data.num_large_views", "0"],
-                                "num_large_views=0 must be an integer >= 1"),
+    "num_large_views 0 alone": (
+        ["data", "stats", "digits_lt", "--data.num_large_views", "0"],
+        "num_large_views=0 must be an integer >= 1",
+    ),
     "recipe unknown": ([*FIT, "--data.recipe", "autoaugment"], "unknown recipe 'autoaugment'"),
     "group_rule unknown": ([*FIT, "--data.group_rule", "halves"], "unknown group_rule 'halves'"),
     "view_seed -1": ([*FIT, "--data.view_seed", "-1"], "view_seed=-1 must be an integer in [0, 2**32 - 1]"),
     "balanced_twin maybe": ([*FIT, "--data.balanced_twin", "maybe"], "--data.balanced_twin 'maybe': expected bool"),
     "unknown data option": ([*FIT, "--data.imbalance", "0.1"], "DigitsLT has no option 'imbalance'"),
     "unknown dataset": ([*FIT, "--data", "DigitLT"], "unknown dataset 'DigitLT'"),
-    "resident file data": (["fit", "--model", "SimCLR", "--data", "ImageFolderLT", "--data.root", "good",
-                            "--data.resident", "true", *FAST], "resident=True needs an in-memory dataset"),
-    "fit on bad images": (["fit", "--model", "SimCLR", "--data", "ImageFolderLT", "--data.root", "bad",
-                           "--data.image_size", "8", *FAST], "cannot decode image"),
+    "resident file data": (
+        [
+            "fit",
+            "--model",
+            "SimCLR",
+            "--data",
+            "ImageFolderLT",
+            "--data.root",
+            "good",
+            "--data.resident",
+            "true",
+            *FAST,
+        ],
+        "resident=True needs an in-memory dataset",
+    ),
+    "fit on bad images": (
+        ["fit", "--model", "SimCLR", "--data", "ImageFolderLT", "--data.root", "bad", "--data.image_size", "8", *FAST],
+        "cannot decode image",
+    ),
     # -- lssl fit: method options ------------------------------------------------------------------
     "lr 0": ([*FIT, "--model.lr", "0"], "lr=0.0 must be > 0"),
     "lr -0.1": ([*FIT, "--model.lr", "-0.1"], "lr=-0.1 must be > 0"),
@@ -149,11 +231,15 @@ CASES: dict[str, tuple[list[str], str]] = {
     "projector width 0": ([*FIT, "--model.proj_output_dim", "0"], "proj_output_dim=0 must be an integer >= 1"),
     "temperature 0": ([*FIT, "--model.temperature", "0"], "temperature=0.0 must be > 0"),
     "temperature nan": ([*FIT, "--model.temperature", ".nan"], "temperature=nan is not a finite number"),
-    "num_large_views 1": ([*FIT, "--model.num_large_views", "1"],
-                          "num_large_views=1: contrastive learning needs at least 2 views"),
+    "num_large_views 1": (
+        [*FIT, "--model.num_large_views", "1"],
+        "num_large_views=1: contrastive learning needs at least 2 views",
+    ),
     "sam rho -1": ([*FIT, "--model.sam.rho", "-1"], "sam.rho=-1.0 must be > 0"),
-    "sam weights unknown": ([*FIT, "--model.sam.rho", "0.05", "--model.sam.weights", "labels"],
-                            "unknown sam.weights 'labels'"),
+    "sam weights unknown": (
+        [*FIT, "--model.sam.rho", "0.05", "--model.sam.weights", "labels"],
+        "unknown sam.weights 'labels'",
+    ),
     "unknown method option": ([*FIT, "--model.temprature", "0.2"], "SimCLR has no option 'temprature'"),
     "unknown method": ([*FIT, "--model", "SimCRL"], "unknown method 'SimCRL'"),
     "method from a missing module": ([*FIT, "--model", "my_missing_module.MyMethod"], "my_missing_module"),
@@ -161,16 +247,22 @@ CASES: dict[str, tuple[list[str], str]] = {
     "MoCo momentum 1.5": ([*FIT, "--model", "MoCoV2", "--model.base_momentum", "1.5"], "0 <= base_momentum"),
     "SwAV prototypes 0": ([*FIT, "--model", "SwAV", "--model.num_prototypes", "0"], "num_prototypes >= 1"),
     "SwAV sinkhorn 0": ([*FIT, "--model", "SwAV", "--model.sinkhorn_iterations", "0"], "sinkhorn_iterations=0"),
-    "SwAV views contradict": ([*FIT, "--model", "SwAV", "--model.num_small_views", "2", "--data.num_small_views",
-                               "4"], "--data.num_small_views 4 contradicts --model SwAV"),
+    "SwAV views contradict": (
+        [*FIT, "--model", "SwAV", "--model.num_small_views", "2", "--data.num_small_views", "4"],
+        "--data.num_small_views 4 contradicts --model SwAV",
+    ),
     "SimSiam predictor 0": ([*FIT, "--model", "SimSiam", "--model.pred_hidden_dim", "0"], "pred_hidden_dim=0"),
     "UOTA start -1": ([*FIT, "--model", "UOTASwAV", "--model.uota_start_epoch", "-1"], "uota_start_epoch"),
     "UOTA tau 0": ([*FIT, "--model", "UOTASwAV", "--model.uota_tau", "0"], "tau=0.0 must be > 0"),
-    "MTTV low above high": ([*FIT, "--model", "MTTV", "--model.low", "0.9", "--model.high", "0.1"],
-                            "need 0 <= low < high"),
+    "MTTV low above high": (
+        [*FIT, "--model", "MTTV", "--model.low", "0.9", "--model.high", "0.1"],
+        "need 0 <= low < high",
+    ),
     "MoCLR momentum 2": ([*FIT, "--model", "MoCLR", "--model.base_momentum", "2"], "0 <= base_momentum"),
-    "Supervised smoothing 1.5": ([*FIT, "--model", "Supervised", "--model.label_smoothing", "1.5"],
-                                 "label_smoothing=1.5 must be in [0, 1)"),
+    "Supervised smoothing 1.5": (
+        [*FIT, "--model", "Supervised", "--model.label_smoothing", "1.5"],
+        "label_smoothing=1.5 must be in [0, 1)",
+    ),
     # -- lssl fit: trainer and run options ---------------------------------------------------------
     "max_epochs 0": ([*FIT, "--trainer.max_epochs", "0"], "--trainer.max_epochs 0: a run needs at least one epoch"),
     "max_epochs -1": ([*FIT, "--trainer.max_epochs", "-1"], "--trainer.max_epochs -1 means no epoch limit"),
@@ -199,22 +291,33 @@ CASES: dict[str, tuple[list[str], str]] = {
     "probe temperature 0": (["probe", "CKPT", "--knn_temperature", "0"], "--knn_temperature 0.0 must be > 0"),
     "probe steps 0": (["probe", "CKPT", "--linear_steps", "0"], "--linear_steps 0 must be > 0"),
     "probe lr -1": (["probe", "CKPT", "--linear_lr", "-1"], "--linear_lr -1.0 must be > 0"),
-    "probe epochs before the lr drops": (["probe", "CKPT", "--linear_recipe", "sdclr", "--linear_epochs", "2"],
-                                         "--linear_epochs 2: the sdclr recipe drops its lr at epochs 10, 20"),
+    "probe epochs before the lr drops": (
+        ["probe", "CKPT", "--linear_recipe", "sdclr", "--linear_epochs", "2"],
+        "--linear_epochs 2: the sdclr recipe drops its lr at epochs 10, 20",
+    ),
     "probe set unknown": (["probe", "CKPT", "--probe_sets", "[10shot]"], "has no probe set 10shot"),
-    "probe finetune recipe": (["probe", "CKPT", "--finetune", "true", "--finetune_recipe", "adam"],
-                              "unknown fine-tuning recipe 'adam'"),
-    "probe finetune epochs 0": (["probe", "CKPT", "--finetune", "true", "--finetune_epochs", "0"],
-                                "fine-tuning epochs=0 must be >= 1"),
-    "probe transfer data bad": (["probe", "CKPT", "--data", "DigitsLT", "--data.imbalance_ratio", "0"],
-                                "imbalance_ratio=0.0 is outside (0, 1]"),
+    "probe finetune recipe": (
+        ["probe", "CKPT", "--finetune", "true", "--finetune_recipe", "adam"],
+        "unknown fine-tuning recipe 'adam'",
+    ),
+    "probe finetune epochs 0": (
+        ["probe", "CKPT", "--finetune", "true", "--finetune_epochs", "0"],
+        "fine-tuning epochs=0 must be >= 1",
+    ),
+    "probe transfer data bad": (
+        ["probe", "CKPT", "--data", "DigitsLT", "--data.imbalance_ratio", "0"],
+        "imbalance_ratio=0.0 is outside (0, 1]",
+    ),
     "probe transfer data unknown": (["probe", "CKPT", "--data", "MNISTLT"], "unknown dataset 'MNISTLT'"),
     "probe out a folder": (["probe", "CKPT", "--out", "good"], "--out good is a folder"),
     "probe unknown option": (["probe", "CKPT", "--neighbours", "5"], "unrecognized arguments"),
     "probe ambiguous option": (["probe", "CKPT", "--knn", "5"], "ambiguous option: --knn could match"),
     # -- lssl dnc ------------------------------------------------------------------------------------
     "dnc clusters 0": ([*DNC, "--num_clusters", "0"], "num_clusters=0 must be >= 1"),
-    "dnc more clusters than images": ([*DNC, "--num_clusters", "1000"], "num_clusters=1000 clusters for a pre-training"),
+    "dnc more clusters than images": (
+        [*DNC, "--num_clusters", "1000"],
+        "num_clusters=1000 clusters for a pre-training",
+    ),
     "dnc base_epochs 0": ([*DNC, "--base_epochs", "0"], "base_epochs=0 must be >= 1"),
     "dnc expert_epochs -1": ([*DNC, "--expert_epochs", "-1"], "expert_epochs=-1.0 must be > 0"),
     "dnc distill_epochs 0": ([*DNC, "--distill_epochs", "0"], "distill_epochs=0 must be >= 1"),
@@ -223,12 +326,19 @@ CASES: dict[str, tuple[list[str], str]] = {
     "dnc k-means on a GPU here": ([*DNC, "--kmeans_backend", "faiss-gpu"], "is not available here"),
     "dnc k-means iterations 0": ([*DNC, "--kmeans_iterations", "0"], "kmeans_iterations=0 must be >= 1"),
     "dnc k-means starts 0": ([*DNC, "--kmeans_n_init", "0"], "kmeans_n_init=0 must be >= 1"),
-    "dnc teacher without a projector": ([*DNC, "--model", "lightning_ssl.methods.simclr.SimCLR"],
-                                        "has no projector_hidden"),
-    "dnc distill views 0": ([*DNC, "--distill.num_large_views", "0"], "student (distill options {'head_hidden_dim': "
-                            "4096, 'num_large_views': 0}): num_large_views=0 must be >= 1"),
-    "dnc distill lr -1": ([*DNC, "--distill.lr", "-1"], "DnC student (distill options {'head_hidden_dim': 4096, "
-                          "'num_large_views': 2, 'lr': -1.0}): lr=-1.0 must be > 0"),
+    "dnc teacher without a projector": (
+        [*DNC, "--model", "lightning_ssl.methods.simclr.SimCLR"],
+        "has no projector_hidden",
+    ),
+    "dnc distill views 0": (
+        [*DNC, "--distill.num_large_views", "0"],
+        "student (distill options {'head_hidden_dim': 4096, 'num_large_views': 0}): num_large_views=0 must be >= 1",
+    ),
+    "dnc distill lr -1": (
+        [*DNC, "--distill.lr", "-1"],
+        "DnC student (distill options {'head_hidden_dim': 4096, "
+        "'num_large_views': 2, 'lr': -1.0}): lr=-1.0 must be > 0",
+    ),
     "dnc limit_train_batches 0": ([*DNC, "--trainer.limit_train_batches", "0"], "trains nothing"),
     "dnc teacher lr nan": ([*DNC, "--model.lr", ".nan"], "lr=nan must be > 0 and finite"),
     "dnc data batch 0": ([*DNC, "--data.batch_size", "0"], "batch_size=0 must be an integer >= 1"),
@@ -255,12 +365,15 @@ CASES: dict[str, tuple[list[str], str]] = {
     "report option unknown": (["report", "SPEC", "--metrics", "x"], "unrecognized arguments: --metrics x"),
     "bench missing spec": (["bench", "--spec", "missing.yaml"], "--spec missing.yaml: no such sweep spec"),
 }
-PREPARED = {"SPEC": {}, "SPEC:typo": {"grdi": {"seed": [0]}}, "SPEC:method": {"grid": {"method": ["SimCRL"]}},
-            "SPEC:ratio": {"base": {**SPEC["base"], "data": {"class_path": "DigitsLT",
-                                                              "init_args": {"imbalance_ratio": 0}}}},
-            "SPEC:seed": {"grid": {"method": ["SimCLR"], "seed": [-1]}},
-            "SPEC:knn": {"evaluation": {"knn_k": 0}},
-            "SPEC:dnc": {"grid": {"method": ["DnC"]}, "dnc": {"num_clusters": 0}}}
+PREPARED = {
+    "SPEC": {},
+    "SPEC:typo": {"grdi": {"seed": [0]}},
+    "SPEC:method": {"grid": {"method": ["SimCRL"]}},
+    "SPEC:ratio": {"base": {**SPEC["base"], "data": {"class_path": "DigitsLT", "init_args": {"imbalance_ratio": 0}}}},
+    "SPEC:seed": {"grid": {"method": ["SimCLR"], "seed": [-1]}},
+    "SPEC:knn": {"evaluation": {"knn_k": 0}},
+    "SPEC:dnc": {"grid": {"method": ["DnC"]}, "dnc": {"num_clusters": 0}},
+}
 
 
 def write_bad_images(folder: Path) -> None:
@@ -317,8 +430,9 @@ def test_input(case: str, world: Path, monkeypatch: pytest.MonkeyPatch, capsys: 
     assert expected in lines[0], lines[0]
 
 
-def test_a_full_disk_at_checkpoint_save_is_one_line(world: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture) -> None:
+def test_a_full_disk_at_checkpoint_save_is_one_line(
+    world: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     def full(self: pl.Trainer, filepath: str, *args: Any, **kwargs: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(filepath))
 
@@ -330,8 +444,9 @@ def test_a_full_disk_at_checkpoint_save_is_one_line(world: Path, monkeypatch: py
     assert "No space left on device" in err and "--trainer.default_root_dir" in err
 
 
-def test_a_working_directory_without_write_permission_is_one_line(monkeypatch: pytest.MonkeyPatch,
-                                                                   capsys: pytest.CaptureFixture) -> None:
+def test_a_working_directory_without_write_permission_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.chdir("/sys/kernel")  # not writable, even by root
     assert main(FIT) == 2
     err = capsys.readouterr().err.strip()
@@ -339,13 +454,23 @@ def test_a_working_directory_without_write_permission_is_one_line(monkeypatch: p
     assert "run from a folder you can write to or pass --trainer.default_root_dir DIR" in err
 
 
-def test_nonfinite_skip_says_so_and_records_the_count(world: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture) -> None:
+def test_nonfinite_skip_says_so_and_records_the_count(
+    world: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     import torch
 
     monkeypatch.chdir(world)
-    argv = [*FIT, "--model", "tests.fault_methods.NaNFromStep1", "--model.nonfinite", "skip",
-            "--trainer.limit_train_batches", "4", "--trainer.default_root_dir", "nan_run"]
+    argv = [
+        *FIT,
+        "--model",
+        "tests.fault_methods.NaNFromStep1",
+        "--model.nonfinite",
+        "skip",
+        "--trainer.limit_train_batches",
+        "4",
+        "--trainer.default_root_dir",
+        "nan_run",
+    ]
     with pytest.warns(UserWarning, match=r"NaNFromStep1: 3 of 4 training steps \(75 %\) had a non-finite loss"):
         assert main(argv) == 0
     ckpt = torch.load(next(Path("nan_run").rglob("last.ckpt")), weights_only=False)
@@ -354,8 +479,12 @@ def test_nonfinite_skip_says_so_and_records_the_count(world: Path, monkeypatch: 
 
 def test_help_into_a_closed_pipe_has_no_traceback() -> None:
     """``lssl help SimCLR | head -1`` where ``head`` has left before the help is written."""
-    proc = subprocess.Popen([sys.executable, "-m", "lightning_ssl.cli.main", "help", "SimCLR"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lightning_ssl.cli.main", "help", "SimCLR"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     proc.stdout.close()  # the reader is gone before the first line: every write hits a closed pipe
     _, err = proc.communicate(timeout=120)

@@ -25,15 +25,22 @@ RESULT_KEYS = {
     "throughput": {"config", "runs", "goals"},
     "kernels": {"knn", "kmeans", "kmeans_backends_available", "goals"},
     "learning": {"data", "model", "floors", "calibration", "train_budget_s", "long_tailed", "balanced_twin", "goals"},
-    "nonfinite": {"config", "images_per_s", "raise_images_per_s", "ignore_images_per_s", "ratio_ignore_over_raise",
-                  "check_cost_percent"},
+    "nonfinite": {
+        "config",
+        "images_per_s",
+        "raise_images_per_s",
+        "ignore_images_per_s",
+        "ratio_ignore_over_raise",
+        "check_cost_percent",
+    },
 }
 
 
 def run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
     """``argv`` in its own session; on a timeout the whole group goes (no orphaned Python or tee)."""
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -129,11 +136,14 @@ def test_a_failing_part_is_reported_and_the_others_still_run(tmp_path: Path) -> 
     assert "**learning**: the process died during this part (exit code 3)" in summary
 
 
-@pytest.mark.parametrize(("args", "fail", "message"), [
-    ([], "", "OUT_DIR missing"),
-    (["--bogus", "x"], "", "unknown option --bogus"),
-    (["{out}"], "kernel", "'kernel' is not PART[:raise|exit] with PART one of throughput, kernels"),
-])
+@pytest.mark.parametrize(
+    ("args", "fail", "message"),
+    [
+        ([], "", "OUT_DIR missing"),
+        (["--bogus", "x"], "", "unknown option --bogus"),
+        (["{out}"], "kernel", "'kernel' is not PART[:raise|exit] with PART one of throughput, kernels"),
+    ],
+)
 def test_usage_errors_name_the_problem(tmp_path: Path, args: list[str], fail: str, message: str) -> None:
     env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_FAIL": fail}
     argv = [a.format(out=tmp_path / "out") for a in args]

@@ -20,9 +20,10 @@ def test_thirds_cifar10_major_is_four() -> None:
     assert g["medium"].tolist() == [4, 5, 6] and g["few"].tolist() == [7, 8, 9]
 
 
-@pytest.mark.parametrize("ratio,thresholds,thirds", [(0.01, (35, 35, 30), (34, 33, 33)),
-                                                     (0.02, (41, 41, 18), (34, 33, 33)),
-                                                     (0.1, (69, 31, 0), (34, 33, 33))])
+@pytest.mark.parametrize(
+    "ratio,thresholds,thirds",
+    [(0.01, (35, 35, 30), (34, 33, 33)), (0.02, (41, 41, 18), (34, 33, 33)), (0.1, (69, 31, 0), (34, 33, 33))],
+)
 def test_cifar100_group_sizes(ratio: float, thresholds: tuple, thirds: tuple) -> None:
     counts = profile_counts(100, 500.0, "exp", ratio)
     assert sizes(class_groups(counts, "thresholds")) == thresholds

@@ -21,8 +21,14 @@ def tree(tmp_path):
 
 
 def test_exp_profile_over_folders_and_pixels(tree):
-    dm = ImageFolderLT(root=str(tree / "train"), test_root=str(tree / "test"), profile="exp", imbalance_ratio=0.25,
-                       image_size=8, batch_size=4)
+    dm = ImageFolderLT(
+        root=str(tree / "train"),
+        test_root=str(tree / "test"),
+        profile="exp",
+        imbalance_ratio=0.25,
+        image_size=8,
+        batch_size=4,
+    )
     dm.setup()
     assert dm.classes == ["apple", "banana", "cherry"]
     assert dm.class_counts.tolist() == [8, 4, 2]  # int(8 * 0.25 ** (r / 2))
@@ -41,7 +47,11 @@ def test_exp_profile_over_folders_and_pixels(tree):
 def test_profiles_none_twin_subsample_and_few_shot(tree):
     root = str(tree / "train")
     assert ImageFolderLT(root=root).class_counts.tolist() == [8, 8, 8]  # profile "none" by default
-    assert ImageFolderLT(root=root, profile="exp", imbalance_ratio=0.25, balanced_twin=True).class_counts.tolist() == [4, 4, 4]
+    assert ImageFolderLT(root=root, profile="exp", imbalance_ratio=0.25, balanced_twin=True).class_counts.tolist() == [
+        4,
+        4,
+        4,
+    ]
     assert ImageFolderLT(root=root, profile="step", imbalance_ratio=0.5).class_counts.tolist() == [8, 4, 4]
     assert ImageFolderLT(root=root, profile="balanced", subsample=0.5).class_counts.tolist() == [4, 4, 4]
     dm = ImageFolderLT(root=root, profile="exp", imbalance_ratio=0.25, few_shot=[3])
@@ -87,7 +97,9 @@ def test_unlabeled_folder_evaluates_on_another_datamodule(tmp_path):
     assert dm.probe_sets == digits.probe_sets and dm.num_classes == 10
     assert len(dm.splits.test) == len(digits.splits.test)
     assert dm.group_rule == digits.group_rule
-    assert {k: v.tolist() for k, v in dm.class_groups.items()} == {k: v.tolist() for k, v in digits.class_groups.items()}
+    assert {k: v.tolist() for k, v in dm.class_groups.items()} == {
+        k: v.tolist() for k, v in digits.class_groups.items()
+    }
     image, target, _ = next(iter(dm.probe_dataloader("full")))
     assert image.shape[1:] == (3, 8, 8) and target.min() >= 0
     with pytest.raises(ValueError, match="image_size"):

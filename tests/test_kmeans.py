@@ -155,9 +155,7 @@ def test_chunked_assignment_equals_brute_force():
     truth = torch.cdist(x.double(), c.double()).argmin(dim=1)
     labels, dist = assign(x, c, spherical=False, chunk_rows=10)
     assert torch.equal(labels, truth)
-    assert torch.allclose(
-        dist.double(), torch.cdist(x.double(), c.double()).min(1).values ** 2, atol=1e-4
-    )
+    assert torch.allclose(dist.double(), torch.cdist(x.double(), c.double()).min(1).values ** 2, atol=1e-4)
 
 
 def test_torch_backend_is_deterministic():
@@ -222,9 +220,7 @@ def _shards():
 
 
 def _worker(rank: int, init_file: str, out_dir: str, backends: list[str]) -> None:
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2
-    )
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         local = _shards()[rank]
         for backend in backends:
@@ -241,8 +237,9 @@ def _worker(rank: int, init_file: str, out_dir: str, backends: list[str]) -> Non
             )
         # every rank already holds all 120 rows (extract_features gathers): no second gather
         full, mine = distributed_kmeans(torch.cat(_shards()), 3, replicated=True, seed=5, backend="torch", n_init=2)
-        torch.save({"all": full.assignments, "local": mine, "centroids": full.centroids},
-                   f"{out_dir}/replicated_{rank}.pt")
+        torch.save(
+            {"all": full.assignments, "local": mine, "centroids": full.centroids}, f"{out_dir}/replicated_{rank}.pt"
+        )
         try:  # an error on rank 0 only must reach rank 1 instead of leaving it waiting
             distributed_kmeans(local, 3, backend="no-such-backend")
         except (ValueError, RuntimeError) as exc:
@@ -261,9 +258,7 @@ def test_distributed_kmeans_matches_single_process(tmp_path):
         r0, r1 = (torch.load(tmp_path / f"{backend}_{r}.pt") for r in range(2))
         assert torch.equal(r0["centroids"], r1["centroids"])
         assert torch.allclose(r0["centroids"], single.centroids, atol=1e-6)
-        assert torch.equal(r0["all"], single.assignments) and torch.equal(
-            r1["all"], single.assignments
-        )
+        assert torch.equal(r0["all"], single.assignments) and torch.equal(r1["all"], single.assignments)
         assert torch.equal(r0["local"], single.assignments[:70])
         assert torch.equal(r1["local"], single.assignments[70:])
         assert r0["objective"] == r1["objective"] == pytest.approx(single.objective)

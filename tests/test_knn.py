@@ -66,9 +66,7 @@ def test_matches_brute_force(data, k, temperature, chunk_size, bank_chunk_size) 
 
 def test_k_larger_than_bank_uses_whole_bank(data) -> None:  # noqa: ANN001
     query, bank, labels = data
-    assert torch.equal(
-        knn_predict(query, bank, labels, 5, k=1000), knn_predict(query, bank, labels, 5, k=60)
-    )
+    assert torch.equal(knn_predict(query, bank, labels, 5, k=1000), knn_predict(query, bank, labels, 5, k=60))
 
 
 def test_hand_example_weighting() -> None:

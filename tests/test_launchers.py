@@ -20,9 +20,15 @@ from lightning_ssl.sweep.lock import RunLock, is_stale
 from lightning_ssl.sweep.runner import SweepPaths, run_status
 from lightning_ssl.sweep.spec import expand, load_spec, spec_from_dict
 
-SPEC = {"name": "stub", "base": {"model": {"class_path": "SimCLR", "init_args": {"backbone": "resnet_tiny"}},
-                                 "data": {"class_path": "DigitsLT"}},
-        "grid": {"seed": [0, 1, 2, 3, 4, 5]}, "floors": []}
+SPEC = {
+    "name": "stub",
+    "base": {
+        "model": {"class_path": "SimCLR", "init_args": {"backbone": "resnet_tiny"}},
+        "data": {"class_path": "DigitsLT"},
+    },
+    "grid": {"seed": [0, 1, 2, 3, 4, 5]},
+    "floors": [],
+}
 
 
 def stub_execute(log: Path, fail: int | None = None, sleep: float = 0.0):
@@ -34,9 +40,15 @@ def stub_execute(log: Path, fail: int | None = None, sleep: float = 0.0):
         time.sleep(sleep)
         if run.seed == fail:
             raise RuntimeError(f"run with seed {fail} breaks")
-        return {"run_id": run.run_id, "metrics": {}, "seed": run.seed, "config": run.config,
-                "compute_version": COMPUTE_VERSION, "evaluation_protocol": run.evaluation,
-                "transfer_protocol": run.transfer}
+        return {
+            "run_id": run.run_id,
+            "metrics": {},
+            "seed": run.seed,
+            "config": run.config,
+            "compute_version": COMPUTE_VERSION,
+            "evaluation_protocol": run.evaluation,
+            "transfer_protocol": run.transfer,
+        }
 
     return execute
 
@@ -125,13 +137,19 @@ def test_slurm_jobs_with_submitit_debug_executor(tmp_path: Path, monkeypatch: py
     import submitit.slurm.slurm as slurm
 
     monkeypatch.setattr(slurm.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # pretend srun exists
-    executor = launchers.slurm_executor(launchers.SlurmOptions(cluster="slurm", partition="gpu", gpus_per_node=4,
-                                                               nodes=2, time_min=90), tmp_path / "logs")
+    executor = launchers.slurm_executor(
+        launchers.SlurmOptions(cluster="slurm", partition="gpu", gpus_per_node=4, nodes=2, time_min=90),
+        tmp_path / "logs",
+    )
     params = executor._executor.parameters
     assert params["partition"] == "gpu" and params["gpus_per_node"] == 4 and params["nodes"] == 2
     assert params["ntasks_per_node"] == 4 and params["time"] == 90
     assert launchers.SlurmOptions(gpus_per_node=4, nodes=2).trainer_overrides() == {
-        "accelerator": "gpu", "devices": 4, "num_nodes": 2, "strategy": "ddp"}
+        "accelerator": "gpu",
+        "devices": 4,
+        "num_nodes": 2,
+        "strategy": "ddp",
+    }
 
 
 def test_wandb_sweep_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -144,7 +162,10 @@ def test_wandb_sweep_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     # the parameters are the spec's axes, so W&B's panels show them
     assert config["method"] == "grid" and config["parameters"]["seed"]["values"] == [0, 1]
     assert config["parameters"]["method"]["values"] == ["SimCLR"]
-    assert "lightning_ssl.cli.sweep" in config["command"] and config["command"][-2:] == ["--select", "${args_no_hyphens}"]
+    assert "lightning_ssl.cli.sweep" in config["command"] and config["command"][-2:] == [
+        "--select",
+        "${args_no_hyphens}",
+    ]
     assert "wandb agent" in capsys.readouterr().out
     # what an agent passes selects exactly the run of those axis values
     (chosen,) = launchers.select_runs(runs, ["method=SimCLR", "seed=1"])

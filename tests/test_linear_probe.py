@@ -17,8 +17,9 @@ from lightning_ssl.eval.linear import PROBE_RECIPES, _lr_at, fit_linear_probe, p
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-def separable(n_per_class: int = 40, num_classes: int = 4, dim: int = 16, seed: int = 0, scale: float = 1.0,
-              offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def separable(
+    n_per_class: int = 40, num_classes: int = 4, dim: int = 16, seed: int = 0, scale: float = 1.0, offset: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian blobs of radius ~0.3 around one-hot centres 3 apart: linearly separable."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(num_classes).repeat_interleave(n_per_class)
@@ -59,14 +60,22 @@ def test_lbfgs_reaches_the_logistic_regression_optimum_whatever_the_scale() -> N
     # same objective value: scikit-learn's loss / N  ==  our mean CE + (1 / 2N) ||W||^2
     logits = torch.from_numpy(ref.decision_function(scaler.transform(x))).float()
     ce = torch.nn.functional.cross_entropy(logits, labels).item()
-    ref_objective = ce + 0.5 / len(y) * float((ref.coef_ ** 2).sum())
+    ref_objective = ce + 0.5 / len(y) * float((ref.coef_**2).sum())
     assert info.train_loss == pytest.approx(ref_objective, rel=1e-3)
 
 
 def test_paper_recipes_are_the_papers_and_deterministic_for_a_seed() -> None:
-    assert (PROBE_RECIPES["mttv"].optimizer, PROBE_RECIPES["mttv"].lr, PROBE_RECIPES["mttv"].epochs, PROBE_RECIPES["mttv"].batch_size) == (
-        "adamw", 0.005, 100, 1024)
-    assert (PROBE_RECIPES["rwsam"].lr, PROBE_RECIPES["rwsam"].milestones, PROBE_RECIPES["rwsam"].batch_size) == (30.0, (60, 80), 256)
+    assert (
+        PROBE_RECIPES["mttv"].optimizer,
+        PROBE_RECIPES["mttv"].lr,
+        PROBE_RECIPES["mttv"].epochs,
+        PROBE_RECIPES["mttv"].batch_size,
+    ) == ("adamw", 0.005, 100, 1024)
+    assert (PROBE_RECIPES["rwsam"].lr, PROBE_RECIPES["rwsam"].milestones, PROBE_RECIPES["rwsam"].batch_size) == (
+        30.0,
+        (60, 80),
+        256,
+    )
     assert (PROBE_RECIPES["sdclr"].epochs, PROBE_RECIPES["sdclr"].milestones) == (30, (10, 20))
     feats, labels = separable()
     a = fit_linear_probe(feats, labels, 4, "mttv", epochs=3, batch_size=16, seed=3)[0]
@@ -78,8 +87,9 @@ def test_paper_recipes_are_the_papers_and_deterministic_for_a_seed() -> None:
 
 def test_budget_exhausted_is_reported_not_converged() -> None:
     feats, labels = separable(num_classes=4)
-    _, info = fit_linear_probe(feats + 0.5 * torch.randn(feats.shape, generator=torch.Generator().manual_seed(0)),
-                               labels, 4, steps=2)
+    _, info = fit_linear_probe(
+        feats + 0.5 * torch.randn(feats.shape, generator=torch.Generator().manual_seed(0)), labels, 4, steps=2
+    )
     assert info.steps == 2 and not info.converged
 
 
@@ -102,7 +112,11 @@ def test_schedules() -> None:
 @pytest.mark.parametrize(
     ("recipe", "kwargs", "match"),
     [
-        ("lbfgs", {"optimizer": "newton"}, r"optimizer must be one of \('lbfgs', 'adamw', 'sgd', 'adam'\), got 'newton'"),
+        (
+            "lbfgs",
+            {"optimizer": "newton"},
+            r"optimizer must be one of \('lbfgs', 'adamw', 'sgd', 'adam'\), got 'newton'",
+        ),
         ("nope", {}, "unknown linear probe recipe 'nope'; valid: lbfgs, mttv, rwsam, sdclr"),
         ("lbfgs", {"epoch": 3}, r"unknown linear probe option\(s\) \['epoch'\]"),
         ("lbfgs", {"steps": 0}, "steps must be >= 1 for the L-BFGS probe, got 0"),
@@ -161,7 +175,9 @@ def test_default_probe_matches_sklearn_on_the_default_benchmark_digits_split() -
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason=f"Debian's dataset-fashion-mnist not installed ({FASHION_MNIST})")
+@pytest.mark.skipif(
+    not FASHION_MNIST.is_dir(), reason=f"Debian's dataset-fashion-mnist not installed ({FASHION_MNIST})"
+)
 def test_default_probe_matches_sklearn_on_raw_fashion_mnist_balanced_60k() -> None:
     from datamodules.fashion_mnist import FashionMNISTLT
 

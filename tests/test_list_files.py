@@ -17,8 +17,9 @@ from tests.fixtures import class_color, write_list, write_listed_images
 
 # -- the real lists --------------------------------------------------------------------------------
 def test_places_lt_counts_from_the_real_lists(shared_data):
-    dm = PlacesLT(root=str(shared_data / "no_images"), lists_dir=str(shared_data / "lists" / "places_lt"),
-                  lists_only=True)
+    dm = PlacesLT(
+        root=str(shared_data / "no_images"), lists_dir=str(shared_data / "lists" / "places_lt"), lists_only=True
+    )
     stats = dm.stats()
     counts = dm.class_counts
     assert stats["pretrain_size"] == 62500 and counts.size == 365
@@ -41,8 +42,9 @@ def test_imagenet100_lt_counts_twin_and_probe_fallback(shared_data):
     assert sorted(counts.tolist(), reverse=True)[:5] == [1280, 679, 511, 456, 392]
     assert {g: v["classes"] for g, v in stats["groups"].items()} == {"many": 39, "medium": 48, "few": 13}
     assert stats["probe_sizes"] == {"full": 2000} and stats["test_size"] == 5000
-    twin = ImageNet100LT(root="no_images", lists_dir=lists, lists_only=True, balanced_twin=True,
-                         probe_list="ImageNet_100_val.txt")
+    twin = ImageNet100LT(
+        root="no_images", lists_dir=lists, lists_only=True, balanced_twin=True, probe_list="ImageNet_100_val.txt"
+    )
     assert twin.class_counts.tolist() == [122] * 100
 
 
@@ -59,14 +61,17 @@ def test_imagenet_lt_eval_lists_parse(shared_data):
 
 
 # -- list errors -----------------------------------------------------------------------------------
-@pytest.mark.parametrize(("content", "pattern"), [
-    ("a.jpg 0\nb.jpg\n", r"list.txt:2: expected 'relative/path label'"),
-    ("a.jpg 0\n\nb.jpg one\n", r"list.txt:3: label 'one' is not an integer"),
-    ("a.jpg 0\nb.jpg 3\n", r"list.txt:2: label 3 is outside \[0, 3\)"),
-    ("a.jpg -1\n", r"list.txt:1: label -1 is outside"),
-    ("a.jpg 0\nb.jpg 1\n/a.jpg 2\n", r"list.txt:3: a.jpg is listed twice \(first at line 1\)"),
-    ("\n\n", "has no entries"),
-])
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        ("a.jpg 0\nb.jpg\n", r"list.txt:2: expected 'relative/path label'"),
+        ("a.jpg 0\n\nb.jpg one\n", r"list.txt:3: label 'one' is not an integer"),
+        ("a.jpg 0\nb.jpg 3\n", r"list.txt:2: label 3 is outside \[0, 3\)"),
+        ("a.jpg -1\n", r"list.txt:1: label -1 is outside"),
+        ("a.jpg 0\nb.jpg 1\n/a.jpg 2\n", r"list.txt:3: a.jpg is listed twice \(first at line 1\)"),
+        ("\n\n", "has no entries"),
+    ],
+)
 def test_malformed_lists_name_file_and_line(tmp_path, content, pattern):
     (tmp_path / "list.txt").write_text(content)
     with pytest.raises(ValueError, match=pattern):

@@ -23,9 +23,7 @@ def _ref_multi(views: list[np.ndarray], t: float) -> np.ndarray:
     loss = np.zeros(n)
     for v, i in flat:
         denom = sum(math.exp(z[v][i] @ z[w][j] / t) for w, j in flat if (w, j) != (v, i))
-        terms = [
-            -math.log(math.exp(z[v][i] @ z[w][i] / t) / denom) for w in range(n_views) if w != v
-        ]
+        terms = [-math.log(math.exp(z[v][i] @ z[w][i] / t) / denom) for w in range(n_views) if w != v]
         loss[i] += np.mean(terms) / n_views
     return loss
 
@@ -48,9 +46,7 @@ def test_nt_xent_matches_loop_reference(temperature: float) -> None:
     z1, z2 = _rand(3, 4, seed=1), _rand(3, 4, seed=2)
     got = nt_xent(z1, z2, temperature)
     assert got.shape == (3,)
-    np.testing.assert_allclose(
-        got.numpy(), _ref_multi([z1.numpy(), z2.numpy()], temperature), rtol=1e-10
-    )
+    np.testing.assert_allclose(got.numpy(), _ref_multi([z1.numpy(), z2.numpy()], temperature), rtol=1e-10)
 
 
 def test_nt_xent_identical_embeddings_is_log_2n_minus_1() -> None:
@@ -64,9 +60,7 @@ def test_nt_xent_orthogonal_pairs_closed_form() -> None:
     # positive similarity 1, all 2N - 2 negatives orthogonal: loss = log(1 + (2N - 2) e^{-1/t})
     z, t = torch.eye(4, 6, dtype=torch.float64), 0.2
     expected = math.log(1 + 6 * math.exp(-1 / t))
-    torch.testing.assert_close(
-        nt_xent(z, 3 * z, t), torch.full((4,), expected, dtype=torch.float64)
-    )
+    torch.testing.assert_close(nt_xent(z, 3 * z, t), torch.full((4,), expected, dtype=torch.float64))
 
 
 def test_nt_xent_gradcheck() -> None:
@@ -92,9 +86,7 @@ def test_nt_xent_multi_two_views_equals_nt_xent() -> None:
 def test_nt_xent_multi_three_views_matches_loop_reference() -> None:
     views = [_rand(3, 4, seed=s) for s in (9, 10, 11)]
     got = nt_xent_multi(views, 0.25)
-    np.testing.assert_allclose(
-        got.numpy(), _ref_multi([v.numpy() for v in views], 0.25), rtol=1e-10
-    )
+    np.testing.assert_allclose(got.numpy(), _ref_multi([v.numpy() for v in views], 0.25), rtol=1e-10)
 
 
 def test_nt_xent_multi_closed_forms() -> None:
@@ -105,9 +97,7 @@ def test_nt_xent_multi_closed_forms() -> None:
     # one-hot per image: denominator (V - 1) e^{1/t} + V (N - 1), numerator e^{1/t}
     eye = torch.eye(n, dtype=torch.float64)
     expected = math.log((n_views - 1) + n_views * (n - 1) * math.exp(-1 / t))
-    torch.testing.assert_close(
-        nt_xent_multi([eye] * n_views, t), torch.full((n,), expected, dtype=torch.float64)
-    )
+    torch.testing.assert_close(nt_xent_multi([eye] * n_views, t), torch.full((n,), expected, dtype=torch.float64))
 
 
 def test_info_nce_with_queue_matches_loop_reference() -> None:
@@ -126,9 +116,7 @@ def test_info_nce_with_queue_closed_form_and_queue_gets_no_gradient() -> None:
     eye = torch.eye(6, dtype=torch.float64)
     q, queue = eye[:2].clone().requires_grad_(), eye[2:].clone().requires_grad_()
     loss = info_nce_with_queue(q, eye[:2], queue, 0.2)
-    torch.testing.assert_close(
-        loss, torch.full((2,), math.log(1 + 4 * math.exp(-5.0)), dtype=torch.float64)
-    )
+    torch.testing.assert_close(loss, torch.full((2,), math.log(1 + 4 * math.exp(-5.0)), dtype=torch.float64))
     loss.sum().backward()
     assert queue.grad is None and q.grad is not None
 

@@ -54,9 +54,7 @@ CASES = {
 }
 
 
-def _losses_and_grads(
-    inputs: dict[str, torch.Tensor], rows: slice
-) -> dict[str, tuple[torch.Tensor, ...]]:
+def _losses_and_grads(inputs: dict[str, torch.Tensor], rows: slice) -> dict[str, tuple[torch.Tensor, ...]]:
     out = {}
     for name, fn in CASES.items():
         a, b, c = (inputs[k][rows].clone().requires_grad_() for k in "abc")

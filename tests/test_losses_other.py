@@ -36,9 +36,7 @@ def test_negative_cosine_matches_numpy_and_stops_gradient() -> None:
     np.testing.assert_allclose(loss.detach().numpy(), expected, rtol=1e-12)
     loss.sum().backward()
     assert z.grad is None and p.grad is not None
-    torch.testing.assert_close(
-        negative_cosine(3 * z.detach(), z), torch.full((3,), -1.0, dtype=torch.float64)
-    )
+    torch.testing.assert_close(negative_cosine(3 * z.detach(), z), torch.full((3,), -1.0, dtype=torch.float64))
 
 
 # --- SwAV ------------------------------------------------------------------------------------
@@ -77,9 +75,7 @@ def test_sinkhorn_marginals() -> None:
     assert (codes >= 0).all()
     # many rounds: every prototype holds B / K of the mass
     converged = sinkhorn_knopp(scores, 0.05, 500)
-    torch.testing.assert_close(
-        converged.sum(0), torch.full((4,), 2.0, dtype=torch.float64), atol=1e-6, rtol=0
-    )
+    torch.testing.assert_close(converged.sum(0), torch.full((4,), 2.0, dtype=torch.float64), atol=1e-6, rtol=0)
 
 
 def test_sinkhorn_shift_per_prototype_is_exact_and_cannot_overflow() -> None:
@@ -87,9 +83,7 @@ def test_sinkhorn_shift_per_prototype_is_exact_and_cannot_overflow() -> None:
     shifted = scores + torch.tensor([1000.0, -300.0, 0.0, 50.0, 7.0], dtype=torch.float64)
     reference = sinkhorn_knopp(scores)
     torch.testing.assert_close(sinkhorn_knopp(shifted), reference)
-    torch.testing.assert_close(
-        sinkhorn_knopp(shifted.float()), reference.float(), atol=1e-5, rtol=1e-4
-    )
+    torch.testing.assert_close(sinkhorn_knopp(shifted.float()), reference.float(), atol=1e-5, rtol=1e-4)
     assert not sinkhorn_knopp(scores.requires_grad_()).requires_grad
 
 
@@ -110,9 +104,7 @@ def _ref_swav(
     return loss / len(assign)
 
 
-@pytest.mark.parametrize(
-    ("n_views", "assign"), [(2, (0, 1)), (4, (0, 1)), (5, (1, 3, 4)), (3, (2,))]
-)
+@pytest.mark.parametrize(("n_views", "assign"), [(2, (0, 1)), (4, (0, 1)), (5, (1, 3, 4)), (3, (2,))])
 def test_swav_loss_mean_is_the_official_loss(n_views: int, assign: tuple[int, ...]) -> None:
     scores = [_prototype_scores(3, 5, seed=10 + v) for v in range(n_views)]
     codes = [sinkhorn_knopp(scores[c]) for c in assign]
@@ -169,9 +161,7 @@ def test_swav_bad_input_raises(call, match: str) -> None:
 # --- MTTV masked NT-Xent ---------------------------------------------------------------------
 
 
-def _ref_masked(
-    u, v, t, low, high, mask_positive=False, log_of_mean=False, official_denominator=False
-):
+def _ref_masked(u, v, t, low, high, mask_positive=False, log_of_mean=False, official_denominator=False):
     """Loop over anchors of [u; v]; extreme = |S| > high or |S| < low.
 
     ``official_denominator`` sums every unmasked entry of the anchor's row (self included) and
@@ -195,9 +185,7 @@ def _ref_masked(
             denom -= math.exp(1 / t)
         else:
             denom = num + sum(
-                math.exp(z[a] @ z[j] / t)
-                for j in range(n2)
-                if j not in (a, p) and not extreme(z[a] @ z[j])
+                math.exp(z[a] @ z[j] / t) for j in range(n2) if j not in (a, p) and not extreme(z[a] @ z[j])
             )
         ratios.append(num / denom)
         dropped.append(pos_masked)
@@ -249,18 +237,14 @@ def test_masked_nt_xent_log_of_mean_agrees_with_official_formula_when_self_unmas
     # high >= 1 (the ImageNet setting): the official "- e^{1/t}" removes exactly the self term
     u, v = pairs
     got = masked_nt_xent(u, v, 0.3, low=0.3, high=1.5, mask_positive=True, log_of_mean=True)
-    expected = _ref_masked(
-        u.numpy(), v.numpy(), 0.3, 0.3, 1.5, True, True, official_denominator=True
-    )
+    expected = _ref_masked(u.numpy(), v.numpy(), 0.3, 0.3, 1.5, True, True, official_denominator=True)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10)
 
 
 def test_masked_nt_xent_gradients_are_finite_and_match_finite_differences(pairs) -> None:
     u, v = (x.clone().requires_grad_() for x in pairs)
     for kwargs in ({}, {"mask_positive": True}, {"mask_positive": True, "log_of_mean": True}):
-        assert torch.autograd.gradcheck(
-            lambda a, b, kw=kwargs: masked_nt_xent(a, b, 0.3, 0.3, 0.9, **kw), (u, v)
-        )
+        assert torch.autograd.gradcheck(lambda a, b, kw=kwargs: masked_nt_xent(a, b, 0.3, 0.3, 0.9, **kw), (u, v))
 
 
 def test_masked_nt_xent_bad_thresholds() -> None:
@@ -285,10 +269,6 @@ def test_regression_distill_matches_numpy() -> None:
 def test_regression_distill_normalises_target_not_prediction() -> None:
     target = _rand(3, 4, seed=52)
     unit = torch.nn.functional.normalize(target, dim=1)
-    torch.testing.assert_close(
-        regression_distill(unit, 5 * target), torch.zeros(3, dtype=torch.float64)
-    )
+    torch.testing.assert_close(regression_distill(unit, 5 * target), torch.zeros(3, dtype=torch.float64))
     # a prediction twice as long as the unit target is off by a unit vector: 1/2 * 1
-    torch.testing.assert_close(
-        regression_distill(2 * unit, target), torch.full((3,), 0.5, dtype=torch.float64)
-    )
+    torch.testing.assert_close(regression_distill(2 * unit, target), torch.full((3,), 0.5, dtype=torch.float64))

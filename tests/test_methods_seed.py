@@ -29,8 +29,15 @@ def _batch(views: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor,
 
 
 def _fit(model: SSLMethod, max_steps: int = 3, **data: object) -> pl.Trainer:
-    trainer = pl.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = pl.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(model, DigitsLT(batch_size=16, **data))
     return trainer
 
@@ -62,10 +69,14 @@ def _layers(seq: nn.Sequential) -> list[tuple]:
 
 def test_simsiam_heads_are_the_cifar_recipe() -> None:
     model = SimSiam(**TINY)  # resnet_tiny: 128-d features
-    assert _layers(model.projector) == [("linear", 128, 2048), ("bn", 2048, True), ("ReLU",),
-                                        ("linear", 2048, 2048), ("bn", 2048, False)]
-    assert _layers(model.predictor) == [("linear", 2048, 512), ("bn", 512, True), ("ReLU",),
-                                        ("linear", 512, 2048)]
+    assert _layers(model.projector) == [
+        ("linear", 128, 2048),
+        ("bn", 2048, True),
+        ("ReLU",),
+        ("linear", 2048, 2048),
+        ("bn", 2048, False),
+    ]
+    assert _layers(model.predictor) == [("linear", 2048, 512), ("bn", 512, True), ("ReLU",), ("linear", 512, 2048)]
 
 
 def test_simsiam_identical_views_and_identity_predictor_give_minus_one() -> None:
@@ -131,9 +142,12 @@ def test_swav_splits_large_small_and_ignores_a_trailing_clean_view() -> None:
     assert len(large) == 2 and len(small) == 1
     with pytest.raises(ValueError, match="2 crops in all"):
         _swav(num_large_views=1)
-    with pytest.raises(ValueError, match=r"SwAV declares 2 large \+ 4 small views per image, but the batch carries 5 "
-                                         r"views \(sides 16, 16, 8, 8, 16\): pass --data.num_large_views 2 "
-                                         r"--data.num_small_views 4"):
+    with pytest.raises(
+        ValueError,
+        match=r"SwAV declares 2 large \+ 4 small views per image, but the batch carries 5 "
+        r"views \(sides 16, 16, 8, 8, 16\): pass --data.num_large_views 2 "
+        r"--data.num_small_views 4",
+    ):
         _swav(num_small_views=4).check_views(_batch(views))
 
 
@@ -211,8 +225,13 @@ def _moclr(**kw: object) -> MoCLR:
 
 def test_moclr_projector_and_hidden_layer() -> None:
     model = MoCLR(**TINY)
-    assert _layers(model.projector) == [("linear", 128, 4096), ("bn", 4096, True), ("ReLU",),
-                                        ("linear", 4096, 256), ("bn", 256, True)]
+    assert _layers(model.projector) == [
+        ("linear", 128, 4096),
+        ("bn", 4096, True),
+        ("ReLU",),
+        ("linear", 4096, 256),
+        ("bn", 256, True),
+    ]
     small = _moclr().eval()
     (x,) = _views(16)
     hidden = small.projector_hidden(x)

@@ -11,16 +11,18 @@ from lightning_ssl.methods import MoCoV2
 
 def test_three_views_average_the_other_views_keys() -> None:
     torch.manual_seed(0)
-    model = MoCoV2(backbone="resnet_tiny", image_size=16, proj_hidden_dim=16, proj_output_dim=8,
-                   queue_size=32, num_large_views=3).eval()
+    model = MoCoV2(
+        backbone="resnet_tiny", image_size=16, proj_hidden_dim=16, proj_output_dim=8, queue_size=32, num_large_views=3
+    ).eval()
     views = [torch.randn(4, 3, 16, 16) for _ in range(3)]
     out = model.compute_losses((views, torch.full((4,), -1), torch.arange(4)))
     assert out.losses.shape == (3, 4)
     with torch.no_grad():
         q = [F.normalize(model.projector(model(v)), dim=1) for v in views]
         k = [model._keys(v) for v in views]
-        expected = (info_nce_with_queue(q[1], k[0], model.queue, 0.2)
-                    + info_nce_with_queue(q[1], k[2], model.queue, 0.2)) / 2
+        expected = (
+            info_nce_with_queue(q[1], k[0], model.queue, 0.2) + info_nce_with_queue(q[1], k[2], model.queue, 0.2)
+        ) / 2
     torch.testing.assert_close(out.losses[1].detach(), expected)
     assert model._pending_keys.shape == (12, 8)
 
@@ -51,8 +53,12 @@ def test_sync_bn_converts_both_encoders_under_ddp_only() -> None:
     from torch import nn
 
     def kinds(model):  # noqa: ANN001, ANN202
-        return {type(m) for enc in (model.backbone, model.key_backbone) for m in enc.modules()
-                if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+        return {
+            type(m)
+            for enc in (model.backbone, model.key_backbone)
+            for m in enc.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        }
 
     model = _moco(sync_bn=True)
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -122,11 +122,20 @@ def test_key_encoder_is_an_ema_with_momentum_0_9_before_the_step() -> None:
 
 
 def test_views_are_checked() -> None:
-    with pytest.raises(ValueError, match=r"MTTV declares 1 large view \+ the clean view last per image, but the batch "
-                                         r"carries 1 view \(sides \d+\): pass --data.clean_view true"):
+    with pytest.raises(
+        ValueError,
+        match=r"MTTV declares 1 large view \+ the clean view last per image, but the batch "
+        r"carries 1 view \(sides \d+\): pass --data.clean_view true",
+    ):
         _identity_mttv().check_views(_batch(_views(1)))
-    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     with pytest.raises(ValueError, match="--data.clean_view true"):
         trainer.fit(MTTV(**TINY), DigitsLT(batch_size=16, clean_view=False))
     with pytest.raises(ValueError, match="low"):
@@ -137,8 +146,15 @@ def test_mttv_trains_with_the_clean_view() -> None:
     model = MTTV(**TINY)
     before = [p.detach().clone() for p in model.backbone.parameters()]
     key_before = [p.detach().clone() for p in model.key_backbone.parameters()]
-    trainer = pl.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = pl.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(model, DigitsLT(batch_size=16, clean_view=True, recipe="mttv"))
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     assert any(not torch.equal(a, b) for a, b in zip(before, model.backbone.parameters()))

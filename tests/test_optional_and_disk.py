@@ -12,12 +12,22 @@ import pytest
 from lightning_ssl.io import atomic_write_json
 
 
-@pytest.mark.parametrize("module,call,extra", [
-    ("wandb", lambda: __import__("lightning_ssl.loggers", fromlist=["x"]).wandb_logger_config("p"), "wandb"),
-    ("submitit", lambda: __import__("lightning_ssl.sweep.launchers", fromlist=["x"]).slurm_executor(
-        __import__("lightning_ssl.sweep.launchers", fromlist=["x"]).SlurmOptions(), "/tmp/x"), "slurm"),
-])
-def test_missing_optional_package_names_the_extra(monkeypatch: pytest.MonkeyPatch, module: str, call, extra: str) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    "module,call,extra",
+    [
+        ("wandb", lambda: __import__("lightning_ssl.loggers", fromlist=["x"]).wandb_logger_config("p"), "wandb"),
+        (
+            "submitit",
+            lambda: __import__("lightning_ssl.sweep.launchers", fromlist=["x"]).slurm_executor(
+                __import__("lightning_ssl.sweep.launchers", fromlist=["x"]).SlurmOptions(), "/tmp/x"
+            ),
+            "slurm",
+        ),
+    ],
+)
+def test_missing_optional_package_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, module: str, call, extra: str
+) -> None:  # noqa: ANN001
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
     with pytest.raises(ImportError, match=rf"pip install 'lightning-ssl\[{extra}\]'"):
         call()

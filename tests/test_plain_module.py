@@ -26,8 +26,9 @@ class PlainBYOL(pl.LightningModule):
     def __init__(self, dim: int = 32, lr: float = 0.05, momentum: float = 0.99) -> None:
         super().__init__()
         self.lr, self.momentum = lr, momentum
-        self.backbone = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
         self.projector = nn.Sequential(nn.Linear(16, dim), nn.BatchNorm1d(dim), nn.ReLU(), nn.Linear(dim, dim))
         self.predictor = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
         self.target = copy.deepcopy(nn.Sequential(self.backbone, self.projector)).requires_grad_(False)
@@ -55,16 +56,23 @@ class PlainBYOL(pl.LightningModule):
 
 
 MODEL = "test_plain_module.PlainBYOL"
-TRAINER = {"max_epochs": 1, "limit_train_batches": 2, "accelerator": "cpu", "enable_progress_bar": False,
-           "enable_model_summary": False}
+TRAINER = {
+    "max_epochs": 1,
+    "limit_train_batches": 2,
+    "accelerator": "cpu",
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
 
 
 @pytest.mark.slow
 def test_plain_module_through_fit_and_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     trainer = [f"--trainer.{k}={str(v).lower()}" for k, v in TRAINER.items()]
-    assert main(["fit", "--model", MODEL, "--model.dim", "16", "--data", "DigitsLT", "--data.batch_size", "64",
-                 *trainer]) == 0
+    assert (
+        main(["fit", "--model", MODEL, "--model.dim", "16", "--data", "DigitsLT", "--data.batch_size", "64", *trainer])
+        == 0
+    )
     (run,) = (tmp_path / "runs").iterdir()
     assert run.name.startswith("plainbyol-digitslt-")
     metrics = last_values(run / "csv" / "metrics.csv")  # the suite's probes evaluated the plain module
@@ -81,13 +89,18 @@ def test_plain_module_through_fit_and_probe(tmp_path: Path, monkeypatch: pytest.
 
 @pytest.mark.slow
 def test_plain_module_in_a_sweep(tmp_path: Path) -> None:
-    spec = spec_from_dict({
-        "name": "plain",
-        "base": {"model": {"init_args": {"dim": 16}}, "data": {"init_args": {"batch_size": 64}},
-                 "trainer": {**TRAINER, "num_sanity_val_steps": 0}},
-        "grid": {"method": [MODEL], "dataset": ["DigitsLT"], "seed": [1]},
-        "evaluation": {"linear_options": {"steps": 20}, "knn_k": 20},
-    })
+    spec = spec_from_dict(
+        {
+            "name": "plain",
+            "base": {
+                "model": {"init_args": {"dim": 16}},
+                "data": {"init_args": {"batch_size": 64}},
+                "trainer": {**TRAINER, "num_sanity_val_steps": 0},
+            },
+            "grid": {"method": [MODEL], "dataset": ["DigitsLT"], "seed": [1]},
+            "evaluation": {"linear_options": {"steps": 20}, "knn_k": 20},
+        }
+    )
     (run,) = expand(spec)
     assert run.config["model"]["class_path"] == MODEL
     paths = SweepPaths.of(spec, tmp_path / "results", tmp_path / "work")

@@ -25,13 +25,21 @@ def record(method: str, seed: int | None, shift: float) -> RunRecord:
     per_class = np.clip(np.array([0.9, 0.8, 0.6, 0.5]) + shift, 0, 1)
     metrics = {"linear_full/acc_top1": float(per_class.mean())}
     metrics.update({f"linear_full/thirds/acc_{g}": float(per_class[ids].mean()) for g, ids in GROUPS.items()})
-    return RunRecord.from_json({"run_id": f"{method}-{seed}", "method": method, "axes": axes, "metrics": metrics,
-                                "per_class": {"linear_full": per_class.tolist()},
-                                "evaluation": {"class_counts": COUNTS, "groups": GROUPS}})
+    return RunRecord.from_json(
+        {
+            "run_id": f"{method}-{seed}",
+            "method": method,
+            "axes": axes,
+            "metrics": metrics,
+            "per_class": {"linear_full": per_class.tolist()},
+            "evaluation": {"class_counts": COUNTS, "groups": GROUPS},
+        }
+    )
 
 
-RECORDS = [record("RawPixels", None, 0.05)] + [record(m, s, 0.01 * s + d) for s in (0, 1)
-                                               for m, d in (("RandomInit", -0.3), ("SimCLR", 0.0), ("MoCoV2", -0.1))]
+RECORDS = [record("RawPixels", None, 0.05)] + [
+    record(m, s, 0.01 * s + d) for s in (0, 1) for m, d in (("RandomInit", -0.3), ("SimCLR", 0.0), ("MoCoV2", -0.1))
+]
 
 
 def digests(folder: Path) -> dict[str, str]:

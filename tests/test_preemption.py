@@ -45,27 +45,64 @@ def lssl(args: list[str], cwd: Path, sig: str | None = None) -> subprocess.Compl
     env.pop("LSSL_TEST_SIGNAL", None)
     if sig:
         env["LSSL_TEST_SIGNAL"] = sig
-    return subprocess.run([sys.executable, "-m", "lightning_ssl.cli.main", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_ssl.cli.main", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
-FIT = ["fit", "--model", "SimCLR", "--model.backbone", "resnet_tiny", "--model.proj_hidden_dim", "16",
-       "--model.proj_output_dim", "8", "--data", "DigitsLT", "--data.batch_size", "64", "--trainer.max_epochs", "1",
-       "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
-       "--trainer.enable_model_summary", "false", "--trainer.limit_val_batches", "0", "--trainer.callbacks", "[]",
-       "--trainer.callbacks+=lightning_ssl.checkpoints.AtomicModelCheckpoint",
-       "--trainer.callbacks+=tests.test_preemption.SignalAtStep"]
+FIT = [
+    "fit",
+    "--model",
+    "SimCLR",
+    "--model.backbone",
+    "resnet_tiny",
+    "--model.proj_hidden_dim",
+    "16",
+    "--model.proj_output_dim",
+    "8",
+    "--data",
+    "DigitsLT",
+    "--data.batch_size",
+    "64",
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.logger",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.limit_val_batches",
+    "0",
+    "--trainer.callbacks",
+    "[]",
+    "--trainer.callbacks+=lightning_ssl.checkpoints.AtomicModelCheckpoint",
+    "--trainer.callbacks+=tests.test_preemption.SignalAtStep",
+]
 
 
-@pytest.mark.parametrize(("sig", "code", "why"), [("SIGTERM", 143, "preempted (signal 15)"),
-                                                 ("SIGUSR1", 138, "preempted (signal 10)"),
-                                                 ("SIGINT", 130, "interrupted (Ctrl-C)")])
+@pytest.mark.parametrize(
+    ("sig", "code", "why"),
+    [
+        ("SIGTERM", 143, "preempted (signal 15)"),
+        ("SIGUSR1", 138, "preempted (signal 10)"),
+        ("SIGINT", 130, "interrupted (Ctrl-C)"),
+    ],
+)
 def test_fit_exits_128_plus_signal_after_saving(tmp_path: Path, sig: str, code: int, why: str) -> None:
     proc = lssl(FIT, tmp_path, f"{sig}:3")
     assert proc.returncode == code, proc.stderr[-2000:]
     (last,) = (tmp_path / "runs").rglob("last.ckpt")  # the run's own folder
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"lssl fit: {why}; state saved in {last.relative_to(tmp_path)}, run the same command to resume")
+        f"lssl fit: {why}; state saved in {last.relative_to(tmp_path)}, run the same command to resume"
+    )
     assert "Traceback" not in proc.stderr
     folder = last.parent
     assert torch.load(last, weights_only=False)["global_step"] == 3
@@ -82,16 +119,30 @@ def test_exit_code_helper() -> None:
 
 
 @pytest.mark.parametrize(("sig", "code", "by"), [("SIGTERM", 143, "signal 15"), ("SIGINT", 130, "Ctrl-C")])
-def test_sweep_prints_summary_and_exits_nonzero_when_a_run_is_preempted(tmp_path: Path, sig: str, code: int,
-                                                                        by: str) -> None:
-    spec = {"name": "pre", "base": {
-        "seed_everything": 0,
-        "model": {"class_path": "SimCLR", "init_args": {"backbone": "resnet_tiny", "image_size": 16,
-                                                        "proj_hidden_dim": 16, "proj_output_dim": 8}},
-        "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 64}},
-        "trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False, "num_sanity_val_steps": 0,
-                    "callbacks": [{"class_path": "tests.test_preemption.SignalAtStep"}]}},
-        "grid": {"seed": [0, 1]}, "evaluation": {"knn_k": 5}, "floors": []}
+def test_sweep_prints_summary_and_exits_nonzero_when_a_run_is_preempted(
+    tmp_path: Path, sig: str, code: int, by: str
+) -> None:
+    spec = {
+        "name": "pre",
+        "base": {
+            "seed_everything": 0,
+            "model": {
+                "class_path": "SimCLR",
+                "init_args": {"backbone": "resnet_tiny", "image_size": 16, "proj_hidden_dim": 16, "proj_output_dim": 8},
+            },
+            "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 64}},
+            "trainer": {
+                "max_epochs": 1,
+                "accelerator": "cpu",
+                "enable_progress_bar": False,
+                "num_sanity_val_steps": 0,
+                "callbacks": [{"class_path": "tests.test_preemption.SignalAtStep"}],
+            },
+        },
+        "grid": {"seed": [0, 1]},
+        "evaluation": {"knn_k": 5},
+        "floors": [],
+    }
     path = tmp_path / "pre.yaml"
     path.write_text(yaml.safe_dump(spec))
     listed = lssl(["sweep", str(path), "--results", "res", "--work", "work", "--dry-run"], tmp_path)
@@ -104,7 +155,8 @@ def test_sweep_prints_summary_and_exits_nonzero_when_a_run_is_preempted(tmp_path
     assert proc.returncode == code, proc.stderr[-2000:]
     summary = proc.stdout.strip().splitlines()[-1]
     assert summary.startswith("sweep 'pre': ") and summary.endswith(
-        f"1 interrupted, stopped by {by}: re-run the same command to resume ({Path('res', 'pre')})")
+        f"1 interrupted, stopped by {by}: re-run the same command to resume ({Path('res', 'pre')})"
+    )
     assert re.search(rf"^1/\d+ interrupted {first} SimCLR seed=0  preempted", proc.stderr, re.M)  # one line per run
     assert "Traceback" not in proc.stderr
     assert done.read_bytes() == before  # nothing already computed is touched
@@ -117,6 +169,7 @@ def test_sweep_prints_summary_and_exits_nonzero_when_a_run_is_preempted(tmp_path
 
 
 # -- logs and checkpoints across a resume ---------------------------------------------------------
+
 
 class TermAt(pl.Callback):
     def __init__(self, step: int) -> None:
@@ -134,9 +187,17 @@ def fit(out: Path, stop_at: int | None = None) -> None:
     callbacks: list[pl.Callback] = [AtomicModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=2)]
     if stop_at is not None:
         callbacks.append(TermAt(stop_at))
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
-                         limit_val_batches=0, deterministic=True, log_every_n_steps=1, callbacks=callbacks,
-                         logger=[ResumableCSVLogger(out), ResumableTensorBoardLogger(out)])
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        deterministic=True,
+        log_every_n_steps=1,
+        callbacks=callbacks,
+        logger=[ResumableCSVLogger(out), ResumableTensorBoardLogger(out)],
+    )
     last = latest_valid_checkpoint(ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else None
     trainer.fit(model, DigitsLT(batch_size=64), ckpt_path=str(last) if last else None)
 

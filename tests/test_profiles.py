@@ -71,7 +71,9 @@ def test_permuted_head_order_is_a_seeded_permutation() -> None:
     labels = balanced_labels(10, 500)
     order = head_to_tail_order(10, "permuted", seed=3)
     assert sorted(order.tolist()) == list(range(10)) and order.tolist() != list(range(10))
-    counts = np.bincount(labels[long_tail_indices(labels, LongTailProfile(head_order="permuted", seed=3))], minlength=10)
+    counts = np.bincount(
+        labels[long_tail_indices(labels, LongTailProfile(head_order="permuted", seed=3))], minlength=10
+    )
     assert counts[order].tolist() == profile_counts(10, 500.0, "exp", 0.01).tolist()
     assert head_to_tail_order(10, "permuted", seed=3).tolist() == order.tolist()
 
@@ -106,10 +108,16 @@ def test_profile_larger_than_class_is_refused() -> None:
 
 
 LDAM = {
-    "cifar10": {0.01: (12_406, [4030, 38518, 48266, 45556, 6312], "2c6d68a4dc2c"),
-                0.02: (13_996, None, "a8883e6578ef"), 0.1: (20_431, None, "3e04b4b432eb")},
-    "cifar100": {0.01: (10_847, [9470, 27272, 30172, 43691, 45171], "8c380ca791fc"),
-                 0.02: (12_608, None, "94d575c2ea60"), 0.1: (19_573, None, "d563a6a6a557")},
+    "cifar10": {
+        0.01: (12_406, [4030, 38518, 48266, 45556, 6312], "2c6d68a4dc2c"),
+        0.02: (13_996, None, "a8883e6578ef"),
+        0.1: (20_431, None, "3e04b4b432eb"),
+    },
+    "cifar100": {
+        0.01: (10_847, [9470, 27272, 30172, 43691, 45171], "8c380ca791fc"),
+        0.02: (12_608, None, "94d575c2ea60"),
+        0.1: (19_573, None, "d563a6a6a557"),
+    },
 }
 
 

@@ -11,15 +11,21 @@ import yaml
 
 from lightning_ssl.cli.main import main
 
-SPEC = {"name": "tiny",
-        "base": {"model": {"init_args": {"backbone": "resnet_tiny", "proj_hidden_dim": 16, "proj_output_dim": 8}},
-                 "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 32}},
-                 "trainer": {"max_epochs": 1, "limit_train_batches": 2, "num_sanity_val_steps": 0}},
-        "grid": {"method": ["SimCLR", "MoCoV2"]}, "floors": []}
+SPEC = {
+    "name": "tiny",
+    "base": {
+        "model": {"init_args": {"backbone": "resnet_tiny", "proj_hidden_dim": 16, "proj_output_dim": 8}},
+        "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 32}},
+        "trainer": {"max_epochs": 1, "limit_train_batches": 2, "num_sanity_val_steps": 0},
+    },
+    "grid": {"method": ["SimCLR", "MoCoV2"]},
+    "floors": [],
+}
 
 
-def test_a_two_run_sweep_prints_a_line_per_run_and_the_next_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                   capfd: pytest.CaptureFixture) -> None:
+def test_a_two_run_sweep_prints_a_line_per_run_and_the_next_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
     monkeypatch.chdir(tmp_path)
     Path("spec.yaml").write_text(yaml.safe_dump(SPEC))
     assert main(["sweep", "spec.yaml", "--results", "r", "--work", "w"]) == 0

@@ -22,8 +22,16 @@ from lightning_ssl.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-SHRINK = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-          "--model.backbone", "resnet_tiny"]
+SHRINK = [
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "2",
+    "--trainer.limit_val_batches",
+    "1",
+    "--model.backbone",
+    "resnet_tiny",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -88,15 +96,39 @@ def test_first_fit_command_learns_and_the_probe_commands_run(here: Path, capsys:
     random_init = floor["metrics"]["linear_full/acc_top1"]
     assert trained > random_init + 0.01, (trained, random_init)
 
-    assert run("lssl probe runs/simclr-digitslt-*/checkpoints/last.ckpt --linear_recipe sdclr",
-               "--linear_epochs", "21", "--out", "sdclr.json") == 0
-    assert run("lssl probe runs/simclr-digitslt-*/checkpoints/last.ckpt --finetune true",
-               "--finetune_epochs", "1", "--finetune_iterations", "2", "--out", "finetune.json") == 0
+    assert (
+        run(
+            "lssl probe runs/simclr-digitslt-*/checkpoints/last.ckpt --linear_recipe sdclr",
+            "--linear_epochs",
+            "21",
+            "--out",
+            "sdclr.json",
+        )
+        == 0
+    )
+    assert (
+        run(
+            "lssl probe runs/simclr-digitslt-*/checkpoints/last.ckpt --finetune true",
+            "--finetune_epochs",
+            "1",
+            "--finetune_iterations",
+            "2",
+            "--out",
+            "finetune.json",
+        )
+        == 0
+    )
     assert "finetune/acc_top1" in json.loads(Path("finetune.json").read_text())["metrics"]
     capsys.readouterr()
     # the transfer command needs CIFAR-100 under ~/data: without it, one line saying how to get it
-    assert run("lssl probe runs/simclr-digitslt-*/checkpoints/last.ckpt --data CIFAR100LT --data.root ~/data",
-               "--data.root", str(here / "data")) == 2
+    assert (
+        run(
+            "lssl probe runs/simclr-digitslt-*/checkpoints/last.ckpt --data CIFAR100LT --data.root ~/data",
+            "--data.root",
+            str(here / "data"),
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "download" in err
 
@@ -114,9 +146,11 @@ def test_the_other_training_commands(here: Path, capsys: pytest.CaptureFixture) 
 
 
 def test_dnc_command_runs_with_a_few_lines_per_stage(here: Path, capsys: pytest.CaptureFixture) -> None:
-    command = ("lssl dnc --data DigitsLT --model.backbone resnet_tiny --model.proj_hidden_dim 128 "
-               "--model.proj_output_dim 64 --num_clusters 2 --base_epochs 12 --expert_epochs 6 --distill_epochs 12 "
-               "--distill.head_hidden_dim 64 --distill.lr 4.0")
+    command = (
+        "lssl dnc --data DigitsLT --model.backbone resnet_tiny --model.proj_hidden_dim 128 "
+        "--model.proj_output_dim 64 --num_clusters 2 --base_epochs 12 --expert_epochs 6 --distill_epochs 12 "
+        "--distill.head_hidden_dim 64 --distill.lr 4.0"
+    )
     assert run(command, "--base_epochs", "3", "--expert_epochs", "3", "--distill_epochs", "3") == 0
     out, err = capsys.readouterr()
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 4 * 4 + 2, err  # a few lines per stage
@@ -125,11 +159,17 @@ def test_dnc_command_runs_with_a_few_lines_per_stage(here: Path, capsys: pytest.
     assert main([*shlex.split(next_command)[2:], "--out", "p.json"]) == 0
 
 
-@pytest.mark.parametrize("module, command", [
-    ("my_module", "cd examples && lssl fit --model my_module.MyBYOL --data DigitsLT --trainer.max_epochs 5"),
-    ("my_method", "cd examples && lssl fit --model my_method.MyMethod --model.backbone resnet18 --data DigitsLT "
-                  "--trainer.max_epochs 5"),
-])
+@pytest.mark.parametrize(
+    "module, command",
+    [
+        ("my_module", "cd examples && lssl fit --model my_module.MyBYOL --data DigitsLT --trainer.max_epochs 5"),
+        (
+            "my_method",
+            "cd examples && lssl fit --model my_method.MyMethod --model.backbone resnet18 --data DigitsLT "
+            "--trainer.max_epochs 5",
+        ),
+    ],
+)
 def test_your_own_module_commands(module: str, command: str, here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert command in README
     shutil.copy(ROOT / "examples" / f"{module}.py", here / f"{module}.py")  # `cd examples`
@@ -144,8 +184,11 @@ def test_sweep_and_report_commands(here: Path, capsys: pytest.CaptureFixture) ->
     for command, code in [
         ("lssl sweep benchmarks/cifar10_lt.yaml --dry-run", 0),
         ("lssl sweep benchmarks/cifar10_lt.yaml --gpus 4", 2),  # no 4 GPUs here: one line
-        ("lssl sweep benchmarks/imagenet_lt.yaml --launcher slurm --partition gpu --gpus-per-job 8 --nodes 2 "
-         "--time-min 1440", 2),  # not a SLURM login node: one line
+        (
+            "lssl sweep benchmarks/imagenet_lt.yaml --launcher slurm --partition gpu --gpus-per-job 8 --nodes 2 "
+            "--time-min 1440",
+            2,
+        ),  # not a SLURM login node: one line
         ("lssl sweep benchmarks/robustness.yaml --launcher wandb", 0),
         ("lssl report benchmarks/cifar10_lt.yaml", 2),  # nothing has run: one line
     ]:

@@ -19,21 +19,41 @@ from lightning_ssl.sweep.runner import load_results
 COUNTS = [100, 60, 40, 30, 20, 15, 12, 11, 10, 10]
 
 
-def record(method: str, seed: int, twin: bool, acc: float, groups: tuple[float, float, float],
-           n: int = 308, subsample: float = 1.0, transfer: float | None = None) -> dict:
+def record(
+    method: str,
+    seed: int,
+    twin: bool,
+    acc: float,
+    groups: tuple[float, float, float],
+    n: int = 308,
+    subsample: float = 1.0,
+    transfer: float | None = None,
+) -> dict:
     many, medium, few = groups
-    metrics = {"linear_full/acc_top1": acc, "linear_full/acc_mean_class": acc, "linear_full/std_class": 0.1,
-               "linear_full/thirds/acc_many": many, "linear_full/thirds/acc_medium": medium,
-               "linear_full/thirds/acc_few": few, "linear_full/thirds/std": float(np.std(groups)),
-               "knn_k200_t0.1/acc_top1": acc / 2}
+    metrics = {
+        "linear_full/acc_top1": acc,
+        "linear_full/acc_mean_class": acc,
+        "linear_full/std_class": 0.1,
+        "linear_full/thirds/acc_many": many,
+        "linear_full/thirds/acc_medium": medium,
+        "linear_full/thirds/acc_few": few,
+        "linear_full/thirds/std": float(np.std(groups)),
+        "knn_k200_t0.1/acc_top1": acc / 2,
+    }
     rec = {
-        "run_id": f"{method}-{seed}-{twin}-{subsample}", "method": method, "dataset": "DigitsLT", "seed": seed,
+        "run_id": f"{method}-{seed}-{twin}-{subsample}",
+        "method": method,
+        "dataset": "DigitsLT",
+        "seed": seed,
         "axes": {"method": method, "dataset": "DigitsLT", "balanced_twin": twin, "subsample": subsample, "seed": seed},
         "config": {"model": {"init_args": {"backbone": "resnet_tiny"}}, "trainer": {"max_epochs": 3}},
-        "metrics": metrics, "per_class": {"linear_full": [acc] * 10, "knn_k200_t0.1": [acc / 2] * 10},
-        "evaluation": {"class_counts": COUNTS, "group_rule": "thirds"}, "num_pretrain": n,
+        "metrics": metrics,
+        "per_class": {"linear_full": [acc] * 10, "knn_k200_t0.1": [acc / 2] * 10},
+        "evaluation": {"class_counts": COUNTS, "group_rule": "thirds"},
+        "num_pretrain": n,
         "train": {"time_per_epoch_s": 2.0 + seed, "global_batch": 128, "devices": 1},
-        "peak_memory": {"bytes": (100 + 10 * seed) * 2**20, "kind": "peak_rss"}, "hardware": {"cpu": "test cpu"},
+        "peak_memory": {"bytes": (100 + 10 * seed) * 2**20, "kind": "peak_rss"},
+        "hardware": {"cpu": "test cpu"},
         "transfer": {},
     }
     if transfer is not None:
@@ -126,10 +146,15 @@ def floor(method: str, seed: int, twin: bool, acc: float, per_class: list[float]
 def test_floors_margins_and_the_not_trained_flag() -> None:
     from lightning_ssl.sweep.report import floor_margins, floor_notes
 
-    recs = typed(records() + [floor("RawPixels", 0, False, 0.55), floor("RandomInit", 0, False, 0.45),
-                              floor("RandomInit", 1, False, 0.46)])
-    margins = {dict(k)["method"]: v for k, v in floor_margins(recs).items() if not dict(k)["balanced_twin"]
-               and dict(k)["subsample"] == 1.0}
+    recs = typed(
+        records()
+        + [floor("RawPixels", 0, False, 0.55), floor("RandomInit", 0, False, 0.45), floor("RandomInit", 1, False, 0.46)]
+    )
+    margins = {
+        dict(k)["method"]: v
+        for k, v in floor_margins(recs).items()
+        if not dict(k)["balanced_twin"] and dict(k)["subsample"] == 1.0
+    }
     # SimCLR LT: 0.5 / 0.7 against RandomInit 0.45 / 0.46 (paired by seed) -> +0.05, +0.24
     assert margins["SimCLR"]["RandomInit"] == pytest.approx((0.145, math.sqrt(2 * 0.095**2)))
     # RawPixels has one replicate (nothing random): it serves both seeds: -0.05, +0.15
@@ -142,7 +167,9 @@ def test_floors_margins_and_the_not_trained_flag() -> None:
     md, _ = main_table(recs)
     lines = md.splitlines()
     first = [i for i, row in enumerate(lines) if row.startswith("| RawPixels | DigitsLT | False | 1.0 |")]
-    assert first and first[0] < next(i for i, row in enumerate(lines) if row.startswith("| SimCLR | DigitsLT | False | 1.0 |"))
+    assert first and first[0] < next(
+        i for i, row in enumerate(lines) if row.startswith("| SimCLR | DigitsLT | False | 1.0 |")
+    )
     assert "**no: not trained yet**" in next(row for row in lines if row.startswith("| Supervised | DigitsLT | False"))
 
 
@@ -195,8 +222,11 @@ def test_a_missing_floor_seed_is_not_filled_in_by_another_seed() -> None:
 
     # RandomInit finished for seed 0 only: seed 1 of SimCLR has no floor to be paired with
     recs = typed(records() + [floor("RandomInit", 0, False, 0.45)])
-    margin = next(v for k, v in floor_margins(recs).items()
-                  if dict(k)["method"] == "SimCLR" and not dict(k)["balanced_twin"] and dict(k)["subsample"] == 1.0)
+    margin = next(
+        v
+        for k, v in floor_margins(recs).items()
+        if dict(k)["method"] == "SimCLR" and not dict(k)["balanced_twin"] and dict(k)["subsample"] == 1.0
+    )
     assert margin["RandomInit_n"] == 1 and margin["RandomInit"][0] == pytest.approx(0.05)
 
 

@@ -27,11 +27,28 @@ class RecordSchedule(pl.Callback):
 
 def make(tmp: Path, callback: pl.Callback) -> tuple[pl.Trainer, MoCoV2, DigitsLT]:
     pl.seed_everything(0)
-    model = MoCoV2(backbone="resnet_tiny", image_size=16, proj_hidden_dim=16, proj_output_dim=8, queue_size=32,
-                   lr=0.1, warmup_epochs=1, base_momentum=0.99, final_momentum=1.0)
-    trainer = pl.Trainer(max_epochs=3, limit_train_batches=3, limit_val_batches=0, accelerator="cpu", logger=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp,
-                         callbacks=[callback, pl.callbacks.ModelCheckpoint(dirpath=tmp, save_last=True)])
+    model = MoCoV2(
+        backbone="resnet_tiny",
+        image_size=16,
+        proj_hidden_dim=16,
+        proj_output_dim=8,
+        queue_size=32,
+        lr=0.1,
+        warmup_epochs=1,
+        base_momentum=0.99,
+        final_momentum=1.0,
+    )
+    trainer = pl.Trainer(
+        max_epochs=3,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp,
+        callbacks=[callback, pl.callbacks.ModelCheckpoint(dirpath=tmp, save_last=True)],
+    )
     return trainer, model, DigitsLT(batch_size=16)
 
 

@@ -18,8 +18,11 @@ from lightning_ssl.sweep.runner import SweepPaths, run_one, run_status
 from lightning_ssl.sweep.spec import expand, spec_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = {"model": {"init_args": {"backbone": "resnet_tiny"}}, "data": {"class_path": "DigitsLT"},
-        "trainer": {"max_epochs": 1}}
+BASE = {
+    "model": {"init_args": {"backbone": "resnet_tiny"}},
+    "data": {"class_path": "DigitsLT"},
+    "trainer": {"max_epochs": 1},
+}
 
 
 def one(grid: dict, base: dict | None = None, **extra: object) -> runner.Run:
@@ -60,9 +63,15 @@ def test_a_renamed_option_is_stale_only_when_the_run_had_set_it() -> None:
 
 
 def record_of(run: runner.Run, **extra: object) -> dict:
-    return {"run_id": run.run_id, "metrics": {"linear_full/acc_top1": 0.5}, "config": run.config,
-            "compute_version": COMPUTE_VERSION, "evaluation_protocol": run.evaluation,
-            "transfer_protocol": run.transfer, **extra}
+    return {
+        "run_id": run.run_id,
+        "metrics": {"linear_full/acc_top1": 0.5},
+        "config": run.config,
+        "compute_version": COMPUTE_VERSION,
+        "evaluation_protocol": run.evaluation,
+        "transfer_protocol": run.transfer,
+        **extra,
+    }
 
 
 def test_stale_reason_names_the_cause() -> None:
@@ -74,8 +83,9 @@ def test_stale_reason_names_the_cause() -> None:
     assert "data.init_args.batch_size" in stale_reason(record_of(run, config=other), run)
 
 
-def test_sweep_keeps_stale_results_unless_asked_and_reruns_unreadable_ones(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sweep_keeps_stale_results_unless_asked_and_reruns_unreadable_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = spec_from_dict({"name": "t", "base": BASE, "grid": {"method": ["SimCLR"]}, "floors": []})
     (run,) = expand(spec)
     paths = SweepPaths(tmp_path / "results", tmp_path / "work")
@@ -108,8 +118,11 @@ def test_uota_in_shipped_specs_gets_swavs_crops_and_a_half_way_start() -> None:
     from lightning_ssl.sweep.spec import load_spec
 
     for name in ("cifar10_lt", "imagenet_lt"):
-        runs = {r.method: r for r in expand(load_spec(ROOT / "benchmarks" / f"{name}.yaml"))
-                if r.method in ("SwAV", "UOTA") and not r.axes.get("balanced_twin")}
+        runs = {
+            r.method: r
+            for r in expand(load_spec(ROOT / "benchmarks" / f"{name}.yaml"))
+            if r.method in ("SwAV", "UOTA") and not r.axes.get("balanced_twin")
+        }
         swav, uota = runs["SwAV"].config, runs["UOTA"].config
         assert uota["model"]["class_path"].endswith("UOTASwAV"), name
         for section in ("model", "data"):
@@ -123,11 +136,14 @@ def test_rerun_stale_trains_afresh_instead_of_resuming_the_stale_checkpoint(tmp_
     """A run finished under another code version: its result is stale and its last.ckpt is at the
     end of training. ``rerun_stale`` must train again from step 0 (not resume that checkpoint and
     train 0 epochs), and replace the result only once the new one is written."""
-    base = {"model": {"init_args": {"backbone": "resnet_tiny", "proj_hidden_dim": 16, "proj_output_dim": 8}},
-            "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 64}},
-            "trainer": {"max_epochs": 2, "accelerator": "cpu", "limit_val_batches": 0}}
-    spec = spec_from_dict({"name": "t", "base": base, "grid": {"method": ["SimCLR"]}, "floors": [],
-                           "evaluation": {"knn_k": 5}})
+    base = {
+        "model": {"init_args": {"backbone": "resnet_tiny", "proj_hidden_dim": 16, "proj_output_dim": 8}},
+        "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 64}},
+        "trainer": {"max_epochs": 2, "accelerator": "cpu", "limit_val_batches": 0},
+    }
+    spec = spec_from_dict(
+        {"name": "t", "base": base, "grid": {"method": ["SimCLR"]}, "floors": [], "evaluation": {"knn_k": 5}}
+    )
     (run,) = expand(spec)
     paths = SweepPaths(tmp_path / "results", tmp_path / "work")
     assert run_one(run, spec, paths) == "done"
@@ -152,8 +168,13 @@ def test_rerun_stale_trains_afresh_instead_of_resuming_the_stale_checkpoint(tmp_
 def test_checkpoint_callback_options_do_not_make_a_result_stale() -> None:
     run = one({"method": ["SimCLR"]})
     stored = copy.deepcopy(run.config)
-    stored["trainer"]["callbacks"] = [*(stored["trainer"].get("callbacks") or []), {
-        "class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint", "init_args": {"save_on_train_epoch_end": None}}]
+    stored["trainer"]["callbacks"] = [
+        *(stored["trainer"].get("callbacks") or []),
+        {
+            "class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint",
+            "init_args": {"save_on_train_epoch_end": None},
+        },
+    ]
     assert stale_keys(stored, run.config) == []
     stored["trainer"]["callbacks"].append({"class_path": "lightning_ssl.eval.callbacks.KNNMonitor"})
     assert stale_keys(stored, run.config) == ["trainer.callbacks"]

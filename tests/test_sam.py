@@ -71,12 +71,24 @@ def test_sam_step_equals_manual_two_pass(adaptive: bool) -> None:
     torch.manual_seed(0)
     lin = nn.Linear(12, 3)
     w0, b0 = lin.weight.detach().clone(), lin.bias.detach().clone()
-    model = Toy(backbone=nn.Sequential(nn.Flatten(), lin), image_size=2, lr=0.1, momentum=0.0,
-                weight_decay=0.0, warmup_epochs=0, sam=SAMConfig(rho=0.3, adaptive=adaptive, weights="label_exp",
-                                                                label_base=3.0))
+    model = Toy(
+        backbone=nn.Sequential(nn.Flatten(), lin),
+        image_size=2,
+        lr=0.1,
+        momentum=0.0,
+        weight_decay=0.0,
+        warmup_epochs=0,
+        sam=SAMConfig(rho=0.3, adaptive=adaptive, weights="label_exp", label_base=3.0),
+    )
     data = Pairs()
-    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, DataLoader(data, batch_size=6))
     # manual: perturbation from the label-weighted loss, update from the unweighted loss there
     x, target = data.x, torch.arange(6) % 3
@@ -137,8 +149,14 @@ def test_rwsam_feature_bank_weights_survive_a_checkpoint() -> None:
     from lightning_ssl.methods import SimSiam
 
     def make() -> SimSiam:
-        return SimSiam(backbone="resnet_tiny", image_size=16, proj_hidden_dim=16, proj_output_dim=16,
-                       pred_hidden_dim=8, sam=SAMConfig(weights="kde", refresh_every=2))
+        return SimSiam(
+            backbone="resnet_tiny",
+            image_size=16,
+            proj_hidden_dim=16,
+            proj_output_dim=16,
+            pred_hidden_dim=8,
+            sam=SAMConfig(weights="kde", refresh_every=2),
+        )
 
     model = make()
     model.sam_weighter.weights = torch.tensor([0.5, 1.5, 1.0])
@@ -148,7 +166,9 @@ def test_rwsam_feature_bank_weights_survive_a_checkpoint() -> None:
     resumed = make()
     resumed.on_load_checkpoint(checkpoint)
     assert resumed.sam_weighter.refreshed_at == 4
-    torch.testing.assert_close(resumed.sam_weighter(torch.tensor([0, 0]), torch.tensor([2, 1])), torch.tensor([1.0, 1.5]))
+    torch.testing.assert_close(
+        resumed.sam_weighter(torch.tensor([0, 0]), torch.tensor([2, 1])), torch.tensor([1.0, 1.5])
+    )
 
 
 def test_nonfinite_gradient_skips_perturbation_and_step() -> None:
@@ -165,11 +185,24 @@ def test_nonfinite_gradient_skips_perturbation_and_step() -> None:
         return grad * float("inf") if len(backwards) == 1 else grad
 
     lin.weight.register_hook(overflow_once)
-    model = Toy(backbone=nn.Sequential(nn.Flatten(), lin), image_size=2, lr=0.1, momentum=0.0,
-                weight_decay=0.0, warmup_epochs=0, sam=SAMConfig(rho=0.3))
+    model = Toy(
+        backbone=nn.Sequential(nn.Flatten(), lin),
+        image_size=2,
+        lr=0.1,
+        momentum=0.0,
+        weight_decay=0.0,
+        warmup_epochs=0,
+        sam=SAMConfig(rho=0.3),
+    )
     data = Pairs()
-    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, DataLoader(data, batch_size=6))  # epoch 0: skipped; epoch 1: the one step
     assert model.skipped_steps == 1 and trainer.current_epoch == 2 and len(backwards) == 3
     assert torch.isfinite(lin.weight).all()

@@ -66,11 +66,16 @@ def test_masks_equal_the_official_rule_on_a_random_model() -> None:
     assert 1 - at_90[1].mean() > 0.95  # the down-scaled layer loses more than 90 %
     branch = PrunedBranch({"backbone": net})
     branch.reprune({"backbone": net}, 0.9, epoch=3)
-    for o, r in zip(branch.masks("backbone"), official_rule([m.weight.detach().numpy() for m in (net[0], net[2], net[3])], 0.9)):
+    for o, r in zip(
+        branch.masks("backbone"), official_rule([m.weight.detach().numpy() for m in (net[0], net[2], net[3])], 0.9)
+    ):
         np.testing.assert_array_equal(o.numpy(), r)
     assert int(branch.mask_epoch) == 3
-    assert float(branch.sparsity) == pytest.approx(1 - sum(r.sum() for r in official_rule(
-        [m.weight.detach().numpy() for m in (net[0], net[2], net[3])], 0.9)) / sum(m.weight.numel() for m in (net[0], net[2], net[3])))
+    assert float(branch.sparsity) == pytest.approx(
+        1
+        - sum(r.sum() for r in official_rule([m.weight.detach().numpy() for m in (net[0], net[2], net[3])], 0.9))
+        / sum(m.weight.numel() for m in (net[0], net[2], net[3]))
+    )
 
 
 def small_sdclr(**kwargs: object) -> SDCLR:
@@ -80,7 +85,11 @@ def small_sdclr(**kwargs: object) -> SDCLR:
 
 def batch(n: int = 8, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, 3, 16, 16, generator=g), torch.randn(n, 3, 16, 16, generator=g)], torch.zeros(n, dtype=torch.long), torch.arange(n)
+    return (
+        [torch.randn(n, 3, 16, 16, generator=g), torch.randn(n, 3, 16, 16, generator=g)],
+        torch.zeros(n, dtype=torch.long),
+        torch.arange(n),
+    )
 
 
 def _pruned_copy(model: SDCLR, owner: str) -> nn.Module:
@@ -173,7 +182,9 @@ def test_the_pruned_branch_has_its_own_batch_norm() -> None:
     # state_dict: the masks and the second BN are in the checkpoint; the dense keys are a plain backbone's
     keys = model.state_dict().keys()
     assert any(k.startswith("pruned.mask__backbone__") for k in keys) and "pruned.bn.bn0.running_mean" in keys
-    assert set(k for k in keys if k.startswith("backbone.")) == set(f"backbone.{k}" for k in model.backbone.state_dict())
+    assert set(k for k in keys if k.startswith("backbone.")) == set(
+        f"backbone.{k}" for k in model.backbone.state_dict()
+    )
 
 
 def test_sdclr_options_are_checked() -> None:
@@ -185,8 +196,16 @@ def test_sdclr_options_are_checked() -> None:
     assert SDCLR(backbone="resnet_tiny", image_size=16).hparams.temperature == 0.2  # official CIFAR commands
 
 
-@pytest.mark.parametrize(("backbone", "size"), [("resnet_tiny", 16), ("resnet18", 16), ("resnet50", 16),
-                                                ("torchvision.resnet18", 16), ("vit_tiny_patch16_224", 32)])
+@pytest.mark.parametrize(
+    ("backbone", "size"),
+    [
+        ("resnet_tiny", 16),
+        ("resnet18", 16),
+        ("resnet50", 16),
+        ("torchvision.resnet18", 16),
+        ("vit_tiny_patch16_224", 32),
+    ],
+)
 def test_every_backbone_prunes_and_trains(backbone: str, size: int) -> None:
     torch.manual_seed(0)
     model = SDCLR(backbone=backbone, image_size=size, proj_hidden_dim=32, proj_output_dim=16)
@@ -223,12 +242,48 @@ def test_channels_last_and_bf16_paths_on_the_cpu(tmp_path, monkeypatch) -> None:
     from lightning_ssl.cli.main import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["fit", "--model", "SDCLR", "--data", "DigitsLT", "--data.batch_size", "16", "--data.resident", "true",
-                 "--model.backbone", "resnet_tiny", "--model.proj_hidden_dim", "32", "--model.proj_output_dim", "16",
-                 "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.accelerator", "cpu",
-                 "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-                 "--trainer.logger", "false", "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false",
-                 "--trainer.precision", "bf16-mixed", "--model.channels_last", "true"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--model",
+                "SDCLR",
+                "--data",
+                "DigitsLT",
+                "--data.batch_size",
+                "16",
+                "--data.resident",
+                "true",
+                "--model.backbone",
+                "resnet_tiny",
+                "--model.proj_hidden_dim",
+                "32",
+                "--model.proj_output_dim",
+                "16",
+                "--trainer.max_steps",
+                "1",
+                "--trainer.limit_val_batches",
+                "1",
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.enable_model_summary",
+                "false",
+                "--trainer.logger",
+                "false",
+                "--trainer.callbacks",
+                "[]",
+                "--trainer.enable_checkpointing",
+                "false",
+                "--trainer.precision",
+                "bf16-mixed",
+                "--model.channels_last",
+                "true",
+            ]
+        )
+        == 0
+    )
 
 
 def test_compiled_pruned_branch_trains_and_matches_eager() -> None:
@@ -236,13 +291,22 @@ def test_compiled_pruned_branch_trains_and_matches_eager() -> None:
     from torch.utils.data import DataLoader
 
     torch.manual_seed(0)
-    backbone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    model = SDCLR(backbone=backbone, image_size=8, proj_hidden_dim=8, proj_output_dim=4, compile=True, lr=0.1,
-                  warmup_epochs=0)
+    backbone = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    )
+    model = SDCLR(
+        backbone=backbone, image_size=8, proj_hidden_dim=8, proj_output_dim=4, compile=True, lr=0.1, warmup_epochs=0
+    )
     g = torch.Generator().manual_seed(0)
     data = [([torch.randn(3, 8, 8, generator=g), torch.randn(3, 8, 8, generator=g)], 0, i) for i in range(16)]
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, DataLoader(data, batch_size=8))
     assert "_compiled_pruned" in model.__dict__
     assert not any("_orig_mod" in k for k in model.state_dict())

@@ -42,7 +42,7 @@ def half_class(images: torch.Tensor, half: str) -> np.ndarray:
     part = images[..., :w] if half == "left" else images[..., w:]
     flat = part.reshape(part.shape[0], -1)
     assert (flat == flat[:, :1]).all()  # a half comes from one image
-    return ((flat[:, 0].numpy().astype(int) - 5) // 20)
+    return (flat[:, 0].numpy().astype(int) - 5) // 20
 
 
 def test_compose_halves_takes_label_half_from_itself_and_other_half_from_a_donor():
@@ -71,8 +71,10 @@ def test_which_half_depends_on_the_label():
     assert dm.card.name == "semi_synthetic_halves" and dm.card.mean == (0.5,)
     assert dm.frequent_classes.tolist() == [0, 1, 2, 3, 4]
     assert dm.class_counts.tolist() == [40] * 5 + [10] * 5  # step profile
-    for images, targets in ((dm.splits.pretrain.images, dm.splits.pretrain_targets),
-                            (dm.splits.test.images, dm.splits.test.targets.numpy())):
+    for images, targets in (
+        (dm.splits.pretrain.images, dm.splits.pretrain_targets),
+        (dm.splits.test.images, dm.splits.test.targets.numpy()),
+    ):
         freq = targets < 5
         left, right = half_class(images, "left"), half_class(images, "right")
         # the label half determines the label exactly ...
@@ -85,8 +87,14 @@ def test_which_half_depends_on_the_label():
 
 
 def test_frequent_half_right_and_permuted_head_order():
-    dm = SemiSyntheticHalves(source=ConstantSource(), imbalance_ratio=0.25, image_size=8,
-                             frequent_half="right", head_order="permuted", seed=1)
+    dm = SemiSyntheticHalves(
+        source=ConstantSource(),
+        imbalance_ratio=0.25,
+        image_size=8,
+        frequent_half="right",
+        head_order="permuted",
+        seed=1,
+    )
     frequent = dm.frequent_classes
     counts = dm.class_counts
     assert sorted(np.flatnonzero(counts == 40).tolist()) == frequent.tolist()

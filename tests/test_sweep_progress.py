@@ -16,8 +16,16 @@ from lightning_ssl.sweep.spec import Run
 
 
 def run(run_id: str, method: str = "SimCLR", **axes: object) -> Run:
-    return Run(run_id=run_id, axes={"method": method, **axes}, method=method, dataset="DigitsLT",
-               seed=int(axes.get("seed", 0)), config={}, evaluation={}, transfer=[])
+    return Run(
+        run_id=run_id,
+        axes={"method": method, **axes},
+        method=method,
+        dataset="DigitsLT",
+        seed=int(axes.get("seed", 0)),
+        config={},
+        evaluation={},
+        transfer=[],
+    )
 
 
 def test_labels_name_the_method_and_axes() -> None:
@@ -51,8 +59,9 @@ def restored_levels():
 
 
 @pytest.mark.parametrize("verbose", [False, True])
-def test_noise_is_silenced_unless_verbose(restored_levels: None, verbose: bool,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_noise_is_silenced_unless_verbose(
+    restored_levels: None, verbose: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lightning_fabric.utilities.seed import seed_everything
 
     monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
@@ -61,8 +70,11 @@ def test_noise_is_silenced_unless_verbose(restored_levels: None, verbose: bool,
         warnings.simplefilter("always")
         quiet.configure(verbose)
         seed_everything()  # "No seed found, seed set to 0"
-        warnings.warn("The number of training batches (3) is smaller than the logging interval "
-                      "Trainer(log_every_n_steps=50).", UserWarning, stacklevel=1)
+        warnings.warn(
+            "The number of training batches (3) is smaller than the logging interval Trainer(log_every_n_steps=50).",
+            UserWarning,
+            stacklevel=1,
+        )
         warnings.warn("checkpoint last.ckpt is corrupted or truncated", UserWarning, stacklevel=1)  # ours: kept
     messages = [str(w.message) for w in caught]
     assert "checkpoint last.ckpt is corrupted or truncated" in messages

@@ -29,13 +29,23 @@ class FailOnce(pl.Callback):
 SPEC = {
     "name": "tiny",
     "base": {
-        "model": {"class_path": "SimCLR", "init_args": {"backbone": "resnet_tiny", "proj_hidden_dim": 32,
-                                                        "proj_output_dim": 16, "warmup_epochs": 0}},
+        "model": {
+            "class_path": "SimCLR",
+            "init_args": {"backbone": "resnet_tiny", "proj_hidden_dim": 32, "proj_output_dim": 16, "warmup_epochs": 0},
+        },
         "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 64}},
-        "trainer": {"max_epochs": 2, "limit_train_batches": 2, "accelerator": "cpu", "enable_progress_bar": False,
-                    "enable_model_summary": False, "num_sanity_val_steps": 0,
-                    "callbacks": [{"class_path": "lightning_ssl.eval.callbacks.OnlineLinearProbe"},
-                                  {"class_path": "test_sweep_runner.FailOnce"}]},
+        "trainer": {
+            "max_epochs": 2,
+            "limit_train_batches": 2,
+            "accelerator": "cpu",
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "num_sanity_val_steps": 0,
+            "callbacks": [
+                {"class_path": "lightning_ssl.eval.callbacks.OnlineLinearProbe"},
+                {"class_path": "test_sweep_runner.FailOnce"},
+            ],
+        },
     },
     "grid": {"seed": [3]},
     "evaluation": {"linear_options": {"steps": 50}, "knn_k": 20},
@@ -43,7 +53,9 @@ SPEC = {
 }
 
 
-def test_interrupted_run_resumes_and_finished_run_is_not_redone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_run_resumes_and_finished_run_is_not_redone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = spec_from_dict(SPEC)
     (run,) = expand(spec)
     paths = SweepPaths.of(spec, tmp_path / "results", tmp_path / "work")

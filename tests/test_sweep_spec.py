@@ -11,8 +11,11 @@ from lightning_ssl.sweep.identity import run_hash
 from lightning_ssl.sweep.spec import expand, spec_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = {"model": {"init_args": {"backbone": "resnet_tiny"}}, "data": {"class_path": "DigitsLT"},
-        "trainer": {"max_epochs": 1}}
+BASE = {
+    "model": {"init_args": {"backbone": "resnet_tiny"}},
+    "data": {"class_path": "DigitsLT"},
+    "trainer": {"max_epochs": 1},
+}
 
 
 def spec(grid: dict, **extra: object) -> object:
@@ -24,9 +27,12 @@ def methods_only(grid: dict) -> object:
 
 
 def test_grid_expansion_axes_and_variants() -> None:
-    runs = expand(spec({"method": ["SimCLR", "SimCLR+rwSAM"], "balanced_twin": [False, True], "seed": [0, 1],
-                        "model.lr": [0.2]},
-                       methods={"SimCLR+rwSAM": {"class": "SimCLR", "model.sam": {"rho": 0.05}}}))
+    runs = expand(
+        spec(
+            {"method": ["SimCLR", "SimCLR+rwSAM"], "balanced_twin": [False, True], "seed": [0, 1], "model.lr": [0.2]},
+            methods={"SimCLR+rwSAM": {"class": "SimCLR", "model.sam": {"rho": 0.05}}},
+        )
+    )
     # 8 method runs, then the floors: RawPixels per run set (nothing random), RandomInit per run set and seed
     floors = [r for r in runs if r.reference]
     assert [r.method for r in floors] == ["RawPixels"] * 2 + ["RandomInit"] * 4 and runs[:6] == floors
@@ -42,24 +48,35 @@ def test_grid_expansion_axes_and_variants() -> None:
 
 def test_run_id_ignores_where_it_runs_but_not_what() -> None:
     (a,) = expand(methods_only({"method": ["SimCLR"]}))
-    (b,) = expand(methods_only({"method": ["SimCLR"], "trainer.accelerator": ["cpu"],
-                                "trainer.enable_progress_bar": [False]}))
+    (b,) = expand(
+        methods_only({"method": ["SimCLR"], "trainer.accelerator": ["cpu"], "trainer.enable_progress_bar": [False]})
+    )
     (c,) = expand(methods_only({"method": ["SimCLR"], "trainer.max_epochs": [2]}))
     assert a.run_id == b.run_id != c.run_id
 
 
-@pytest.mark.parametrize("raw, words", [
-    ({"grid": {"method": ["SimCLX"]}}, ["unknown method 'SimCLX'", "SimCLR", "MoCoV2"]),
-    ({"grid": {"method": ["SimCLR"], "dataset": ["Digits"]}}, ["unknown dataset 'Digits'", "DigitsLT", "CIFAR10LT"]),
-    ({"grid": {"method": ["SimCLR"], "model.tempratur": [0.2]}}, ["'tempratur'", "valid options", "temperature"]),
-    ({"grid": {"methd": ["SimCLR"]}}, ["unknown grid axis 'methd'", "method"]),
-    ({"grid": {"method": ["SimCLR"]}, "evaluaton": {}}, ["unknown key(s) ['evaluaton']", "evaluation"]),
-    ({"grid": {"method": ["SimCLR"]}, "evaluation": {"linear_epoch": 3}}, ["linear_epoch", "linear_recipe"]),
-    ({"grid": {"method": ["SimCLR"]}, "evaluation": {"linear_recipe": "sdcrl"}},
-     ["evaluation: unknown linear probe recipe 'sdcrl'", "sdclr"]),
-    ({"grid": {"method": ["SimCLR"]}, "evaluation": {"linear_options": {"step": 9}}},
-     ["evaluation: unknown linear probe option(s) ['step']", "steps"]),
-])
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ({"grid": {"method": ["SimCLX"]}}, ["unknown method 'SimCLX'", "SimCLR", "MoCoV2"]),
+        (
+            {"grid": {"method": ["SimCLR"], "dataset": ["Digits"]}},
+            ["unknown dataset 'Digits'", "DigitsLT", "CIFAR10LT"],
+        ),
+        ({"grid": {"method": ["SimCLR"], "model.tempratur": [0.2]}}, ["'tempratur'", "valid options", "temperature"]),
+        ({"grid": {"methd": ["SimCLR"]}}, ["unknown grid axis 'methd'", "method"]),
+        ({"grid": {"method": ["SimCLR"]}, "evaluaton": {}}, ["unknown key(s) ['evaluaton']", "evaluation"]),
+        ({"grid": {"method": ["SimCLR"]}, "evaluation": {"linear_epoch": 3}}, ["linear_epoch", "linear_recipe"]),
+        (
+            {"grid": {"method": ["SimCLR"]}, "evaluation": {"linear_recipe": "sdcrl"}},
+            ["evaluation: unknown linear probe recipe 'sdcrl'", "sdclr"],
+        ),
+        (
+            {"grid": {"method": ["SimCLR"]}, "evaluation": {"linear_options": {"step": 9}}},
+            ["evaluation: unknown linear probe option(s) ['step']", "steps"],
+        ),
+    ],
+)
 def test_bad_spec_names_the_key_and_choices(raw: dict, words: list[str]) -> None:
     with pytest.raises(ValueError) as err:
         expand(spec_from_dict({"base": BASE, **raw}))
@@ -78,8 +95,15 @@ def test_bad_spec_fails_before_any_run(tmp_path: Path, capsys: pytest.CaptureFix
 def test_dry_run_expands_every_shipped_spec(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     specs = sorted((ROOT / "benchmarks").glob("*.yaml"))
     names = {p.stem for p in specs}
-    assert {"default", "robustness", "robustness_fashion_mnist_cpu", "cifar10_lt", "cifar100_lt", "imagenet_lt",
-            "places_lt"} <= names
+    assert {
+        "default",
+        "robustness",
+        "robustness_fashion_mnist_cpu",
+        "cifar10_lt",
+        "cifar100_lt",
+        "imagenet_lt",
+        "places_lt",
+    } <= names
     for path in specs:
         assert sweep_cli([str(path), "--dry-run", "--results", str(tmp_path)]) == 0, path
         out = capsys.readouterr().out
@@ -90,8 +114,12 @@ def test_dry_run_expands_every_shipped_spec(tmp_path: Path, capsys: pytest.Captu
 def test_exclude_drops_the_matching_grid_points_only() -> None:
     from lightning_ssl.sweep.spec import expand, spec_from_dict
 
-    raw = {"name": "x", "base": {"model": {"init_args": {"backbone": "resnet_tiny"}}, "data": {"class_path": "DigitsLT"}},
-           "grid": {"method": ["SimCLR", "MoCoV2", "Supervised"], "balanced_twin": [False, True]}, "floors": []}
+    raw = {
+        "name": "x",
+        "base": {"model": {"init_args": {"backbone": "resnet_tiny"}}, "data": {"class_path": "DigitsLT"}},
+        "grid": {"method": ["SimCLR", "MoCoV2", "Supervised"], "balanced_twin": [False, True]},
+        "floors": [],
+    }
     assert len(expand(spec_from_dict(raw), validate=False)) == 6
     raw["exclude"] = [{"balanced_twin": True, "method": ["MoCoV2", "Supervised"]}]
     kept = [(r.method, r.axes["balanced_twin"]) for r in expand(spec_from_dict(raw), validate=False)]

@@ -25,8 +25,17 @@ SMALL = {"backbone": "resnet_tiny", "image_size": 8, "lr": 0.05, "warmup_epochs"
 # -- TS ----------------------------------------------------------------------------------------------
 def test_ts_values_at_start_half_and_whole_period() -> None:
     # (tau_min, tau_max, t_max) = (0.1, 1.0, 200): the README's command; values of the official formula
-    expected = {0: 1.0, 1: 0.99994448, 50: 0.86819805, 100: 0.55, 150: 0.23180195, 200: 0.1, 300: 0.55,
-                400: 1.0, 2000: 1.0}
+    expected = {
+        0: 1.0,
+        1: 0.99994448,
+        50: 0.86819805,
+        100: 0.55,
+        150: 0.23180195,
+        200: 0.1,
+        300: 0.55,
+        400: 1.0,
+        2000: 1.0,
+    }
     for epoch, tau in expected.items():
         assert cosine_temperature(epoch, 0.1, 1.0, 200) == pytest.approx(tau, abs=1e-8)
 
@@ -47,8 +56,15 @@ def fixed_batches(n: int = 16, size: int = 8, views: int = 2) -> list:
 def fit(model: pl.LightningModule, steps: int = 4, callbacks: list | None = None) -> pl.LightningModule:
     pl.seed_everything(0)
     # epochs, not max_steps: without a datamodule the base counts an epoch from max_epochs
-    trainer = pl.Trainer(max_epochs=steps // 2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks or [])
+    trainer = pl.Trainer(
+        max_epochs=steps // 2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks or [],
+    )
     trainer.fit(model, DataLoader(fixed_batches(), batch_size=8))  # 2 steps per epoch
     return model
 
@@ -57,8 +73,15 @@ def test_a_schedule_with_tau_min_equal_tau_max_is_constant_simclr_bit_for_bit() 
     torch.manual_seed(0)
     plain = fit(SimCLR(proj_hidden_dim=16, proj_output_dim=8, temperature=0.2, **SMALL))
     torch.manual_seed(0)
-    scheduled = fit(SimCLR(proj_hidden_dim=16, proj_output_dim=8, temperature=0.5, **SMALL,
-                           temperature_schedule=TemperatureSchedule(0.2, 0.2, 400)))
+    scheduled = fit(
+        SimCLR(
+            proj_hidden_dim=16,
+            proj_output_dim=8,
+            temperature=0.5,
+            **SMALL,
+            temperature_schedule=TemperatureSchedule(0.2, 0.2, 400),
+        )
+    )
     a, b = plain.state_dict(), scheduled.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -73,15 +96,27 @@ class Record(pl.Callback):
 
 def test_a_fit_follows_the_schedule_per_epoch() -> None:
     record = Record()
-    model = SimCLR(proj_hidden_dim=16, proj_output_dim=8, **SMALL,
-                   temperature_schedule=TemperatureSchedule(0.1, 1.0, period_epochs=4))
+    model = SimCLR(
+        proj_hidden_dim=16,
+        proj_output_dim=8,
+        **SMALL,
+        temperature_schedule=TemperatureSchedule(0.1, 1.0, period_epochs=4),
+    )
     fit(model, steps=8, callbacks=[record])  # 4 epochs of 2 steps
     expected = [cosine_temperature(e, 0.1, 1.0, 2) for e in (1, 1, 2, 2, 3, 3, 4, 4)]
     assert record.taus == pytest.approx(expected)
     # a fraction of the run: 0.5 of 4 epochs is a period of 2 epochs
     record = Record()
-    fit(SimCLR(proj_hidden_dim=16, proj_output_dim=8, **SMALL,
-               temperature_schedule=TemperatureSchedule(0.1, 1.0, period_epochs=0.5)), steps=8, callbacks=[record])
+    fit(
+        SimCLR(
+            proj_hidden_dim=16,
+            proj_output_dim=8,
+            **SMALL,
+            temperature_schedule=TemperatureSchedule(0.1, 1.0, period_epochs=0.5),
+        ),
+        steps=8,
+        callbacks=[record],
+    )
     assert record.taus == pytest.approx([cosine_temperature(e, 0.1, 1.0, 1) for e in (1, 1, 2, 2, 3, 3, 4, 4)])
     with pytest.raises(ValueError, match="tau_min <= tau_max"):
         TemperatureSchedule(1.0, 0.1)
@@ -98,10 +133,16 @@ def test_every_infonce_method_uses_the_scheduled_temperature(method: str) -> Non
     torch.manual_seed(0)
     constant = classes[method](temperature=0.7, **kwargs, **SMALL)
     torch.manual_seed(0)
-    scheduled = classes[method](temperature=0.1, temperature_schedule=TemperatureSchedule(0.1, 0.7, 400), **kwargs, **SMALL)
+    scheduled = classes[method](
+        temperature=0.1, temperature_schedule=TemperatureSchedule(0.1, 0.7, 400), **kwargs, **SMALL
+    )
     scheduled.load_state_dict(constant.state_dict())
     g = torch.Generator().manual_seed(1)
-    batch = ([torch.randn(8, 3, 8, 8, generator=g) for _ in range(3)], torch.zeros(8, dtype=torch.long), torch.arange(8))
+    batch = (
+        [torch.randn(8, 3, 8, 8, generator=g) for _ in range(3)],
+        torch.zeros(8, dtype=torch.long),
+        torch.arange(8),
+    )
     a, b = constant.compute_losses(batch), scheduled.compute_losses(batch)
     torch.testing.assert_close(a.losses, b.losses)
     assert float(b.logs["temperature"]) == pytest.approx(0.7)
@@ -211,11 +252,20 @@ def test_the_weight_ramp_memory_momentum_and_prior_epochs_are_the_official_ones(
 
 def test_simclr_adds_the_weighted_gh_loss() -> None:
     torch.manual_seed(0)
-    model = SimCLR(proj_hidden_dim=16, proj_output_dim=8, temperature=0.2, **SMALL,
-                   gh=GHConfig(num_anchors=5, warmup_epochs=0, ramp_epochs=4, iterations=50))
+    model = SimCLR(
+        proj_hidden_dim=16,
+        proj_output_dim=8,
+        temperature=0.2,
+        **SMALL,
+        gh=GHConfig(num_anchors=5, warmup_epochs=0, ramp_epochs=4, iterations=50),
+    )
     model.gh.memory.resize(8)
     g = torch.Generator().manual_seed(1)
-    batch = ([torch.randn(8, 3, 8, 8, generator=g) for _ in range(2)], torch.zeros(8, dtype=torch.long), torch.arange(8))
+    batch = (
+        [torch.randn(8, 3, 8, 8, generator=g) for _ in range(2)],
+        torch.zeros(8, dtype=torch.long),
+        torch.arange(8),
+    )
     out = model.compute_losses(batch)
     z1, z2 = out.embeddings[0], out.embeddings[1]
     t1, t2 = gh_logits(z1, model.gh.target), gh_logits(z2, model.gh.target)
@@ -277,6 +327,13 @@ def test_ts_probes_through_the_offline_evaluation() -> None:
 
 def test_bcl_probe_recipe_decays_exponentially() -> None:
     r = make_recipe("bcl")
-    assert (r.optimizer, r.lr, r.final_lr, r.epochs, r.batch_size, r.weight_decay) == ("adam", 1e-2, 1e-6, 500, 1000, 5e-6)
+    assert (r.optimizer, r.lr, r.final_lr, r.epochs, r.batch_size, r.weight_decay) == (
+        "adam",
+        1e-2,
+        1e-6,
+        500,
+        1000,
+        5e-6,
+    )
     lr = [_lr_at(e * 10, 5000, 10, r.lr, None, r.final_lr, r.epochs) for e in (0, 250, 500)]
     assert lr == pytest.approx([1e-2, 1e-4, 1e-6])  # ExponentialLR with gamma = (1e-6 / 1e-2) ** (1 / 500)

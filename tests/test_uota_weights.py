@@ -106,9 +106,19 @@ dist.destroy_process_group()
 def test_two_ranks_equal_one_process_on_the_concatenated_batch(tmp_path: Path) -> None:
     bounds = [0, SIZES[0], sum(SIZES)]
     procs = [
-        subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT, str(r), str(tmp_path / "init"),
-                          str(tmp_path / f"rank{r}.pt"), str(bounds[r]), str(bounds[r + 1])],
-                         cwd=Path(__file__).resolve().parents[1])
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _RANK_SCRIPT,
+                str(r),
+                str(tmp_path / "init"),
+                str(tmp_path / f"rank{r}.pt"),
+                str(bounds[r]),
+                str(bounds[r + 1]),
+            ],
+            cwd=Path(__file__).resolve().parents[1],
+        )
         for r in range(2)
     ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
@@ -171,8 +181,15 @@ def test_uota_builds_the_chosen_base_with_the_weighter() -> None:
 
 
 def test_uota_weights_enter_the_reduced_loss() -> None:
-    model = UOTA(proj_hidden_dim=16, proj_output_dim=8, num_prototypes=5, num_small_views=2, uota_start_epoch=0,
-                 uota_tau=1.0, **TINY)
+    model = UOTA(
+        proj_hidden_dim=16,
+        proj_output_dim=8,
+        num_prototypes=5,
+        num_small_views=2,
+        uota_start_epoch=0,
+        uota_tau=1.0,
+        **TINY,
+    )
     g = torch.Generator().manual_seed(0)
     views = [torch.randn(6, 3, s, s, generator=g) for s in (16, 16, 8, 8)]
     batch = (views, torch.full((6,), -1), torch.arange(6))
@@ -186,23 +203,35 @@ def test_uota_weights_enter_the_reduced_loss() -> None:
 
 def _fit(model: pl.LightningModule, callbacks: list | None = None, **trainer_kw: object) -> pl.Trainer:
     data = trainer_kw.pop("data", {})
-    kw = dict(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
-              enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    kw = dict(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     kw.update(trainer_kw)
     trainer = pl.Trainer(callbacks=callbacks or [], **kw)
     trainer.fit(model, DigitsLT(batch_size=16, **data))
     return trainer
 
 
-@pytest.mark.parametrize("base, data", [
-    ("swav", {"num_small_views": 2}),
-    ("simclr", {}),
-    ("mocov2", {}),
-])
+@pytest.mark.parametrize(
+    "base, data",
+    [
+        ("swav", {"num_small_views": 2}),
+        ("simclr", {}),
+        ("mocov2", {}),
+    ],
+)
 def test_uota_trains(base: str, data: dict) -> None:
-    extra = {"swav": dict(proj_hidden_dim=32, proj_output_dim=8, num_prototypes=10, **data),
-             "simclr": dict(proj_hidden_dim=32, proj_output_dim=8),
-             "mocov2": dict(proj_hidden_dim=32, proj_output_dim=8, queue_size=64)}[base]
+    extra = {
+        "swav": dict(proj_hidden_dim=32, proj_output_dim=8, num_prototypes=10, **data),
+        "simclr": dict(proj_hidden_dim=32, proj_output_dim=8),
+        "mocov2": dict(proj_hidden_dim=32, proj_output_dim=8, queue_size=64),
+    }[base]
     model = UOTA(base=base, uota_start_epoch=0, **extra, **TINY)
     before = [p.detach().clone() for p in model.backbone.parameters()]
     if data:
@@ -223,8 +252,15 @@ class _RecordLR(pl.Callback):
 
 
 def test_lr_boost_doubles_the_cosine_peak_from_the_start_epoch() -> None:
-    model = UOTA(base="simclr", uota_start_epoch=1, lr_boost_at_start=True, final_lr=0.01,
-                 proj_hidden_dim=16, proj_output_dim=8, **TINY)
+    model = UOTA(
+        base="simclr",
+        uota_start_epoch=1,
+        lr_boost_at_start=True,
+        final_lr=0.01,
+        proj_hidden_dim=16,
+        proj_output_dim=8,
+        **TINY,
+    )
     record = _RecordLR()
     with pytest.warns(UserWarning, match="only re-weights images"):
         _fit(model, callbacks=[record], max_steps=-1, max_epochs=2, limit_train_batches=2)
@@ -238,14 +274,39 @@ def test_uota_by_base_name_runs_from_the_command_line(tmp_path: Path) -> None:
     yet the base's own options (read from hparams) must hold their defaults (symmetric=True)."""
     from lightning_ssl.cli.lightning import run_lightning_cli
 
-    cli = run_lightning_cli([
-        "fit", "--model", "lightning_ssl.methods.uota.UOTA", "--model.base", "mocov2",
-        "--model.uota_start_epoch", "0", "--model.backbone", "resnet_tiny", "--model.lr", "0.1",
-        "--data", "DigitsLT", "--data.batch_size", "16", "--trainer.max_steps", "1",
-        "--trainer.limit_val_batches", "0", "--trainer.callbacks", "[]", "--trainer.logger", "false",
-        "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(tmp_path),
-    ])
+    cli = run_lightning_cli(
+        [
+            "fit",
+            "--model",
+            "lightning_ssl.methods.uota.UOTA",
+            "--model.base",
+            "mocov2",
+            "--model.uota_start_epoch",
+            "0",
+            "--model.backbone",
+            "resnet_tiny",
+            "--model.lr",
+            "0.1",
+            "--data",
+            "DigitsLT",
+            "--data.batch_size",
+            "16",
+            "--trainer.max_steps",
+            "1",
+            "--trainer.limit_val_batches",
+            "0",
+            "--trainer.callbacks",
+            "[]",
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_checkpointing",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ]
+    )
     assert type(cli.model) is UOTAMoCoV2 and cli.trainer.global_step == 1
     assert cli.model.hparams.symmetric is True and cli.model.hparams.queue_size == 65536
 

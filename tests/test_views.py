@@ -102,8 +102,9 @@ def test_unknown_recipe_lists_the_recipes():
 
 
 def test_views_shapes_dtypes_multicrop_and_clean_view():
-    t = MultiViewTransform(16, MEAN, STD, recipe="swav", num_large_views=2, num_small_views=3, small_size=8,
-                           clean_view=True)
+    t = MultiViewTransform(
+        16, MEAN, STD, recipe="swav", num_large_views=2, num_small_views=3, small_size=8, clean_view=True
+    )
     views = t(images(5, size=20), seed=3)
     assert t.total_views == 6 == len(views)
     assert [tuple(v.shape) for v in views] == [(5, 3, 16, 16)] * 2 + [(5, 3, 8, 8)] * 3 + [(5, 3, 16, 16)]

@@ -63,7 +63,7 @@ def parse_error(message: str) -> str:
     line_start = message.rfind("\n", 0, keys[-1].start()) + 1
     indent = keys[-1].start() - line_start
     inner_lines = []
-    for line in message[keys[-1].end():].splitlines()[1:]:  # the lines indented below the innermost key
+    for line in message[keys[-1].end() :].splitlines()[1:]:  # the lines indented below the innermost key
         if len(line) - len(line.lstrip()) <= indent:
             break
         inner_lines.append(line)

@@ -33,8 +33,9 @@ def resolve(name: str) -> type:
 def build_datamodule(name: str, argv: list[str]) -> Any:
     """Instantiate the datamodule ``name`` from ``--key value`` options of its ``__init__``."""
     cls = resolve(name)
-    parser = ArgumentParser(prog=f"lssl data stats {name}", description=(cls.__doc__ or "").split("\n")[0],
-                            exit_on_error=False)
+    parser = ArgumentParser(
+        prog=f"lssl data stats {name}", description=(cls.__doc__ or "").split("\n")[0], exit_on_error=False
+    )
     parser.add_class_arguments(cls, "data", fail_untyped=False)
     parser.add_argument("--plot", type=str | None, default=None, help="write a class-count histogram PNG")
     cfg = parse_jsonargparse(parser, argv)
@@ -96,8 +97,13 @@ def png_metadata(path: str) -> dict[str, None]:
     """Matplotlib's metadata keys that change between runs or versions, left out, so that the same
     counts give the same bytes (``Software`` for PNG, ``CreationDate`` for PDF / SVG too)."""
     suffix = str(path).rsplit(".", 1)[-1].lower()
-    keys = {"png": ("Software",), "pdf": ("Creator", "Producer", "CreationDate"), "svg": ("Creator", "Date"),
-            "eps": ("Creator", "CreationDate"), "ps": ("Creator", "CreationDate")}
+    keys = {
+        "png": ("Software",),
+        "pdf": ("Creator", "Producer", "CreationDate"),
+        "svg": ("Creator", "Date"),
+        "eps": ("Creator", "CreationDate"),
+        "ps": ("Creator", "CreationDate"),
+    }
     return dict.fromkeys(keys.get(suffix, ()))
 
 
@@ -112,7 +118,9 @@ def run(argv: list[str]) -> int:
         if len(argv) > 1 and argv[1] in ("-h", "--help"):
             print(f"usage: {USAGE}\ndatasets: {', '.join(datamodule_classes())}")
             return 0
-        raise UsageError(f"data {argv[0]}: no dataset named; usage: {USAGE}; datasets: {', '.join(datamodule_classes())}")
+        raise UsageError(
+            f"data {argv[0]}: no dataset named; usage: {USAGE}; datasets: {', '.join(datamodule_classes())}"
+        )
     command, name, rest = argv[0], argv[1], argv[2:]
     console = Console()
     if command == "card":

@@ -57,23 +57,40 @@ DISTILL_FLAGS = ("head_hidden_dim", "num_large_views", "lr")
 def build_parser() -> ArgumentParser:
     import_all_datamodules()
     method_classes()  # every built-in method, so that --model takes a bare class name
-    parser = ArgumentParser(prog="lssl dnc", description="Divide and Contrast (Tian et al., ICCV 2021): "
-                            "base MoCLR -> spherical k-means -> K experts -> distillation. The student takes the "
-                            "teachers' architecture and optimiser options (--model.*) unless --distill.* sets "
-                            "them; --distill.lr unset keeps the teachers' learning rate.", exit_on_error=False)
+    parser = ArgumentParser(
+        prog="lssl dnc",
+        description="Divide and Contrast (Tian et al., ICCV 2021): "
+        "base MoCLR -> spherical k-means -> K experts -> distillation. The student takes the "
+        "teachers' architecture and optimiser options (--model.*) unless --distill.* sets "
+        "them; --distill.lr unset keeps the teachers' learning rate.",
+        exit_on_error=False,
+    )
     parser.add_subclass_arguments(LongTailDataModule, "data", required=True)
-    parser.add_subclass_arguments(SSLMethod, "model", instantiate=False,
-                                  help="the base and expert method (MoCLR, §3.1) and the architecture and "
-                                  "optimiser options the student shares with it")
+    parser.add_subclass_arguments(
+        SSLMethod,
+        "model",
+        instantiate=False,
+        help="the base and expert method (MoCLR, §3.1) and the architecture and "
+        "optimiser options the student shares with it",
+    )
     parser.set_defaults(model={"class_path": DEFAULT_TEACHER})
     parser.add_class_arguments(DnCOptions, None, skip={"distill"}, instantiate=False)
-    parser.add_class_arguments(DnC, "distill", instantiate=False, fail_untyped=False,
-                               skip=set(student_options()) - set(DISTILL_FLAGS) | set(TEACHER_WIRING))
+    parser.add_class_arguments(
+        DnC,
+        "distill",
+        instantiate=False,
+        fail_untyped=False,
+        skip=set(student_options()) - set(DISTILL_FLAGS) | set(TEACHER_WIRING),
+    )
     parser.set_defaults({"distill.lr": None})  # unset: the teachers' learning rate
     parser.add_class_arguments(StageTrainerOptions, "trainer", instantiate=False)
     parser.add_argument("--work_dir", type=str, default="runs/dnc", help="stage folders and done.json markers")
-    parser.add_argument("--until", type=str | None, default=None,
-                        help=f"stop after this stage ({' | '.join(STAGES)}); run again without it to finish")
+    parser.add_argument(
+        "--until",
+        type=str | None,
+        default=None,
+        help=f"stop after this stage ({' | '.join(STAGES)}); run again without it to finish",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every fit and of k-means")
     return parser
 
@@ -133,8 +150,14 @@ def run(argv: list[str]) -> int:
             raise UsageError(str(err)) from err
         except SIGTERMException as stop:
             code = preemption_exit_code(stop) or 143
-            print(stopped_line("lssl dnc", code, f"the finished stages and the interrupted stage's checkpoints are "
-                                                 f"kept in {pipeline.work_dir}"), file=sys.stderr)
+            print(
+                stopped_line(
+                    "lssl dnc",
+                    code,
+                    f"the finished stages and the interrupted stage's checkpoints are kept in {pipeline.work_dir}",
+                ),
+                file=sys.stderr,
+            )
             return code
         except ValueError as err:  # a setting the data cannot meet (more clusters than images, ...)
             raise UsageError(str(err)) from err

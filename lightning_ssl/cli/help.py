@@ -56,16 +56,26 @@ def options_of(cls: type) -> list[Option]:
         if init is None:
             continue
         docs = {p.arg_name: p.description or "" for p in parse_docstring(init.__doc__ or "").params}
-        docs.update({p.arg_name: p.description or "" for p in parse_docstring(klass.__doc__ or "").params
-                     if p.arg_name not in docs})
+        docs.update(
+            {
+                p.arg_name: p.description or ""
+                for p in parse_docstring(klass.__doc__ or "").params
+                if p.arg_name not in docs
+            }
+        )
         params = inspect.signature(init).parameters.values()
         for p in params:
             if p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.name in found:
                 continue
             annotation = p.annotation if isinstance(p.annotation, str) else inspect.formatannotation(p.annotation)
             default = "required" if p.default is p.empty else repr(p.default)
-            found[p.name] = Option(p.name, "" if p.annotation is p.empty else annotation, default,
-                                   " ".join(docs.get(p.name, "").split()), klass.__name__)
+            found[p.name] = Option(
+                p.name,
+                "" if p.annotation is p.empty else annotation,
+                default,
+                " ".join(docs.get(p.name, "").split()),
+                klass.__name__,
+            )
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             break
     return list(found.values())
@@ -81,8 +91,11 @@ def help_text(target: str) -> str:
     card = getattr(cls, "card", None)
     if card is not None and getattr(card, "paper", None):
         lines += textwrap.wrap(f"paper: {card.paper}", WIDTH, subsequent_indent="  ")
-    usage = (f"lssl fit --model SimCLR --data {cls.__name__} [--data.OPTION VALUE ...]" if kind == "data"
-             else f"lssl fit --model {cls.__name__} --data DigitsLT [--model.OPTION VALUE ...]")
+    usage = (
+        f"lssl fit --model SimCLR --data {cls.__name__} [--data.OPTION VALUE ...]"
+        if kind == "data"
+        else f"lssl fit --model {cls.__name__} --data DigitsLT [--model.OPTION VALUE ...]"
+    )
     lines += ["", f"usage: {usage}", ""]
     options = options_of(cls)
     own = [o for o in options if o.owner == cls.__name__]
@@ -93,8 +106,14 @@ def help_text(target: str) -> str:
         lines.append(head)
         lines += textwrap.wrap(o.doc, WIDTH, initial_indent="      ", subsequent_indent="      ")[:4]
     if inherited:
-        lines += ["", *textwrap.wrap(f"inherited options ({', '.join(dict.fromkeys(o.owner for o in inherited))}; "
-                                     f"lssl help {inherited[0].owner} for their full text):", WIDTH)]
+        lines += [
+            "",
+            *textwrap.wrap(
+                f"inherited options ({', '.join(dict.fromkeys(o.owner for o in inherited))}; "
+                f"lssl help {inherited[0].owner} for their full text):",
+                WIDTH,
+            ),
+        ]
         for o in inherited:
             text = f"  --{kind}.{o.name} = {o.default}: {o.doc}"
             lines.append(text if len(text) <= WIDTH else text[: WIDTH - 3] + "...")
@@ -102,8 +121,10 @@ def help_text(target: str) -> str:
     if views is not None and kind == "model":
         needed = views({}).data_options()
         if needed:
-            lines += ["", "views (set on the datamodule for you): "
-                      + ", ".join(f"--data.{k} {v}" for k, v in needed.items())]
+            lines += [
+                "",
+                "views (set on the datamodule for you): " + ", ".join(f"--data.{k} {v}" for k, v in needed.items()),
+            ]
     lines += ["", "trainer options: lssl fit --help;  a dataset's options: lssl help DigitsLT"]
     return "\n".join(lines)
 
@@ -121,9 +142,11 @@ def _is_datamodule(cls: type) -> bool:
 def _resolve(target: str) -> str:
     if "." in target:
         return target
-    bases = {"SSLMethod": "lightning_ssl.methods.base.SSLMethod",
-             "ScheduledTemperature": "lightning_ssl.methods.temperature.ScheduledTemperature",
-             "LongTailDataModule": "datamodules.base.LongTailDataModule"}
+    bases = {
+        "SSLMethod": "lightning_ssl.methods.base.SSLMethod",
+        "ScheduledTemperature": "lightning_ssl.methods.temperature.ScheduledTemperature",
+        "LongTailDataModule": "datamodules.base.LongTailDataModule",
+    }
     if target in bases:
         return bases[target]
     try:
@@ -133,5 +156,7 @@ def _resolve(target: str) -> str:
     try:
         return dataset_path(target)
     except ValueError:
-        raise UsageError(f"{target!r} is not a method or dataset name; try SimCLR, SwAV, MTTV, DigitsLT, "
-                         "CIFAR10LT or a class path such as my_module.MyMethod") from None
+        raise UsageError(
+            f"{target!r} is not a method or dataset name; try SimCLR, SwAV, MTTV, DigitsLT, "
+            "CIFAR10LT or a class path such as my_module.MyMethod"
+        ) from None

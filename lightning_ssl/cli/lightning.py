@@ -80,8 +80,10 @@ def misconfiguration(err: Exception) -> str:
     text = " ".join(str(err).split())
     if any(word in text.lower() for word in ("gpu", "cuda", "accelerator", "device", "mps", "tpu")):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        text += (f" (--trainer.accelerator / --trainer.devices: this machine has {count} CUDA GPU(s); pass "
-                 "--trainer.accelerator cpu, or auto to use what there is)")
+        text += (
+            f" (--trainer.accelerator / --trainer.devices: this machine has {count} CUDA GPU(s); pass "
+            "--trainer.accelerator cpu, or auto to use what there is)"
+        )
     return text
 
 
@@ -99,8 +101,11 @@ def _build_cli(args: list[str]) -> SSLCLI:
     try:
         with warnings.catch_warnings():  # args is sys.argv with the short names expanded, on purpose
             warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-            return SSLCLI(args=args, save_config_kwargs={"overwrite": True},
-                          parser_kwargs={"default_env": False, "exit_on_error": False})
+            return SSLCLI(
+                args=args,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"default_env": False, "exit_on_error": False},
+            )
     except argparse.ArgumentError as err:  # a value the parser refused: its reasons, without union noise
         raise UsageError(_unknown_option(str(err)) or parse_error(str(err))) from err
 
@@ -112,8 +117,7 @@ def _unknown_option(message: str) -> str | None:
     if not (key and found):
         return None
     name = found.group(1).rsplit(".", 1)[-1]
-    return (f"--{key.group(1)}.{found.group(2)}: {name} has no option {found.group(2)!r}; "
-            f"its options: lssl help {name}")
+    return f"--{key.group(1)}.{found.group(2)}: {name} has no option {found.group(2)!r}; its options: lssl help {name}"
 
 
 def _config_files(args: list[str]) -> list[str]:
@@ -134,10 +138,14 @@ def _check_config_file(path: str) -> None:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"--config {path}: YAML syntax error{where} ({getattr(err, 'problem', err)}); fix the file") from None
+        raise UsageError(
+            f"--config {path}: YAML syntax error{where} ({getattr(err, 'problem', err)}); fix the file"
+        ) from None
     if data is not None and not isinstance(data, dict):
-        raise UsageError(f"--config {path}: a config is a YAML mapping (model: ..., data: ...), got a "
-                         f"{type(data).__name__}; {example}")
+        raise UsageError(
+            f"--config {path}: a config is a YAML mapping (model: ..., data: ...), got a "
+            f"{type(data).__name__}; {example}"
+        )
 
 
 def print_summary(cli: SSLCLI) -> None:
@@ -152,14 +160,16 @@ def print_summary(cli: SSLCLI) -> None:
         prefix = getattr(callback, "prefix", None)
         if not metrics or not prefix:
             continue
-        cells = [metrics.get(f"{prefix}/acc_top1")] + [metrics.get(f"{prefix}/{rule}/acc_{g}")
-                                                      for g in ("many", "medium", "few")]
+        cells = [metrics.get(f"{prefix}/acc_top1")] + [
+            metrics.get(f"{prefix}/{rule}/acc_{g}") for g in ("many", "medium", "few")
+        ]
         table.add_row(prefix, *["-" if v is None else f"{100 * float(v):.2f}" for v in cells])
     console = Console()
     if table.row_count:
         console.print(table)
-    ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or getattr(trainer.checkpoint_callback,
-                                                                                  "best_model_path", "")
+    ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or getattr(
+        trainer.checkpoint_callback, "best_model_path", ""
+    )
     for logger in trainer.loggers:
         console.print(f"{type(logger).__name__}: {logger.log_dir}", soft_wrap=True)
     if ckpt:

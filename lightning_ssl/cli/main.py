@@ -30,13 +30,29 @@ USAGE = """usage: lssl COMMAND ...
 COMMANDS = ("fit", "validate", "test", "probe", "data", "dnc", "sweep", "report", "bench", "help")
 # file-system errors that are the user's to fix (a full disk, a folder not writable, a wrong path):
 # one line naming the file, not a traceback
-FILE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR,
-               errno.EISDIR, errno.ENAMETOOLONG}
+FILE_ERRORS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.ENAMETOOLONG,
+}
 # where each command writes, for the fix of a file-system error
-OUTPUT_OPTION = {"fit": "--trainer.default_root_dir DIR", "validate": "--trainer.default_root_dir DIR",
-                 "test": "--trainer.default_root_dir DIR", "sweep": "--results DIR --work DIR", "bench": "--results DIR "
-                 "--work DIR", "dnc": "--work_dir DIR", "probe": "--out FILE", "report": "--out DIR",
-                 "data": "--plot FILE"}
+OUTPUT_OPTION = {
+    "fit": "--trainer.default_root_dir DIR",
+    "validate": "--trainer.default_root_dir DIR",
+    "test": "--trainer.default_root_dir DIR",
+    "sweep": "--results DIR --work DIR",
+    "bench": "--results DIR --work DIR",
+    "dnc": "--work_dir DIR",
+    "probe": "--out FILE",
+    "report": "--out DIR",
+    "data": "--plot FILE",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +104,9 @@ def file_error(err: OSError, command: str) -> str:
     reason = err.strerror or str(err)
     where = OUTPUT_OPTION.get(command)
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "free some space" + (f" or write elsewhere ({where})" if where else "") + "; what was saved before is kept"
+        fix = (
+            "free some space" + (f" or write elsewhere ({where})" if where else "") + "; what was saved before is kept"
+        )
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         fix = "run from a folder you can write to" + (f" or pass {where}" if where else "")
     else:
@@ -144,8 +162,11 @@ def _dispatch(argv: list[str]) -> int:
             print(stopped_line(f"lssl {command}", code), file=sys.stderr)
             return code
         except KeyboardInterrupt:  # before training started, or a second Ctrl-C
-            print(f"lssl {command}: interrupted (Ctrl-C); the checkpoints written after each finished epoch "
-                  "are kept, run the same command to resume", file=sys.stderr)
+            print(
+                f"lssl {command}: interrupted (Ctrl-C); the checkpoints written after each finished epoch "
+                "are kept, run the same command to resume",
+                file=sys.stderr,
+            )
             return 130
         return 0
     if command == "probe":

@@ -43,16 +43,22 @@ def load_method(checkpoint: str | Path) -> tuple[Any, dict[str, Any]]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any failure to load is the same usage error
-        raise UsageError(f"{path} is not a readable checkpoint ({type(err).__name__}); pass a .ckpt written by "
-                         "lssl fit, e.g. runs/<run>/checkpoints/last.ckpt") from None
+        raise UsageError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}); pass a .ckpt written by "
+            "lssl fit, e.g. runs/<run>/checkpoints/last.ckpt"
+        ) from None
     if not isinstance(ckpt, dict) or "method_class" not in ckpt:
-        raise UsageError(f"{path} was not written by lssl fit (no 'method_class' key); pass a checkpoint from "
-                         "runs/<run>/checkpoints/")
+        raise UsageError(
+            f"{path} was not written by lssl fit (no 'method_class' key); pass a checkpoint from "
+            "runs/<run>/checkpoints/"
+        )
     try:
         cls = import_class(ckpt["method_class"])
     except ValueError as err:
-        raise UsageError(f"{path} was trained with {ckpt['method_class']}, which does not import here ({err}); run "
-                         "lssl probe where that module is importable (e.g. from the folder that holds it)") from None
+        raise UsageError(
+            f"{path} was trained with {ckpt['method_class']}, which does not import here ({err}); run "
+            "lssl probe where that module is importable (e.g. from the folder that holds it)"
+        ) from None
     if ckpt.get("hyper_parameters") is not None or "model_config" not in ckpt:
         return cls.load_from_checkpoint(path, map_location="cpu"), ckpt
     parser = ArgumentParser(exit_on_error=False)
@@ -70,8 +76,11 @@ def _checkpoint_file(checkpoint: str | Path) -> Path:
         return path
     if path.is_dir():
         found = sorted(str(p) for p in path.rglob("*.ckpt"))
-        hint = f"e.g. {found[0]}" + (f" ({len(found)} checkpoints inside)" if len(found) > 1 else "") if found \
+        hint = (
+            f"e.g. {found[0]}" + (f" ({len(found)} checkpoints inside)" if len(found) > 1 else "")
+            if found
             else "it holds no *.ckpt file"
+        )
         raise UsageError(f"{path} is a folder, not a checkpoint: pass a .ckpt file; {hint}")
     raise UsageError(f"checkpoint {path} does not exist (lssl fit writes runs/<run>/checkpoints/last.ckpt)")
 
@@ -89,25 +98,45 @@ def build_parser() -> ArgumentParser:
     import_all_datamodules()  # so that --data takes every dataset's short name
     p = ArgumentParser(prog="lssl probe", description=__doc__.split("\n")[0], exit_on_error=False)
     p.add_argument("checkpoint", type=str, help="a checkpoint written by lssl fit")
-    p.add_subclass_arguments(LongTailDataModule, "data", required=False,
-                             help="evaluate on another datamodule (transfer); default: the checkpoint's")
+    p.add_subclass_arguments(
+        LongTailDataModule,
+        "data",
+        required=False,
+        help="evaluate on another datamodule (transfer); default: the checkpoint's",
+    )
     p.add_argument("--out", type=str | None, default=None, help="result JSON (default: next to the checkpoint)")
     p.add_argument("--probe_sets", type=list[str] | None, default=None, help="probe sets (default: all)")
-    p.add_argument("--linear_recipe", type=str, default=DEFAULT_PROBE_RECIPE,
-                   help=f"linear probe recipe (docs/protocols.md §5): {', '.join(PROBE_RECIPES)}")
-    p.add_argument("--linear_epochs", type=int | None, default=None, help="epochs of a mini-batch recipe "
-                   "(default: the recipe's, e.g. mttv 100)")
+    p.add_argument(
+        "--linear_recipe",
+        type=str,
+        default=DEFAULT_PROBE_RECIPE,
+        help=f"linear probe recipe (docs/protocols.md §5): {', '.join(PROBE_RECIPES)}",
+    )
+    p.add_argument(
+        "--linear_epochs",
+        type=int | None,
+        default=None,
+        help="epochs of a mini-batch recipe (default: the recipe's, e.g. mttv 100)",
+    )
     p.add_argument("--linear_steps", type=int | None, default=None, help="L-BFGS iterations (default: the recipe's)")
     p.add_argument("--linear_lr", type=float | None, default=None, help="default: the recipe's (mttv 0.005, rwsam 30)")
     p.add_argument("--knn_k", type=int, default=200, help="kNN neighbours (InstDisc/MTTV: 200)")
     p.add_argument("--knn_temperature", type=float, default=0.1, help="kNN vote temperature (0.1)")
     p.add_argument("--finetune", type=bool, default=False, help="fine-tune the whole network (rwSAM's transfer)")
     p.add_argument("--finetune_epochs", type=int, default=20, help="fine-tuning epochs")
-    p.add_argument("--finetune_recipe", type=str, default=DEFAULT_FINETUNE_RECIPE,
-                   help=f"{', '.join(FINETUNE_RECIPES)} (rwsam: rwSAM's transfer recipe, SGD Nesterov, 20 x 2000 "
-                   "iterations; docs/protocols.md §7)")
-    p.add_argument("--finetune_iterations", type=int | None, default=None,
-                   help="iterations per fine-tuning epoch (default: the recipe's, rwsam 2000)")
+    p.add_argument(
+        "--finetune_recipe",
+        type=str,
+        default=DEFAULT_FINETUNE_RECIPE,
+        help=f"{', '.join(FINETUNE_RECIPES)} (rwsam: rwSAM's transfer recipe, SGD Nesterov, 20 x 2000 "
+        "iterations; docs/protocols.md §7)",
+    )
+    p.add_argument(
+        "--finetune_iterations",
+        type=int | None,
+        default=None,
+        help="iterations per fine-tuning epoch (default: the recipe's, rwsam 2000)",
+    )
     p.add_argument("--device", type=str | None, default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -119,29 +148,38 @@ def check_options(cfg: Any) -> str:
     options = {"epochs": cfg.linear_epochs, "steps": cfg.linear_steps, "lr": cfg.linear_lr}
     for name, value in options.items():
         if value is not None and not value > 0:
-            raise UsageError(f"--linear_{name} {value} must be > 0; pass e.g. --linear_{name} "
-                             f"{dict(epochs=100, steps=500, lr=0.1)[name]} or leave it unset for the recipe's")
+            raise UsageError(
+                f"--linear_{name} {value} must be > 0; pass e.g. --linear_{name} "
+                f"{dict(epochs=100, steps=500, lr=0.1)[name]} or leave it unset for the recipe's"
+            )
     with user_values():
         recipe = make_recipe(cfg.linear_recipe, **{k: v for k, v in options.items() if v is not None})
         if recipe.epochs is not None and recipe.milestones and max(recipe.milestones) >= recipe.epochs:
-            raise UsageError(f"--linear_epochs {recipe.epochs}: the {recipe.name} recipe drops its lr at epochs "
-                             f"{', '.join(map(str, recipe.milestones))}; pass --linear_epochs "
-                             f"{max(recipe.milestones) + 1} or more")
+            raise UsageError(
+                f"--linear_epochs {recipe.epochs}: the {recipe.name} recipe drops its lr at epochs "
+                f"{', '.join(map(str, recipe.milestones))}; pass --linear_epochs "
+                f"{max(recipe.milestones) + 1} or more"
+            )
         if cfg.finetune:
-            finetune_recipe(cfg.finetune_recipe or DEFAULT_FINETUNE_RECIPE, epochs=cfg.finetune_epochs,
-                            iterations_per_epoch=cfg.get("finetune_iterations"))
+            finetune_recipe(
+                cfg.finetune_recipe or DEFAULT_FINETUNE_RECIPE,
+                epochs=cfg.finetune_epochs,
+                iterations_per_epoch=cfg.get("finetune_iterations"),
+            )
     if cfg.knn_k < 1:
         raise UsageError(f"--knn_k {cfg.knn_k} must be >= 1 (neighbours of the kNN vote); pass e.g. --knn_k 200")
     if not cfg.knn_temperature > 0 or cfg.knn_temperature == float("inf"):
-        raise UsageError(f"--knn_temperature {cfg.knn_temperature} must be > 0 and finite; pass e.g. "
-                         "--knn_temperature 0.1")
+        raise UsageError(
+            f"--knn_temperature {cfg.knn_temperature} must be > 0 and finite; pass e.g. --knn_temperature 0.1"
+        )
     if cfg.finetune and cfg.finetune_epochs < 1:
         raise UsageError(f"--finetune_epochs {cfg.finetune_epochs} must be >= 1; pass e.g. --finetune_epochs 20")
     if cfg.finetune and cfg.get("finetune_iterations") is not None and cfg.finetune_iterations < 1:
         raise UsageError(f"--finetune_iterations {cfg.finetune_iterations} must be >= 1 or unset")
     if cfg.probe_sets is not None and not cfg.probe_sets:
-        raise UsageError("--probe_sets [] names no probe set; leave it unset for all, or name them, e.g. "
-                         "--probe_sets [full]")
+        raise UsageError(
+            "--probe_sets [] names no probe set; leave it unset for all, or name them, e.g. --probe_sets [full]"
+        )
     if cfg.out is not None and Path(cfg.out).is_dir():
         raise UsageError(f"--out {cfg.out} is a folder; pass a file name, e.g. --out {Path(cfg.out) / 'probe.json'}")
     return resolve_device(cfg.device)
@@ -159,8 +197,10 @@ def resolve_device(device: str | None) -> str:
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0 or (parsed.index is not None and parsed.index >= count):
-            raise UsageError(f"--device {device}: this machine has {count} CUDA GPU(s) (torch.cuda.is_available() is "
-                             f"{torch.cuda.is_available()}); pass --device cpu or leave it unset")
+            raise UsageError(
+                f"--device {device}: this machine has {count} CUDA GPU(s) (torch.cuda.is_available() is "
+                f"{torch.cuda.is_available()}); pass --device cpu or leave it unset"
+            )
     elif parsed.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError(f"--device {device}: MPS is not available here; pass --device cpu or leave it unset")
     elif parsed.type not in ("cpu", "cuda", "mps"):
@@ -178,30 +218,52 @@ def probe(cfg: Any, device: str | None = None) -> dict[str, Any]:
             dm = datamodule_from_checkpoint(ckpt)
     unknown = sorted(set(cfg.probe_sets or []) - set(dm.probe_sets))
     if unknown:
-        raise UsageError(f"--probe_sets: {type(dm).__name__} has no probe set {', '.join(unknown)}; it has "
-                         f"{', '.join(dm.probe_sets) or 'none'}")
+        raise UsageError(
+            f"--probe_sets: {type(dm).__name__} has no probe set {', '.join(unknown)}; it has "
+            f"{', '.join(dm.probe_sets) or 'none'}"
+        )
     device = device or resolve_device(cfg.device)
     options = {"epochs": cfg.linear_epochs, "steps": cfg.linear_steps, "lr": cfg.linear_lr}
-    result = evaluate_frozen(model, dm, probe_sets=cfg.probe_sets, linear_recipe=cfg.linear_recipe,
-                             linear_options={k: v for k, v in options.items() if v is not None}, knn_k=cfg.knn_k,
-                             knn_temperature=cfg.knn_temperature, seed=cfg.seed, progress=True, device=device)
+    result = evaluate_frozen(
+        model,
+        dm,
+        probe_sets=cfg.probe_sets,
+        linear_recipe=cfg.linear_recipe,
+        linear_options={k: v for k, v in options.items() if v is not None},
+        knn_k=cfg.knn_k,
+        knn_temperature=cfg.knn_temperature,
+        seed=cfg.seed,
+        progress=True,
+        device=device,
+    )
     if cfg.finetune:
-        recipe = finetune_recipe(cfg.get("finetune_recipe") or DEFAULT_FINETUNE_RECIPE, epochs=cfg.finetune_epochs,
-                                 iterations_per_epoch=cfg.get("finetune_iterations"))
-        pred, target = finetune_and_predict(model, feature_dim(model, dm.test_dataloader()), dm, recipe=recipe,
-                                            accelerator="gpu" if device.startswith("cuda") else "cpu", seed=cfg.seed)
+        recipe = finetune_recipe(
+            cfg.get("finetune_recipe") or DEFAULT_FINETUNE_RECIPE,
+            epochs=cfg.finetune_epochs,
+            iterations_per_epoch=cfg.get("finetune_iterations"),
+        )
+        pred, target = finetune_and_predict(
+            model,
+            feature_dim(model, dm.test_dataloader()),
+            dm,
+            recipe=recipe,
+            accelerator="gpu" if device.startswith("cuda") else "cpu",
+            seed=cfg.seed,
+        )
         result["finetune_recipe"] = recipe.record()
         groups = result["groups"]
         result["metrics"].update(group_report(pred, target, dm.num_classes, groups, dm.group_rule, "finetune"))
         result["per_class"]["finetune"] = per_class_accuracy(pred, target, dm.num_classes).tolist()
-    result.update({
-        "checkpoint": str(Path(cfg.checkpoint).resolve()),
-        "method": ckpt["method_class"],
-        "datamodule": f"{type(dm).__module__}.{type(dm).__qualname__}",
-        "datamodule_args": {k: v for k, v in getattr(dm, "hparams", {}).items() if not k.startswith("_")},
-        "transfer": cfg.get("data") is not None,
-        "wall_time_s": time.time() - start,
-    })
+    result.update(
+        {
+            "checkpoint": str(Path(cfg.checkpoint).resolve()),
+            "method": ckpt["method_class"],
+            "datamodule": f"{type(dm).__module__}.{type(dm).__qualname__}",
+            "datamodule_args": {k: v for k, v in getattr(dm, "hparams", {}).items() if not k.startswith("_")},
+            "transfer": cfg.get("data") is not None,
+            "wall_time_s": time.time() - start,
+        }
+    )
     return result
 
 

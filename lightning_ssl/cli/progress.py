@@ -32,6 +32,7 @@ SHORT_AXES = {"balanced_twin": "twin", "imbalance_ratio": "ratio", "data_seed": 
 def run_label(run: Run, with_dataset: bool = False) -> str:
     """``SimCLR twin=true seed=0``: the method, then every other axis (``dataset`` only when
     ``with_dataset``: it is an axis of the sweep), booleans in lower case."""
+
     def show(value: Any) -> str:
         return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -64,8 +65,9 @@ class SweepProgress:
         console: where to write (default: standard error; tests pass a recording console).
     """
 
-    def __init__(self, runs: list[Run], results: Path, metric: str = "linear_full/acc_top1",
-                 console: Console | None = None) -> None:
+    def __init__(
+        self, runs: list[Run], results: Path, metric: str = "linear_full/acc_top1", console: Console | None = None
+    ) -> None:
         self.total = len(runs)
         self.results = Path(results)
         self.metric = metric
@@ -76,9 +78,17 @@ class SweepProgress:
         self._index = 0
         self._progress = Progress(
             TextColumn("[bold]run {task.completed}/{task.total}[/] {task.fields[label]}"),
-            BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
-            TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
-            console=self.console, transient=True, disable=not self.console.is_terminal)
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TextColumn("elapsed"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[last]}"),
+            console=self.console,
+            transient=True,
+            disable=not self.console.is_terminal,
+        )
         self._task = self._progress.add_task("sweep", total=self.total, label="", last="")
 
     def __enter__(self) -> SweepProgress:

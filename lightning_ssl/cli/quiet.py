@@ -16,7 +16,12 @@ import warnings
 
 # loggers whose INFO lines are per-run chatter; WARNING and above still show
 NOISY_LOGGERS: tuple[str, ...] = (
-    "pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric", "faiss", "faiss.loader",
+    "pytorch_lightning",
+    "lightning.pytorch",
+    "lightning_fabric",
+    "lightning.fabric",
+    "faiss",
+    "faiss.loader",
 )
 
 # (message regex, category) of the warnings that each run repeats and that do not concern the user
@@ -32,8 +37,9 @@ NOISY_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
 )
 
 
-def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                     line: str | None = None) -> str:
+def one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
     """A warning as one line (``UserWarning: ...``), without the file, line number and source line
     Python adds; ``--verbose`` keeps Python's format."""
     return f"{category.__name__}: {' '.join(str(message).split())}\n"

@@ -71,8 +71,10 @@ def select(records: list[RunRecord], source: str, sweep: str | None, skipped: li
         return kept
     names = sorted({str(r.sweep) for r in records})
     if sweep is None and len(names) > 1:
-        raise ValueError(f"{source} holds results of several sweeps ({', '.join(names)}); pick one with --sweep NAME "
-                         "or report a spec")
+        raise ValueError(
+            f"{source} holds results of several sweeps ({', '.join(names)}); pick one with --sweep NAME "
+            "or report a spec"
+        )
     want = sweep or (names[0] if names else None)
     kept = [r for r in records if str(r.sweep) == want]
     skipped += [f"{r.run_id}: of sweep {r.sweep!r}, not {want!r}" for r in records if r not in kept]
@@ -112,9 +114,16 @@ def run(argv: list[str]) -> int:
         skipped: list[str] = []
         loaded = [RunRecord.from_json(r) for r in load_results(folder, skipped)]
         records = select(loaded, args.source, args.sweep, skipped)
-        written = write_report(records, args.out or folder, title, args.metric or metric or DEFAULT_METRIC,
-                               plots=not args.no_plots, skipped=skipped, published=published_of(args.source),
-                               expected=expected_of(args.source))
+        written = write_report(
+            records,
+            args.out or folder,
+            title,
+            args.metric or metric or DEFAULT_METRIC,
+            plots=not args.no_plots,
+            skipped=skipped,
+            published=published_of(args.source),
+            expected=expected_of(args.source),
+        )
         if skipped:
             print(f"lssl report: skipped {len(skipped)} result(s) (listed in {written['report.md']})", file=sys.stderr)
     except (ValueError, FileNotFoundError) as err:

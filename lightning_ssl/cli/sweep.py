@@ -34,21 +34,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="sweep specification (YAML), e.g. benchmarks/default.yaml")
     p.add_argument("--launcher", choices=("local", "slurm", "wandb"), default="local")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their status; run nothing")
-    p.add_argument("--results", default="results", help="results root; JSONs go to <results>/<sweep>/ (default: results)")
+    p.add_argument(
+        "--results", default="results", help="results root; JSONs go to <results>/<sweep>/ (default: results)"
+    )
     p.add_argument("--work", default="runs/sweeps", help="run folders (logs, checkpoints) root (default: runs/sweeps)")
     p.add_argument("--max-runs", type=positive_int, default=None, help="execute at most N runs in this call")
-    p.add_argument("--run-id", "--run_id", dest="run_ids", action="append", default=None,
-                   help="run only this run id (repeatable); W&B agents pass it")
+    p.add_argument(
+        "--run-id",
+        "--run_id",
+        dest="run_ids",
+        action="append",
+        default=None,
+        help="run only this run id (repeatable); W&B agents pass it",
+    )
     p.add_argument("--gpus", type=positive_int, default=1, help="local: N > 1 runs N workers, one per GPU")
     p.add_argument("--accelerator", default=None, help="override trainer.accelerator (cpu, gpu, auto)")
     p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log every run to this W&B project")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing run")
-    p.add_argument("--select", nargs="*", default=None, metavar="AXIS=VALUE",
-                   help="run only the runs with these axis values (what a W&B sweep agent passes)")
-    p.add_argument("--rerun-stale", action="store_true",
-                   help="recompute stale results (computed by other code or settings) and replace them")
-    p.add_argument("--verbose", action="store_true",
-                   help="show Lightning's and faiss's per-run messages and hints (silenced by default)")
+    p.add_argument(
+        "--select",
+        nargs="*",
+        default=None,
+        metavar="AXIS=VALUE",
+        help="run only the runs with these axis values (what a W&B sweep agent passes)",
+    )
+    p.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="recompute stale results (computed by other code or settings) and replace them",
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Lightning's and faiss's per-run messages and hints (silenced by default)",
+    )
     slurm = p.add_argument_group("slurm (submitit)")
     slurm.add_argument("--partition", default=None)
     slurm.add_argument("--time-min", type=int, default=None, help="time limit per job (minutes)")
@@ -80,23 +99,31 @@ def print_dry_run(runs: list[Run], paths: SweepPaths) -> dict[str, int]:
 
 def slurm_options(spec_defaults: dict, args: argparse.Namespace) -> launchers.SlurmOptions:
     values = dict(spec_defaults)
-    for key, arg in (("partition", "partition"), ("time_min", "time_min"), ("gpus_per_node", "gpus_per_job"),
-                     ("nodes", "nodes"), ("cpus_per_task", "cpus_per_task"),
-                     ("array_parallelism", "array_parallelism"), ("cluster", "slurm_cluster")):
+    for key, arg in (
+        ("partition", "partition"),
+        ("time_min", "time_min"),
+        ("gpus_per_node", "gpus_per_job"),
+        ("nodes", "nodes"),
+        ("cpus_per_task", "cpus_per_task"),
+        ("array_parallelism", "array_parallelism"),
+        ("cluster", "slurm_cluster"),
+    ):
         if getattr(args, arg) is not None:
             values[key] = getattr(args, arg)
     unknown = sorted(set(values) - set(launchers.SlurmOptions.__dataclass_fields__))
     if unknown:
-        raise ValueError(f"unknown launcher.slurm key(s) {unknown}; valid: "
-                         f"{', '.join(launchers.SlurmOptions.__dataclass_fields__)}")
+        raise ValueError(
+            f"unknown launcher.slurm key(s) {unknown}; valid: {', '.join(launchers.SlurmOptions.__dataclass_fields__)}"
+        )
     return launchers.SlurmOptions(**values)
 
 
 def run(argv: list[str]) -> int:
     """Entry point of ``lssl sweep``; returns the exit code (1 when a run failed)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     quiet.configure(args.verbose)
     try:
         spec = load_spec(args.spec)
@@ -125,17 +152,26 @@ def run(argv: list[str]) -> int:
     statuses = {r.run_id: run_status(paths, r.run_id, r) for r in runs}
     stale = [r for r in runs if statuses[r.run_id] == RunStatus.STALE]
     if stale and not args.rerun_stale:
-        print(f"lssl sweep: {len(stale)} stale result(s) kept (computed by other code or settings; "
-              "--rerun-stale recomputes them): " + ", ".join(f"{r.run_id} {r.method}" for r in stale[:5])
-              + (" ..." if len(stale) > 5 else ""), file=sys.stderr)
-    pending = [r for r in runs if statuses[r.run_id] not in (RunStatus.FINISHED, RunStatus.STALE)
-               or (args.rerun_stale and statuses[r.run_id] == RunStatus.STALE)]
+        print(
+            f"lssl sweep: {len(stale)} stale result(s) kept (computed by other code or settings; "
+            "--rerun-stale recomputes them): "
+            + ", ".join(f"{r.run_id} {r.method}" for r in stale[:5])
+            + (" ..." if len(stale) > 5 else ""),
+            file=sys.stderr,
+        )
+    pending = [
+        r
+        for r in runs
+        if statuses[r.run_id] not in (RunStatus.FINISHED, RunStatus.STALE)
+        or (args.rerun_stale and statuses[r.run_id] == RunStatus.STALE)
+    ]
     overrides = {"accelerator": args.accelerator} if args.accelerator else {}
     if not args.verbose:  # one line per run: no model summary or progress bar of each run's fit
         overrides.update(enable_progress_bar=False, enable_model_summary=False)
     if args.launcher == "wandb":
-        path, commands = launchers.write_wandb_sweep(args.spec, spec, pending, args.results,
-                                                     args.work, args.project, args.entity)
+        path, commands = launchers.write_wandb_sweep(
+            args.spec, spec, pending, args.results, args.work, args.project, args.entity
+        )
         print(f"W&B sweep config written to {path} ({len(pending)} runs). Start it with:\n{commands}")
         return 0
     if args.launcher == "slurm":
@@ -150,8 +186,11 @@ def run(argv: list[str]) -> int:
         except (ValueError, ImportError) as err:
             print(f"lssl sweep: {err}", file=sys.stderr)
             return 2
-        print(f"submitted {len(jobs)} job(s) for sweep {spec.name!r}: " + ", ".join(str(j.job_id) for j in jobs[:5])
-              + (" ..." if len(jobs) > 5 else ""))
+        print(
+            f"submitted {len(jobs)} job(s) for sweep {spec.name!r}: "
+            + ", ".join(str(j.job_id) for j in jobs[:5])
+            + (" ..." if len(jobs) > 5 else "")
+        )
         return 0
     if args.gpus > 1:
         extra = ["--max-runs", str(args.max_runs)] if args.max_runs else []
@@ -165,8 +204,17 @@ def run(argv: list[str]) -> int:
     metric = (spec.report or {}).get("metric", "linear_full/acc_top1")
     try:
         with SweepProgress(pending, paths.results, metric) as progress:
-            outcome = launchers.run_local(spec, pending, paths, args.max_runs, overrides, args.wandb, args.fail_fast,
-                                          progress=progress, rerun_stale=args.rerun_stale)
+            outcome = launchers.run_local(
+                spec,
+                pending,
+                paths,
+                args.max_runs,
+                overrides,
+                args.wandb,
+                args.fail_fast,
+                progress=progress,
+                rerun_stale=args.rerun_stale,
+            )
     except KeyboardInterrupt:
         print("lssl sweep: interrupted; finished results are kept, re-run to resume", file=sys.stderr)
         return 130
@@ -177,7 +225,9 @@ def run(argv: list[str]) -> int:
     if outcome[RunStatus.FAILED]:
         print(f"{summary}; next: read <run id>.failed.json there, fix, and run the same command again")
         return 1
-    print(f"{summary}; next: lssl report {args.spec}" if outcome[RunStatus.DONE] or len(runs) > len(pending) else summary)
+    print(
+        f"{summary}; next: lssl report {args.spec}" if outcome[RunStatus.DONE] or len(runs) > len(pending) else summary
+    )
     return 0
 
 
@@ -213,8 +263,15 @@ def check_protocols(run: Run) -> None:
     :func:`~lightning_ssl.eval.offline.evaluate_frozen` makes (its probe sets wait for the data; a
     pipeline's options were checked when the spec was loaded)."""
     ev = dict(run.evaluation or {})
-    check_probe_options([], [], ev.get("linear_recipe", DEFAULT_PROBE_RECIPE), dict(ev.get("linear_options") or {}),
-                        ev.get("knn_k", 200), ev.get("knn_temperature", 0.1), ev.get("knn_bank", "full"))
+    check_probe_options(
+        [],
+        [],
+        ev.get("linear_recipe", DEFAULT_PROBE_RECIPE),
+        dict(ev.get("linear_options") or {}),
+        ev.get("knn_k", 200),
+        ev.get("knn_temperature", 0.1),
+        ev.get("knn_bank", "full"),
+    )
 
 
 def select(runs: list[Run], selection: list[str]) -> list[Run]:
@@ -226,7 +283,9 @@ def select(runs: list[Run], selection: list[str]) -> list[Run]:
     if not chosen:
         axes = sorted({k for run in runs for k in run.axes})
         values = "; ".join(f"{k}: {', '.join(sorted({str(r.axes[k]) for r in runs if k in r.axes}))}" for k in axes)
-        raise ValueError(f"--select {' '.join(selection)} matches none of the {len(runs)} runs; the axes' values: {values}")
+        raise ValueError(
+            f"--select {' '.join(selection)} matches none of the {len(runs)} runs; the axes' values: {values}"
+        )
     return chosen
 
 

@@ -96,13 +96,9 @@ def _resolve_backend(backend: str) -> str:
     return backend
 
 
-def _validate(
-    features: Tensor, k: int, iterations: int, max_points_per_centroid: int | None
-) -> None:
+def _validate(features: Tensor, k: int, iterations: int, max_points_per_centroid: int | None) -> None:
     if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0:
-        raise ValueError(
-            f"features must be a non-empty N×D matrix, got shape {tuple(features.shape)}"
-        )
+        raise ValueError(f"features must be a non-empty N×D matrix, got shape {tuple(features.shape)}")
     n = features.shape[0]
     if k < 1 or k > n:
         raise ValueError(
@@ -118,9 +114,7 @@ def _validate(
 
 
 @torch.no_grad()
-def assign(
-    x: Tensor, centroids: Tensor, spherical: bool, chunk_rows: int | None = None
-) -> tuple[Tensor, Tensor]:
+def assign(x: Tensor, centroids: Tensor, spherical: bool, chunk_rows: int | None = None) -> tuple[Tensor, Tensor]:
     """Nearest centroid of each row, in chunks of rows so that N×K never materialises at once.
 
     Returns ``(labels, score)``: ``score`` is the cosine similarity to the assigned centroid when
@@ -224,9 +218,7 @@ def _training_rows(x: Tensor, k: int, mpc: int | None, generator: torch.Generato
     return x[subset.to(x.device)]
 
 
-def faiss_lloyd(
-    x: Tensor, centroids: Tensor, iterations: int, spherical: bool, gpu: bool, seed: int = 0
-) -> Tensor:
+def faiss_lloyd(x: Tensor, centroids: Tensor, iterations: int, spherical: bool, gpu: bool, seed: int = 0) -> Tensor:
     """FAISS's Lloyd iterations (``faiss.Clustering``) from the given initial ``centroids``.
 
     FAISS re-seeds an empty cluster by splitting a large one (``seed`` drives that choice); on the
@@ -304,8 +296,17 @@ def kmeans(
             centroids = F.normalize(centroids, dim=1)
         labels, score = assign(x, centroids, spherical)
         objective = float(score.double().mean())
-        log.info("k-means (%s) start %d/%d: N=%d D=%d K=%d spherical=%s objective=%.6f",
-                 chosen, start + 1, n_init, x.shape[0], x.shape[1], k, spherical, objective)
+        log.info(
+            "k-means (%s) start %d/%d: N=%d D=%d K=%d spherical=%s objective=%.6f",
+            chosen,
+            start + 1,
+            n_init,
+            x.shape[0],
+            x.shape[1],
+            k,
+            spherical,
+            objective,
+        )
         if best is None or (objective > best.objective if spherical else objective < best.objective):
             best = KMeansResult(centroids=centroids, assignments=labels.long(), backend=chosen, objective=objective)
     assert best is not None

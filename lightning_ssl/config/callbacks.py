@@ -33,8 +33,9 @@ class RunInfo(pl.Callback):
     def __init__(self, model_config: dict[str, Any] | None = None) -> None:
         self.model_config = model_config
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         checkpoint["method_class"] = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
         if self.model_config is not None:
             checkpoint["model_config"] = self.model_config
@@ -66,20 +67,24 @@ class StepLogging(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last = time.perf_counter()  # validation time is not training throughput
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.optimizers:
-            pl_module.log("lr", float(trainer.optimizers[0].param_groups[0]["lr"]), on_step=True, on_epoch=False,
-                          batch_size=1)
+            pl_module.log(
+                "lr", float(trainer.optimizers[0].param_groups[0]["lr"]), on_step=True, on_epoch=False, batch_size=1
+            )
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         """Images of this step over the time since the previous step ended (loading included)."""
         now = time.perf_counter()
         if self._last is not None:
             images = _batch_size(batch) * trainer.world_size
-            pl_module.log("train/images_per_s", images / max(now - self._last, 1e-9), on_step=True, on_epoch=False,
-                          batch_size=1)
+            pl_module.log(
+                "train/images_per_s", images / max(now - self._last, 1e-9), on_step=True, on_epoch=False, batch_size=1
+            )
         self._last = now
 
 

@@ -54,7 +54,10 @@ def default_loggers() -> list[dict[str, Any]]:
     a resumed run continues them (the rows logged before a kill are kept)."""
     return [
         {"class_path": "lightning_ssl.loggers.ResumableCSVLogger", "init_args": {"save_dir": RUNS, "name": "csv"}},
-        {"class_path": "lightning_ssl.loggers.ResumableTensorBoardLogger", "init_args": {"save_dir": RUNS, "name": "tb"}},
+        {
+            "class_path": "lightning_ssl.loggers.ResumableTensorBoardLogger",
+            "init_args": {"save_dir": RUNS, "name": "tb"},
+        },
     ]
 
 
@@ -70,8 +73,9 @@ class SSLCLI(LightningCLI):
     """LightningCLI whose ``--model`` is any ``LightningModule`` (``SSLMethod`` subclasses by bare
     name) and ``--data`` any ``LongTailDataModule``; see the module docstring for what it adds."""
 
-    def __init__(self, model_class: type | None = None, datamodule_class: type | None = None, *args: Any,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, model_class: type | None = None, datamodule_class: type | None = None, *args: Any, **kwargs: Any
+    ) -> None:
         import_all_datamodules()
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
@@ -80,17 +84,33 @@ class SSLCLI(LightningCLI):
         super().__init__(model_class or pl.LightningModule, datamodule_class or LongTailDataModule, *args, **kwargs)
 
     def add_arguments_to_parser(self, parser: Any) -> None:
-        parser.add_argument("--wandb", type=str | None, default=None,
-                            help="log to Weights & Biases under this project (offline without credentials)")
-        parser.add_argument("--wandb_id", type=str | None, default=None,
-                            help="W&B run id; give the same id when resuming to continue the same W&B run")
-        parser.add_argument("--resume", type=bool, default=True,
-                            help="fit: resume from the newest readable checkpoint of an earlier run with the same "
-                                 "model, data, seed and length (runs/<method>-<dataset>-<hash>/checkpoints/); "
-                                 "false starts afresh")
-        parser.add_argument("--ckpt_config", type=bool, default=False,
-                            help="with --ckpt_path: train the checkpoint's own model config where it differs from "
-                                 "the command (by default such a checkpoint is refused, naming the differences)")
+        parser.add_argument(
+            "--wandb",
+            type=str | None,
+            default=None,
+            help="log to Weights & Biases under this project (offline without credentials)",
+        )
+        parser.add_argument(
+            "--wandb_id",
+            type=str | None,
+            default=None,
+            help="W&B run id; give the same id when resuming to continue the same W&B run",
+        )
+        parser.add_argument(
+            "--resume",
+            type=bool,
+            default=True,
+            help="fit: resume from the newest readable checkpoint of an earlier run with the same "
+            "model, data, seed and length (runs/<method>-<dataset>-<hash>/checkpoints/); "
+            "false starts afresh",
+        )
+        parser.add_argument(
+            "--ckpt_config",
+            type=bool,
+            default=False,
+            help="with --ckpt_path: train the checkpoint's own model config where it differs from "
+            "the command (by default such a checkpoint is refused, naming the differences)",
+        )
         parser.set_defaults({"trainer.callbacks": default_callbacks(), "trainer.logger": default_loggers()})
 
     def _set_seed(self) -> None:
@@ -108,32 +128,43 @@ class SSLCLI(LightningCLI):
         if not ckpt_path:
             return
         if not Path(ckpt_path).is_file():
-            raise UsageError(f"--ckpt_path {ckpt_path}: no such checkpoint file; pass a .ckpt file, e.g. "
-                             "runs/<run>/checkpoints/last.ckpt")
+            raise UsageError(
+                f"--ckpt_path {ckpt_path}: no such checkpoint file; pass a .ckpt file, e.g. "
+                "runs/<run>/checkpoints/last.ckpt"
+            )
         before = {"class_path": cfg.model.class_path, **_plain(_init_args(cfg.model))}
         try:
             ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
         except Exception as err:  # noqa: BLE001 - any failure to read is the same user error
-            raise UsageError(f"--ckpt_path {ckpt_path} is not a readable checkpoint ({type(err).__name__}); "
-                             "pass a .ckpt file written by lssl fit") from err
+            raise UsageError(
+                f"--ckpt_path {ckpt_path} is not a readable checkpoint ({type(err).__name__}); "
+                "pass a .ckpt file written by lssl fit"
+            ) from err
         super()._parse_ckpt_path()
         cfg = self.config[sub]
         after = {"class_path": cfg.model.class_path, **_plain(_init_args(cfg.model))}
         differ = _differences(before, after, "model")
         data_args = _plain(_init_args(cfg.data)) or {}
         stored = ckpt.get("datamodule_hyper_parameters") or {}
-        differ += _differences({k: data_args[k] for k in stored if k in data_args},
-                               {k: stored[k] for k in stored if k in data_args}, "data")
+        differ += _differences(
+            {k: data_args[k] for k in stored if k in data_args},
+            {k: stored[k] for k in stored if k in data_args},
+            "data",
+        )
         if not differ:
             return
         shown = "; ".join(differ[:4]) + (f"; and {len(differ) - 4} more" if len(differ) > 4 else "")
         if not cfg.get("ckpt_config"):
-            raise UsageError(f"--ckpt_path {ckpt_path} was trained with other settings than this command ({shown}): "
-                             "pass the checkpoint's settings, drop --ckpt_path to start afresh, or add "
-                             "--ckpt_config true to train the checkpoint's model config")
+            raise UsageError(
+                f"--ckpt_path {ckpt_path} was trained with other settings than this command ({shown}): "
+                "pass the checkpoint's settings, drop --ckpt_path to start afresh, or add "
+                "--ckpt_config true to train the checkpoint's model config"
+            )
         if stored and any(d.startswith("data.") for d in differ):
-            raise UsageError(f"--ckpt_path {ckpt_path} was trained on other data ({shown}); --ckpt_config covers the "
-                             "model only: pass the checkpoint's --data options")
+            raise UsageError(
+                f"--ckpt_path {ckpt_path} was trained on other data ({shown}); --ckpt_config covers the "
+                "model only: pass the checkpoint's --data options"
+            )
         print(f"lssl {sub}: --ckpt_config: training the checkpoint's model config ({shown})")
 
     # -- before anything is built ------------------------------------------------------------------
@@ -203,8 +234,13 @@ class SSLCLI(LightningCLI):
 def run_folder(cfg: Any, model_cls: type, data_cls: type) -> Path:
     """``runs/<method>-<dataset>-<hash of model, data, seed and length>`` (under ``default_root_dir``)."""
     trainer = cfg.trainer
-    identity = {"model": _plain(cfg.model), "data": _plain(cfg.data), "seed": cfg.get("seed_everything"),
-                "max_epochs": trainer.get("max_epochs"), "max_steps": trainer.get("max_steps")}
+    identity = {
+        "model": _plain(cfg.model),
+        "data": _plain(cfg.data),
+        "seed": cfg.get("seed_everything"),
+        "max_epochs": trainer.get("max_epochs"),
+        "max_steps": trainer.get("max_steps"),
+    }
     name = f"{model_cls.__name__}-{data_cls.__name__}-{digest(identity, 8)}".lower()
     return Path(trainer.get("default_root_dir") or ".") / RUNS / name
 
@@ -229,17 +265,23 @@ def _check_length(trainer: Any) -> None:
     for key in ("max_epochs", "max_steps"):
         value = trainer.get(key)
         if value is not None and (value == 0 or value < -1):
-            raise UsageError(f"--trainer.{key} {value}: a run needs at least one {key[4:-1]}; pass --trainer.{key} N "
-                             "with N >= 1 (-1, no limit, only with the other of --trainer.max_epochs / max_steps)")
+            raise UsageError(
+                f"--trainer.{key} {value}: a run needs at least one {key[4:-1]}; pass --trainer.{key} N "
+                "with N >= 1 (-1, no limit, only with the other of --trainer.max_epochs / max_steps)"
+            )
     limit = trainer.get("limit_train_batches")
     if limit is not None and not isinstance(limit, bool) and limit <= 0:
-        raise UsageError(f"--trainer.limit_train_batches {limit} trains nothing; pass a share in (0, 1] (1.0: every "
-                         "batch) or a number of batches >= 1")
+        raise UsageError(
+            f"--trainer.limit_train_batches {limit} trains nothing; pass a share in (0, 1] (1.0: every "
+            "batch) or a number of batches >= 1"
+        )
     epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps")
     if epochs == -1 and steps in (None, -1):
-        raise UsageError("--trainer.max_epochs -1 means no epoch limit, and no --trainer.max_steps ends the run (the "
-                         "learning-rate schedule is sized to it): pass --trainer.max_epochs N with N >= 1, or add "
-                         "--trainer.max_steps N")
+        raise UsageError(
+            "--trainer.max_epochs -1 means no epoch limit, and no --trainer.max_steps ends the run (the "
+            "learning-rate schedule is sized to it): pass --trainer.max_epochs N with N >= 1, or add "
+            "--trainer.max_steps N"
+        )
 
 
 def _check_seed(seed: Any) -> None:
@@ -248,8 +290,10 @@ def _check_seed(seed: Any) -> None:
     if seed is None or isinstance(seed, bool):
         return
     if not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise UsageError(f"--seed_everything {seed}: a seed is an integer in [0, 2**32 - 1] (Lightning would replace "
-                         "it by 0); pass e.g. --seed_everything 0")
+        raise UsageError(
+            f"--seed_everything {seed}: a seed is an integer in [0, 2**32 - 1] (Lightning would replace "
+            "it by 0); pass e.g. --seed_everything 0"
+        )
 
 
 def apply_views(model_cls: type, data_cls: type, model_args: Any, data_args: Any) -> dict[str, Any]:
@@ -266,15 +310,19 @@ def apply_views(model_cls: type, data_cls: type, model_args: Any, data_args: Any
     changed: dict[str, Any] = {}
     for key, value in needed.items():
         if key not in data_args:
-            raise UsageError(f"{model_cls.__name__} needs data.{key}={value}, but {data_cls.__name__} has no "
-                             f"{key} option: use a datamodule with that view option")
+            raise UsageError(
+                f"{model_cls.__name__} needs data.{key}={value}, but {data_cls.__name__} has no "
+                f"{key} option: use a datamodule with that view option"
+            )
         current = data_args.get(key)
         if current == value:
             continue
         if current != init_option(data_cls, None, key):
             own = ", ".join(f"{k}={options[k]}" for k in VIEW_OPTIONS if k in options) or "its defaults"
-            raise UsageError(f"--data.{key} {current} contradicts --model {model_cls.__name__} ({own}), which "
-                             f"reads {key}={value}: drop --data.{key} (the method sets it) or change the method's option")
+            raise UsageError(
+                f"--data.{key} {current} contradicts --model {model_cls.__name__} ({own}), which "
+                f"reads {key}={value}: drop --data.{key} (the method sets it) or change the method's option"
+            )
         data_args[key] = value
         changed[key] = value
     return changed

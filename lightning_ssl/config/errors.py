@@ -25,7 +25,7 @@ def condense(message: str) -> str:
         item = line[2:].strip()
         if item.endswith(":"):  # the reason follows on the next lines
             detail = []
-            for nxt in lines[i + 1:]:
+            for nxt in lines[i + 1 :]:
                 if nxt.startswith("- ") or _NOISE.match(nxt) or not nxt:
                     break
                 detail.append(nxt)

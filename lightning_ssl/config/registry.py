@@ -29,8 +29,12 @@ def method_classes() -> dict[str, str]:
     for info in pkgutil.iter_modules(methods_package.__path__):
         module = importlib.import_module(f"{methods_package.__name__}.{info.name}")
         for name, obj in vars(module).items():
-            if inspect.isclass(obj) and issubclass(obj, SSLMethod) and obj is not SSLMethod \
-                    and obj.__module__ == module.__name__:
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, SSLMethod)
+                and obj is not SSLMethod
+                and obj.__module__ == module.__name__
+            ):
                 found[name] = f"{obj.__module__}.{name}"
     return found
 
@@ -49,8 +53,10 @@ def method_path(name: str) -> str:
     by_lower = {k.lower(): v for k, v in classes.items()}
     if name.lower() in by_lower:
         return by_lower[name.lower()]
-    raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(sorted(classes))} "
-                     "(or the class path of any LightningModule, e.g. my_module.MyMethod)")
+    raise ValueError(
+        f"unknown method {name!r}; valid methods: {', '.join(sorted(classes))} "
+        "(or the class path of any LightningModule, e.g. my_module.MyMethod)"
+    )
 
 
 def dataset_path(name: str) -> str:
@@ -63,8 +69,10 @@ def dataset_path(name: str) -> str:
     lookup.update({card_name: _class_path(cls) for card_name, cls in registered.items()})
     if name.lower() in lookup:
         return lookup[name.lower()]
-    raise ValueError(f"unknown dataset {name!r}; valid datasets: "
-                     f"{', '.join(sorted(cls.__name__ for cls in registered.values()))} (or {', '.join(registered)})")
+    raise ValueError(
+        f"unknown dataset {name!r}; valid datasets: "
+        f"{', '.join(sorted(cls.__name__ for cls in registered.values()))} (or {', '.join(registered)})"
+    )
 
 
 def _class_path(cls: type) -> str:
@@ -94,4 +102,3 @@ def expand_short_names(argv: list[str], keys: tuple[str, ...] = ("--model", "--d
 
 def _short(value: str) -> bool:
     return bool(value) and "." not in value and not value.startswith(("-", "{", "["))
-

@@ -216,9 +216,7 @@ class OnlineLinearProbe(pl.Callback):
             feats = outputs["features"]
         else:
             feats = pl_module(batch[0])
-        target = (
-            outputs["target"] if isinstance(outputs, Mapping) and "target" in outputs else batch[1]
-        )
+        target = outputs["target"] if isinstance(outputs, Mapping) and "target" in outputs else batch[1]
         with torch.no_grad(), torch.autocast(feats.device.type, enabled=False):
             pred = self.head(feats.detach().float().to(self.head.weight.device)).argmax(dim=1)
         device = pred.device
@@ -234,9 +232,7 @@ class OnlineLinearProbe(pl.Callback):
         if trainer.sanity_checking:
             return
         if self.head is None:
-            rank_zero_warn(
-                "OnlineLinearProbe: no training step has built the head yet; nothing logged"
-            )
+            rank_zero_warn("OnlineLinearProbe: no training step has built the head yet; nothing logged")
             return
         device = self.head.weight.device
         if self._val:
@@ -310,9 +306,7 @@ class KNNMonitor(pl.Callback):
             bank_chunk_size,
         )
         self.progress = progress
-        self.prefix = f"knn_k{k}_t{temperature:g}" + (
-            "" if probe_set == "full" else f"_{probe_set}"
-        )
+        self.prefix = f"knn_k{k}_t{temperature:g}" + ("" if probe_set == "full" else f"_{probe_set}")
         self.last_metrics: dict[str, float] = {}
         self.last_per_class: dict[str, np.ndarray] = {}
 
@@ -329,11 +323,7 @@ class KNNMonitor(pl.Callback):
         if trainer.state.fn != TrainerFn.FITTING:
             return True
         epoch = trainer.current_epoch + 1
-        last = (
-            trainer.max_epochs is not None
-            and trainer.max_epochs > 0
-            and epoch == trainer.max_epochs
-        )
+        last = trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch == trainer.max_epochs
         return epoch % self.every_n_epochs == 0 or last
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -343,15 +333,9 @@ class KNNMonitor(pl.Callback):
         dm = trainer.datamodule
         names = getattr(dm, "probe_sets", None)
         if names is not None and self.probe_set not in names:
-            raise ValueError(
-                f"probe_set {self.probe_set!r} is not one of the datamodule's {list(names)}"
-            )
-        bank, bank_labels, _ = extract_features(
-            pl_module, dm.probe_dataloader(self.probe_set), progress=self.progress
-        )
-        query, query_labels, _ = extract_features(
-            pl_module, dm.test_dataloader(), progress=self.progress
-        )
+            raise ValueError(f"probe_set {self.probe_set!r} is not one of the datamodule's {list(names)}")
+        bank, bank_labels, _ = extract_features(pl_module, dm.probe_dataloader(self.probe_set), progress=self.progress)
+        query, query_labels, _ = extract_features(pl_module, dm.test_dataloader(), progress=self.progress)
         pred = knn_predict(
             query,
             bank,

@@ -89,18 +89,23 @@ def loss_trend(losses: list[float]) -> dict[str, float] | None:
     values = np.asarray(losses, dtype=float)
     first, last = values[:tenth].mean(), values[-tenth:].mean()
     mark = int(0.75 * n)
-    before = values[max(0, mark - tenth):mark].mean()
+    before = values[max(0, mark - tenth) : mark].mean()
     fall = float((before - last) / abs(before)) if before else 0.0
-    return {"first": float(first), "last": float(last), "fall_last_quarter": fall,
-            "still_falling": bool(fall > STILL_FALLING)}
+    return {
+        "first": float(first),
+        "last": float(last),
+        "fall_last_quarter": fall,
+        "still_falling": bool(fall > STILL_FALLING),
+    }
 
 
 STILL_FALLING = 0.02
 
 
 @torch.no_grad()
-def offline_diagnostics(model: nn.Module, batches: Iterable[Any], device: torch.device | str,
-                        max_rows: int = 2048) -> dict[str, Any]:
+def offline_diagnostics(
+    model: nn.Module, batches: Iterable[Any], device: torch.device | str, max_rows: int = 2048
+) -> dict[str, Any]:
     """The measures for a result record, on up to ``max_rows`` training images seen as two views
     (the training views, the method in eval mode): backbone features (``model(x)``) and, where
     the method has one, its embedding (``model.embed(x)``). Returns ``{"features": {...},
@@ -136,8 +141,11 @@ def offline_diagnostics(model: nn.Module, batches: Iterable[Any], device: torch.
         return torch.cat(parts)[:max_rows] if parts else None
 
     feats, feats2, emb, emb2 = cat(f1), cat(f2), cat(z1), cat(z2)
-    return {"features": describe(feats, feats2), "embedding": None if emb is None else describe(emb, emb2),
-            "rows": int(feats.shape[0])}
+    return {
+        "features": describe(feats, feats2),
+        "embedding": None if emb is None else describe(emb, emb2),
+        "rows": int(feats.shape[0]),
+    }
 
 
 def training_view_batches(datamodule: Any, rows: int = 2048, batch_size: int = 256, seed: int = 0) -> Iterable[Any]:
@@ -169,8 +177,9 @@ class CollapseMonitor(pl.Callback):
         self.losses: list[float] = []  # every step's training loss, this rank
         self._pending: list[Tensor] = []  # on the device until the next logging step (no sync per step)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not isinstance(outputs, dict):
             return
         if isinstance(outputs.get("loss"), Tensor):

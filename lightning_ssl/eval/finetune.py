@@ -71,8 +71,9 @@ class FinetuneRecipe:
             if value is not None and value < 1:
                 raise ValueError(f"fine-tuning {name}={value} must be >= 1 (or None)")
         if self.head_lr <= 0 or self.backbone_lr < 0:
-            raise ValueError(f"fine-tuning lrs must be head_lr > 0 and backbone_lr >= 0, got {self.head_lr}, "
-                             f"{self.backbone_lr}")
+            raise ValueError(
+                f"fine-tuning lrs must be head_lr > 0 and backbone_lr >= 0, got {self.head_lr}, {self.backbone_lr}"
+            )
         if self.augment not in AUGMENTS:
             raise ValueError(f"unknown fine-tuning augment {self.augment!r}; valid: {', '.join(AUGMENTS)}")
 
@@ -101,8 +102,10 @@ def finetune_recipe(name: str = DEFAULT_FINETUNE_RECIPE, **overrides: Any) -> Fi
     overrides = {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(overrides) - set(FinetuneRecipe.__dataclass_fields__) - {"name"})
     if unknown or "name" in overrides:
-        raise ValueError(f"unknown fine-tuning option(s) {unknown or ['name']}; valid: "
-                         f"{', '.join(k for k in FinetuneRecipe.__dataclass_fields__ if k != 'name')}")
+        raise ValueError(
+            f"unknown fine-tuning option(s) {unknown or ['name']}; valid: "
+            f"{', '.join(k for k in FinetuneRecipe.__dataclass_fields__ if k != 'name')}"
+        )
     if "milestones" in overrides:
         overrides["milestones"] = tuple(overrides["milestones"])
     return replace(recipe, **overrides)
@@ -125,8 +128,9 @@ def augment_batch(x: Tensor, augment: str) -> Tensor:
 class FineTuner(pl.LightningModule):
     """A copy of the backbone plus a linear head, trained end to end with cross-entropy."""
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, recipe: FinetuneRecipe,
-                 steps_per_epoch: int) -> None:
+    def __init__(
+        self, backbone: nn.Module, feature_dim: int, num_classes: int, recipe: FinetuneRecipe, steps_per_epoch: int
+    ) -> None:
         super().__init__()
         self.backbone = copy.deepcopy(backbone)
         self.head = nn.Linear(feature_dim, num_classes)
@@ -144,17 +148,28 @@ class FineTuner(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         r = self.recipe
         opt = torch.optim.SGD(
-            [{"params": self.backbone.parameters(), "lr": r.backbone_lr},
-             {"params": self.head.parameters(), "lr": r.head_lr}],
-            momentum=r.momentum, nesterov=r.nesterov, weight_decay=r.weight_decay)
+            [
+                {"params": self.backbone.parameters(), "lr": r.backbone_lr},
+                {"params": self.head.parameters(), "lr": r.head_lr},
+            ],
+            momentum=r.momentum,
+            nesterov=r.nesterov,
+            weight_decay=r.weight_decay,
+        )
         milestones = [e * self.steps_per_epoch for e in r.milestone_epochs()]
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, r.gamma)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def finetune_and_predict(model: nn.Module, feature_dim: int, datamodule: Any,
-                         recipe: FinetuneRecipe | None = None, probe_set: str = "full",
-                         accelerator: str = "auto", seed: int = 0) -> tuple[Tensor, Tensor]:
+def finetune_and_predict(
+    model: nn.Module,
+    feature_dim: int,
+    datamodule: Any,
+    recipe: FinetuneRecipe | None = None,
+    probe_set: str = "full",
+    accelerator: str = "auto",
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
     """Fine-tune on ``probe_set`` with ``recipe`` (default: :func:`finetune_recipe` ``("rwsam")``)
     and return ``(test predictions, test labels)``."""
     recipe = recipe or finetune_recipe()
@@ -169,11 +184,22 @@ def finetune_and_predict(model: nn.Module, feature_dim: int, datamodule: Any,
         steps_per_epoch = recipe.iterations_per_epoch
         sampler = RandomSampler(dataset, num_samples=recipe.epochs * steps_per_epoch * batch)
         train = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True)
-    tuner = FineTuner(model.backbone if hasattr(model, "backbone") else model, feature_dim,
-                      int(datamodule.num_classes), recipe, steps_per_epoch)
-    trainer = pl.Trainer(max_steps=recipe.epochs * steps_per_epoch, max_epochs=-1, accelerator=accelerator,
-                         logger=False, enable_checkpointing=False, enable_model_summary=False,
-                         enable_progress_bar=False)
+    tuner = FineTuner(
+        model.backbone if hasattr(model, "backbone") else model,
+        feature_dim,
+        int(datamodule.num_classes),
+        recipe,
+        steps_per_epoch,
+    )
+    trainer = pl.Trainer(
+        max_steps=recipe.epochs * steps_per_epoch,
+        max_epochs=-1,
+        accelerator=accelerator,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )
     trainer.fit(tuner, train)
     network = nn.Sequential(tuner.backbone, nn.Flatten(1), tuner.head)
     logits, labels, _ = extract_features(network, datamodule.test_dataloader(), device=tuner.device)

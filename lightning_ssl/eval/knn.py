@@ -24,24 +24,18 @@ def _check(
     bank_chunk_size: int | None,
 ) -> None:
     if query.ndim != 2 or bank.ndim != 2:
-        raise ValueError(
-            f"query and bank must be 2-D (N×D), got shapes {tuple(query.shape)} and {tuple(bank.shape)}"
-        )
+        raise ValueError(f"query and bank must be 2-D (N×D), got shapes {tuple(query.shape)} and {tuple(bank.shape)}")
     if query.shape[1] != bank.shape[1]:
         raise ValueError(f"feature dims differ: query {query.shape[1]} vs bank {bank.shape[1]}")
     if bank.shape[0] == 0:
         raise ValueError("bank is empty: the kNN classifier needs at least one labelled feature")
     if bank_labels.shape != (bank.shape[0],):
-        raise ValueError(
-            f"bank_labels must have shape ({bank.shape[0]},), got {tuple(bank_labels.shape)}"
-        )
+        raise ValueError(f"bank_labels must have shape ({bank.shape[0]},), got {tuple(bank_labels.shape)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     lo, hi = int(bank_labels.min()), int(bank_labels.max())
     if lo < 0 or hi >= num_classes:
-        raise ValueError(
-            f"bank_labels hold class ids in [{lo}, {hi}], outside the valid range [0, {num_classes - 1}]"
-        )
+        raise ValueError(f"bank_labels hold class ids in [{lo}, {hi}], outside the valid range [0, {num_classes - 1}]")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if not temperature > 0:

@@ -63,14 +63,16 @@ class ProbeRecipe:
 
 PROBE_RECIPES: dict[str, ProbeRecipe] = {
     "lbfgs": ProbeRecipe("lbfgs", "lbfgs", lr=1.0, standardize=True, steps=500),
-    "mttv": ProbeRecipe("mttv", "adamw", lr=0.005, standardize=False, epochs=100, batch_size=1024,
-                        weight_decay=0.0),
-    "rwsam": ProbeRecipe("rwsam", "sgd", lr=30.0, standardize=False, epochs=100, batch_size=256,
-                         weight_decay=0.0, milestones=(60, 80)),
-    "sdclr": ProbeRecipe("sdclr", "sgd", lr=30.0, standardize=False, epochs=30, batch_size=256,
-                         weight_decay=0.0, milestones=(10, 20)),
-    "bcl": ProbeRecipe("bcl", "adam", lr=1e-2, standardize=False, epochs=500, batch_size=1000,
-                       weight_decay=5e-6, final_lr=1e-6),
+    "mttv": ProbeRecipe("mttv", "adamw", lr=0.005, standardize=False, epochs=100, batch_size=1024, weight_decay=0.0),
+    "rwsam": ProbeRecipe(
+        "rwsam", "sgd", lr=30.0, standardize=False, epochs=100, batch_size=256, weight_decay=0.0, milestones=(60, 80)
+    ),
+    "sdclr": ProbeRecipe(
+        "sdclr", "sgd", lr=30.0, standardize=False, epochs=30, batch_size=256, weight_decay=0.0, milestones=(10, 20)
+    ),
+    "bcl": ProbeRecipe(
+        "bcl", "adam", lr=1e-2, standardize=False, epochs=500, batch_size=1000, weight_decay=5e-6, final_lr=1e-6
+    ),
 }
 DEFAULT_PROBE_RECIPE = "lbfgs"
 
@@ -118,8 +120,10 @@ def _check(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, r: Probe
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= num_classes:
-        raise ValueError(f"train_labels hold class ids in [{lo}, {hi}], outside the valid range "
-                         f"[0, {num_classes - 1}] (unknown labels, -1, cannot train a probe)")
+        raise ValueError(
+            f"train_labels hold class ids in [{lo}, {hi}], outside the valid range "
+            f"[0, {num_classes - 1}] (unknown labels, -1, cannot train a probe)"
+        )
     if r.optimizer == "lbfgs":
         if r.steps is None or r.steps < 1:
             raise ValueError(f"steps must be >= 1 for the L-BFGS probe, got {r.steps}")
@@ -138,8 +142,15 @@ def _check(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, r: Probe
         raise ValueError(f"weight_decay must be >= 0, got {r.weight_decay}")
 
 
-def _lr_at(step: int, total: int, steps_per_epoch: int, base: float, milestones: Sequence[int] | None,
-           final: float | None = None, epochs: int | None = None) -> float:
+def _lr_at(
+    step: int,
+    total: int,
+    steps_per_epoch: int,
+    base: float,
+    milestones: Sequence[int] | None,
+    final: float | None = None,
+    epochs: int | None = None,
+) -> float:
     """Cosine from ``base`` to 0 over all steps, or x0.1 at each epoch milestone, or (``final``) the
     exponential decay ``base * (final / base) ** (epoch / epochs)`` of ``ExponentialLR``."""
     if final is not None:
@@ -205,14 +216,15 @@ def fit_linear_probe(
     return layer.eval(), info
 
 
-def _penalised_loss(layer: nn.Linear, x: torch.Tensor, y: torch.Tensor, weight_decay: float,
-                    chunk: int = 65536) -> torch.Tensor:
+def _penalised_loss(
+    layer: nn.Linear, x: torch.Tensor, y: torch.Tensor, weight_decay: float, chunk: int = 65536
+) -> torch.Tensor:
     """Mean cross-entropy over all rows (chunked, so the ``N×C`` logits never exist at once) plus
     the L2 penalty on the weights (not the bias), with gradients accumulated in ``layer``."""
     n = x.shape[0]
     total = torch.zeros((), device=x.device)
     for start in range(0, n, chunk):
-        part = F.cross_entropy(layer(x[start:start + chunk]), y[start:start + chunk], reduction="sum") / n
+        part = F.cross_entropy(layer(x[start : start + chunk]), y[start : start + chunk], reduction="sum") / n
         part.backward()
         total += part.detach()
     penalty = 0.5 * weight_decay * layer.weight.pow(2).sum()
@@ -232,9 +244,16 @@ def _objective(layer: nn.Linear, x: torch.Tensor, y: torch.Tensor, weight_decay:
 def _fit_lbfgs(layer: nn.Linear, x: torch.Tensor, y: torch.Tensor, r: ProbeRecipe) -> tuple[int, bool]:
     """Full-batch ``torch.optim.LBFGS`` until the tolerance or the step budget; returns (iterations, met)."""
     max_eval = 5 * int(r.steps)  # line-search evaluations must not end the run before the step budget
-    opt = torch.optim.LBFGS(layer.parameters(), lr=r.lr, max_iter=int(r.steps), max_eval=max_eval, history_size=20,
-                            tolerance_grad=r.tolerance, tolerance_change=r.tolerance * 1e-2,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        layer.parameters(),
+        lr=r.lr,
+        max_iter=int(r.steps),
+        max_eval=max_eval,
+        history_size=20,
+        tolerance_grad=r.tolerance,
+        tolerance_change=r.tolerance * 1e-2,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
@@ -265,7 +284,7 @@ def _fit_minibatch(layer: nn.Linear, x: torch.Tensor, y: torch.Tensor, r: ProbeR
         for start in range(0, n, batch_size):
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, total, steps_per_epoch, r.lr, r.milestones, r.final_lr, epochs)
-            batch = order[start:start + batch_size]
+            batch = order[start : start + batch_size]
             loss = F.cross_entropy(layer(x[batch]), y[batch])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -280,8 +299,10 @@ def predict(layer: nn.Module, feats: torch.Tensor, batch_size: int = 65536) -> t
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = next(layer.parameters()).device
-    out = [layer(feats[start:start + batch_size].to(device, torch.float32)).argmax(dim=1)
-           for start in range(0, feats.shape[0], batch_size)]
+    out = [
+        layer(feats[start : start + batch_size].to(device, torch.float32)).argmax(dim=1)
+        for start in range(0, feats.shape[0], batch_size)
+    ]
     if not out:
         return torch.empty(0, dtype=torch.long, device=feats.device)
     return torch.cat(out).to(feats.device)

@@ -32,9 +32,7 @@ def _as_labels(values: ArrayLike, name: str) -> torch.Tensor:
     if tensor.ndim == 2:
         tensor = tensor.argmax(dim=1)
     if tensor.ndim != 1:
-        raise ValueError(
-            f"{name} must be 1-D labels or 2-D scores, got shape {tuple(tensor.shape)}"
-        )
+        raise ValueError(f"{name} must be 1-D labels or 2-D scores, got shape {tuple(tensor.shape)}")
     if tensor.numel() == 0:
         raise ValueError(f"{name} is empty: nothing to evaluate")
     if tensor.is_floating_point() or tensor.is_complex():
@@ -50,9 +48,7 @@ def _check_labels(pred: torch.Tensor, target: torch.Tensor, num_classes: int) ->
     for name, t in (("pred", pred), ("target", target)):
         lo, hi = int(t.min()), int(t.max())
         if lo < 0 or hi >= num_classes:
-            raise ValueError(
-                f"{name} holds class ids in [{lo}, {hi}], outside the valid range [0, {num_classes - 1}]"
-            )
+            raise ValueError(f"{name} holds class ids in [{lo}, {hi}], outside the valid range [0, {num_classes - 1}]")
 
 
 def per_class_accuracy(pred: ArrayLike, target: ArrayLike, num_classes: int) -> np.ndarray:
@@ -65,17 +61,13 @@ def per_class_accuracy(pred: ArrayLike, target: ArrayLike, num_classes: int) -> 
     pred_t, target_t = _as_labels(pred, "pred"), _as_labels(target, "target")
     _check_labels(pred_t, target_t, num_classes)
     # rows: classes; columns: tp, fp, tn, fn, support
-    stats = multiclass_stat_scores(
-        pred_t, target_t, num_classes=num_classes, average=None, validate_args=False
-    ).numpy()
+    stats = multiclass_stat_scores(pred_t, target_t, num_classes=num_classes, average=None, validate_args=False).numpy()
     correct, support = stats[:, 0].astype(np.float64), stats[:, 4]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(support > 0, correct / np.maximum(support, 1), np.nan)
 
 
-def group_accuracy(
-    per_class: np.ndarray, groups: Mapping[str, Sequence[int] | np.ndarray]
-) -> dict[str, float]:
+def group_accuracy(per_class: np.ndarray, groups: Mapping[str, Sequence[int] | np.ndarray]) -> dict[str, float]:
     """Mean of the per-class accuracies inside each group (SDCLR convention); NaN if none is defined."""
     num_classes = per_class.shape[0]
     out: dict[str, float] = {}
@@ -132,9 +124,7 @@ def group_report(
     if not prefix:
         raise ValueError("prefix must name the probe, e.g. 'knn_k200_t0.1', got ''")
     if not groups:
-        raise ValueError(
-            "groups is empty: pass e.g. {'many': [...], 'medium': [...], 'few': [...]}"
-        )
+        raise ValueError("groups is empty: pass e.g. {'many': [...], 'medium': [...], 'few': [...]}")
     rule_name = rule_key(rule)
     pred_t, target_t = _as_labels(pred, "pred"), _as_labels(target, "target")
     per_class = per_class_accuracy(pred_t, target_t, num_classes)

@@ -26,8 +26,15 @@ from lightning_ssl.eval.ts_probes import ts_probes
 NAMED_PROBES = ("ts",)  # TS's kNN@1/@10 and few-shot / long-tailed SVMs on the pre-training set
 
 
-def check_probe_options(available: list[str], probe_sets: list[str], linear_recipe: str,
-                        linear_options: dict[str, Any], knn_k: int, knn_temperature: float, knn_bank: str) -> None:
+def check_probe_options(
+    available: list[str],
+    probe_sets: list[str],
+    linear_recipe: str,
+    linear_options: dict[str, Any],
+    knn_k: int,
+    knn_temperature: float,
+    knn_bank: str,
+) -> None:
     """The options of :func:`evaluate_frozen`, checked before any feature is extracted: a one-line
     ``ValueError`` naming the option, the value, the valid range and the fix."""
     unknown = sorted(set(probe_sets) - set(available))
@@ -35,16 +42,20 @@ def check_probe_options(available: list[str], probe_sets: list[str], linear_reci
         raise ValueError(f"unknown probe set(s) {unknown}; this datamodule has {available}")
     recipe = make_recipe(linear_recipe, **linear_options)  # a bad recipe or option, by name
     if recipe.epochs is not None and recipe.milestones and any(not 0 < m < recipe.epochs for m in recipe.milestones):
-        raise ValueError(f"linear probe recipe {recipe.name!r} drops its lr at epochs {list(recipe.milestones)}, not all "
-                         f"within its {recipe.epochs} epochs: give it more than {max(recipe.milestones)} epochs "
-                         "(--linear_epochs) or other milestones")
+        raise ValueError(
+            f"linear probe recipe {recipe.name!r} drops its lr at epochs {list(recipe.milestones)}, not all "
+            f"within its {recipe.epochs} epochs: give it more than {max(recipe.milestones)} epochs "
+            "(--linear_epochs) or other milestones"
+        )
     if isinstance(knn_k, bool) or not isinstance(knn_k, int) or knn_k < 1:
         raise ValueError(f"knn_k={knn_k!r} must be an integer >= 1 (neighbours of the vote); pass e.g. 200")
     if not (isinstance(knn_temperature, (int, float)) and 0 < knn_temperature < math.inf):
         raise ValueError(f"knn_temperature={knn_temperature!r} must be > 0 and finite; pass e.g. 0.1")
     if available and knn_bank not in available:
-        raise ValueError(f"knn_bank={knn_bank!r} is not a probe set of this datamodule ({', '.join(available)}); "
-                         f"pass one of them, e.g. {available[0]!r}")
+        raise ValueError(
+            f"knn_bank={knn_bank!r} is not a probe set of this datamodule ({', '.join(available)}); "
+            f"pass one of them, e.g. {available[0]!r}"
+        )
 
 
 def evaluate_frozen(
@@ -118,16 +129,20 @@ def evaluate_frozen(
     if bank is not None:
         k = min(knn_k, bank[0].shape[0])
         if k < knn_k:  # the record says what ran; the metric's name too (knn_k{k})
-            warnings.warn(f"kNN: knn_k={knn_k} is more than the {bank[0].shape[0]} images of the bank "
-                          f"{knn_bank!r}: voting over all of them (k={k})", stacklevel=2)
+            warnings.warn(
+                f"kNN: knn_k={knn_k} is more than the {bank[0].shape[0]} images of the bank "
+                f"{knn_bank!r}: voting over all of them (k={k})",
+                stacklevel=2,
+            )
             knn_record.update(k=k, k_requested=knn_k)
         pred = knn_predict(test_x, bank[0], bank[1], num_classes, k=k, temperature=knn_temperature)
         prefix = f"knn_k{k}_t{knn_temperature:g}"
         metrics.update(group_report(pred, test_y, num_classes, groups, rule, prefix))
         per_class[prefix] = per_class_accuracy(pred, test_y, num_classes).tolist()
     if "ts" in (named_probes or []):
-        ts_metrics, ts_per_class = ts_probes(model, datamodule, test_x, test_y, num_classes, groups, rule,
-                                             device=device, progress=progress)
+        ts_metrics, ts_per_class = ts_probes(
+            model, datamodule, test_x, test_y, num_classes, groups, rule, device=device, progress=progress
+        )
         metrics.update(ts_metrics)
         per_class.update(ts_per_class)
     return {

@@ -35,8 +35,9 @@ SEED = 42  # the notebooks' np.random.seed(42) and LinearSVC(random_state=42)
 
 
 @torch.no_grad()
-def knn_majority(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int,
-                 k: int, chunk_size: int = 1024) -> torch.Tensor:
+def knn_majority(
+    query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int, k: int, chunk_size: int = 1024
+) -> torch.Tensor:
     """Unweighted k-NN on L2-normalised features (Euclidean = cosine ranking): each query's class is
     the most frequent label among its ``k`` nearest bank entries, ties to the lowest class id."""
     if k < 1 or k > bank.shape[0]:
@@ -45,10 +46,11 @@ def knn_majority(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Ten
     labels = bank_labels.to(bank.device).long()
     out = []
     for start in range(0, query.shape[0], chunk_size):
-        q = F.normalize(query[start:start + chunk_size].to(bank.device).float(), dim=1)
+        q = F.normalize(query[start : start + chunk_size].to(bank.device).float(), dim=1)
         idx = torch.cdist(q, bank).topk(k, dim=1, largest=False).indices
         votes = torch.zeros(q.shape[0], num_classes, device=bank.device).scatter_add_(
-            1, labels[idx], torch.ones(idx.shape, device=bank.device))
+            1, labels[idx], torch.ones(idx.shape, device=bank.device)
+        )
         out.append(votes.argmax(dim=1))  # first maximum: the lowest class id wins a tie
     return torch.cat(out).to(query.device)
 
@@ -72,6 +74,7 @@ def few_shot_subset(labels: np.ndarray, num_classes: int, seed: int = SEED) -> n
 
 def linear_svm(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor) -> torch.Tensor:
     """``LinearSVC(random_state=42)`` (scikit-learn defaults) on L2-normalised features; predictions."""
+
     def norm(x: torch.Tensor) -> np.ndarray:
         return F.normalize(x.float(), dim=1).cpu().numpy()
 
@@ -80,9 +83,17 @@ def linear_svm(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tenso
     return torch.as_tensor(svm.predict(norm(test_x)), dtype=torch.long)
 
 
-def ts_probes(model: torch.nn.Module, datamodule: Any, test_x: torch.Tensor, test_y: torch.Tensor,
-              num_classes: int, groups: Mapping[str, Sequence[int]], rule: str,
-              device: torch.device | str | None = None, progress: bool = False) -> tuple[dict[str, float], dict[str, list[float]]]:
+def ts_probes(
+    model: torch.nn.Module,
+    datamodule: Any,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    num_classes: int,
+    groups: Mapping[str, Sequence[int]],
+    rule: str,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, float], dict[str, list[float]]]:
     """TS's four probes of ``model`` with the pre-training set (``pretrain_eval_dataloader()``, labelled
     samples only) as the memory; returns ``(metrics, per_class)`` named ``ts_knn1/...`` etc., with the
     suite's overall, per-class-mean and group accuracies for each."""

@@ -17,9 +17,7 @@ from lightning_ssl.helpers import (
 )
 
 
-def _multi_view_logits(
-    views: Sequence[torch.Tensor], temperature: float
-) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _multi_view_logits(views: Sequence[torch.Tensor], temperature: float) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Cosine logits of every local embedding against every embedding of the global batch.
 
     Row ``v * B + i`` is view ``v`` of local sample ``i``; column ``v * N + g`` is view ``v`` of
@@ -32,9 +30,7 @@ def _multi_view_logits(
     n_views, batch = len(z), z[0].shape[0]
     n_global = candidates.shape[0] // n_views
     instance = distributed.rank() * batch + torch.arange(batch, device=anchors.device)
-    self_col = (
-        torch.arange(n_views, device=anchors.device)[:, None] * n_global + instance
-    ).flatten()
+    self_col = (torch.arange(n_views, device=anchors.device)[:, None] * n_global + instance).flatten()
     logits = anchors @ candidates.T / temperature
     is_self = F.one_hot(self_col, num_classes=candidates.shape[0]).bool()
     return logits.masked_fill(is_self, float("-inf")), instance, n_global
@@ -47,9 +43,7 @@ def _check_views(views: Sequence[torch.Tensor], temperature: float) -> None:
     check_positive("temperature", temperature)
 
 
-def nt_xent(
-    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, per_view: bool = False
-) -> torch.Tensor:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, per_view: bool = False) -> torch.Tensor:
     """NT-Xent of SimCLR (Chen et al. 2020, Eq. 1), one value per local sample.
 
     Cosine similarity over the ``2N`` embeddings of the *global* batch (all ranks, gathered with
@@ -79,9 +73,7 @@ def nt_xent(
     return per_anchor if per_view else per_anchor.mean(0)
 
 
-def nt_xent_multi(
-    views: Sequence[torch.Tensor], temperature: float = 0.5, per_view: bool = False
-) -> torch.Tensor:
+def nt_xent_multi(views: Sequence[torch.Tensor], temperature: float = 0.5, per_view: bool = False) -> torch.Tensor:
     """Multi-positive NT-Xent for ``V >= 2`` views per image, one value per local sample.
 
     Every embedding of the global batch is an anchor; its positives are the ``V - 1`` other views
@@ -100,9 +92,7 @@ def nt_xent_multi(
     n_views = len(views)
     with full_precision(views[0].device):
         logits, instance, n_global = _multi_view_logits(views, temperature)
-        others = torch.tensor(
-            [[w for w in range(n_views) if w != v] for v in range(n_views)], device=logits.device
-        )
+        others = torch.tensor([[w for w in range(n_views) if w != v] for v in range(n_views)], device=logits.device)
         positive = (others[:, None, :] * n_global + instance[None, :, None]).flatten(0, 1)
         log_prob = logits.log_softmax(dim=1).gather(1, positive)
     per_anchor = -log_prob.mean(1).view(n_views, -1)

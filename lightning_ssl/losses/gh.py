@@ -28,8 +28,10 @@ def simplex_etf(num_anchors: int, dim: int, seed: int = 0) -> torch.Tensor:
     if num_anchors < 2:
         raise ValueError(f"num_anchors={num_anchors}: a simplex needs at least 2 anchors")
     if num_anchors > dim:
-        raise ValueError(f"num_anchors={num_anchors} anchors: the official construction gives a simplex only for "
-                         f"num_anchors <= proj_output_dim = {dim}: lower gh.num_anchors or raise proj_output_dim")
+        raise ValueError(
+            f"num_anchors={num_anchors} anchors: the official construction gives a simplex only for "
+            f"num_anchors <= proj_output_dim = {dim}: lower gh.num_anchors or raise proj_output_dim"
+        )
     g = torch.Generator().manual_seed(seed)
     return etf_from_gaussian(torch.randn(num_anchors, dim, generator=g, dtype=torch.float64)).float()
 

@@ -42,9 +42,7 @@ def sinkhorn_knopp(
         ``B_local x K`` codes, rows summing to 1.
     """
     if scores.ndim != 2:
-        raise ValueError(
-            f"scores must be a 2-D (batch x prototypes) tensor, got shape {tuple(scores.shape)}"
-        )
+        raise ValueError(f"scores must be a 2-D (batch x prototypes) tensor, got shape {tuple(scores.shape)}")
     check_positive("epsilon", epsilon)
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations!r}")
@@ -53,13 +51,12 @@ def sinkhorn_knopp(
         prototype_max = distributed.all_gather(s.max(dim=0, keepdim=True).values).max(dim=0).values
         q = torch.exp((s - prototype_max) / epsilon).T  # K x B_local
         n_prototypes = q.shape[0]
-        global_batch = distributed.all_reduce_sum(
-            torch.tensor(float(q.shape[1]), device=q.device, dtype=q.dtype)
-        )
+        global_batch = distributed.all_reduce_sum(torch.tensor(float(q.shape[1]), device=q.device, dtype=q.dtype))
         if prior is not None:
             if prior.shape != (n_prototypes,):
-                raise ValueError(f"prior must hold one marginal per prototype ({n_prototypes}), got shape "
-                                 f"{tuple(prior.shape)}")
+                raise ValueError(
+                    f"prior must hold one marginal per prototype ({n_prototypes}), got shape {tuple(prior.shape)}"
+                )
             marginal = upcast(prior.detach()).to(q.dtype).view(-1, 1)
         for _ in range(iterations):
             if prior is None:
@@ -107,15 +104,8 @@ def swav_loss(
         raise ValueError(f"need at least 2 views, got {n_views}")
     if len(codes) != n_codes:
         raise ValueError(f"got {len(codes)} codes for assign_views={tuple(assign_views)}")
-    if (
-        n_codes == 0
-        or len(set(assign_views)) != n_codes
-        or not all(0 <= c < n_views for c in assign_views)
-    ):
-        raise ValueError(
-            f"assign_views must be distinct view indices in [0, {n_views - 1}], "
-            f"got {tuple(assign_views)}"
-        )
+    if n_codes == 0 or len(set(assign_views)) != n_codes or not all(0 <= c < n_views for c in assign_views):
+        raise ValueError(f"assign_views must be distinct view indices in [0, {n_views - 1}], got {tuple(assign_views)}")
     shape = tuple(scores[0].shape)
     if len(shape) != 2 or any(tuple(t.shape) != shape for t in [*scores, *codes]):
         shapes = [tuple(t.shape) for t in [*scores, *codes]]

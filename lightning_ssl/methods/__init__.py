@@ -19,5 +19,24 @@ from lightning_ssl.methods.supervised import Supervised
 from lightning_ssl.methods.swav import SwAV
 from lightning_ssl.methods.uota import UOTA, UOTAMoCoV2, UOTASimCLR, UOTASwAV
 
-__all__ = ["BCL", "BCLD", "BCLI", "MTTV", "SDCLR", "UOTA", "DnC", "LossOutput", "MoCLR", "MoCoV2", "SSLMethod",
-           "SimCLR", "SimSiam", "Supervised", "SwAV", "UOTAMoCoV2", "UOTASimCLR", "UOTASwAV", "weighted_mean"]
+__all__ = [
+    "BCL",
+    "BCLD",
+    "BCLI",
+    "MTTV",
+    "SDCLR",
+    "UOTA",
+    "DnC",
+    "LossOutput",
+    "MoCLR",
+    "MoCoV2",
+    "SSLMethod",
+    "SimCLR",
+    "SimSiam",
+    "Supervised",
+    "SwAV",
+    "UOTAMoCoV2",
+    "UOTASimCLR",
+    "UOTASwAV",
+    "weighted_mean",
+]

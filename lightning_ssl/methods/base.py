@@ -63,16 +63,28 @@ def check_method_options(method: str, options: Mapping[str, Any], prefix: str = 
             check_method_options(method, value, f"{key}.")
         elif isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{method}: {key}={value} is not a finite number; pass a finite value (--model.{key})")
-        elif name.endswith("_dim") and value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                                             or value < 1):
-            raise ValueError(f"{method}: {key}={value!r} must be an integer >= 1 (a layer width); pass e.g. "
-                             f"--model.{key} 128")
+        elif (
+            name.endswith("_dim")
+            and value is not None
+            and (isinstance(value, bool) or not isinstance(value, int) or value < 1)
+        ):
+            raise ValueError(
+                f"{method}: {key}={value!r} must be an integer >= 1 (a layer width); pass e.g. --model.{key} 128"
+            )
         elif name == "temperature" and isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0:
             raise ValueError(f"{method}: {key}={value} must be > 0; pass e.g. --model.{key} 0.2")
 
 
-def check_options(lr: float, weight_decay: float, momentum: float, warmup_epochs: float,
-                  warmup_fraction: float | None, final_lr: float, image_size: int | None, in_chans: int) -> None:
+def check_options(
+    lr: float,
+    weight_decay: float,
+    momentum: float,
+    warmup_epochs: float,
+    warmup_fraction: float | None,
+    final_lr: float,
+    image_size: int | None,
+    in_chans: int,
+) -> None:
     """The optimisation and input options of :class:`SSLMethod`: a one-line ``ValueError`` naming the
     option, the value, the valid range and the fix (``NaN`` and infinities fail every check)."""
     if not (_finite(lr) and lr > 0):
@@ -82,19 +94,28 @@ def check_options(lr: float, weight_decay: float, momentum: float, warmup_epochs
     if not (_finite(momentum) and 0 <= momentum < 1):
         raise ValueError(f"momentum={momentum} must be in [0, 1); pass e.g. --model.momentum 0.9")
     if not (_finite(warmup_epochs) and warmup_epochs >= 0):
-        raise ValueError(f"warmup_epochs={warmup_epochs} must be >= 0 (0: no warm-up); pass e.g. --model.warmup_epochs 10 "
-                         "or --model.warmup_fraction 0.1")
+        raise ValueError(
+            f"warmup_epochs={warmup_epochs} must be >= 0 (0: no warm-up); pass e.g. --model.warmup_epochs 10 "
+            "or --model.warmup_fraction 0.1"
+        )
     if warmup_fraction is not None and not (_finite(warmup_fraction) and 0 <= warmup_fraction < 1):
-        raise ValueError(f"warmup_fraction={warmup_fraction} must be in [0, 1) (a fraction of the run's steps); pass "
-                         "e.g. --model.warmup_fraction 0.1")
+        raise ValueError(
+            f"warmup_fraction={warmup_fraction} must be in [0, 1) (a fraction of the run's steps); pass "
+            "e.g. --model.warmup_fraction 0.1"
+        )
     if not (_finite(final_lr) and 0 <= final_lr <= lr):
-        raise ValueError(f"final_lr={final_lr} must be in [0, lr={lr}] (where the cosine decay ends); pass e.g. "
-                         "--model.final_lr 0")
+        raise ValueError(
+            f"final_lr={final_lr} must be in [0, lr={lr}] (where the cosine decay ends); pass e.g. --model.final_lr 0"
+        )
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
-        raise ValueError(f"image_size={image_size!r} must be an integer >= 1 (the input side in pixels); leave it unset "
-                         "to follow the datamodule")
+        raise ValueError(
+            f"image_size={image_size!r} must be an integer >= 1 (the input side in pixels); leave it unset "
+            "to follow the datamodule"
+        )
     if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
-        raise ValueError(f"in_chans={in_chans!r} must be an integer >= 1 (input channels); pass e.g. --model.in_chans 3")
+        raise ValueError(
+            f"in_chans={in_chans!r} must be an integer >= 1 (input channels); pass e.g. --model.in_chans 3"
+        )
 
 
 @dataclass
@@ -194,8 +215,9 @@ class SSLMethod(pl.LightningModule):
         check_options(lr, weight_decay, momentum, warmup_epochs, warmup_fraction, final_lr, image_size, in_chans)
         self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
         check_method_options(type(self).__name__, dict(self.hparams))
-        self.backbone, self.feature_dim = build_backbone(backbone, image_size if image_size is not None else 224,
-                                                         in_chans)
+        self.backbone, self.feature_dim = build_backbone(
+            backbone, image_size if image_size is not None else 224, in_chans
+        )
         self.loss_weighters: list[LossWeighter] = []
         self.skipped_steps = 0
         self.lr_schedule: np.ndarray | None = None
@@ -300,7 +322,8 @@ class SSLMethod(pl.LightningModule):
             self.trainer.save_checkpoint(path)
             saved = f"the last good weights (before this step) are in {path}"
         raise FloatingPointError(
-            f"{type(self).__name__}: non-finite loss {float(loss)} at step {self.trainer.global_step if self._trainer else '?'}; "
+            f"{type(self).__name__}: non-finite loss {float(loss)} at step "
+            f"{self.trainer.global_step if self._trainer else '?'}; "
             f"loss terms: {terms}; {int(bad.sum())} of {bad.numel()} samples non-finite (dataset indices {samples}); "
             f"{saved}. Lower the learning rate, check the data, or pass --model.nonfinite skip"
         )
@@ -373,13 +396,17 @@ class SSLMethod(pl.LightningModule):
         saved = checkpoint.get("method_class")
         mine = f"{type(self).__module__}.{type(self).__qualname__}"
         if saved is not None and saved.rsplit(".", 1)[-1] != mine.rsplit(".", 1)[-1]:
-            raise ValueError(f"checkpoint is from method {saved}, not {mine}: resume it with --model "
-                             f"{saved.rsplit('.', 1)[-1]} or start a new run")
+            raise ValueError(
+                f"checkpoint is from method {saved}, not {mine}: resume it with --model "
+                f"{saved.rsplit('.', 1)[-1]} or start a new run"
+            )
         old_backbone = checkpoint.get("hyper_parameters", {}).get("backbone")
         new_backbone = self.hparams.get("backbone")
         if isinstance(old_backbone, str) and isinstance(new_backbone, str) and old_backbone != new_backbone:
-            raise ValueError(f"checkpoint backbone is {old_backbone!r} but this model's is {new_backbone!r}: "
-                             f"pass --model.backbone {old_backbone} to resume it")
+            raise ValueError(
+                f"checkpoint backbone is {old_backbone!r} but this model's is {new_backbone!r}: "
+                f"pass --model.backbone {old_backbone} to resume it"
+            )
         if self.sam_weighter is not None and "sam_weighter" in checkpoint:
             self.sam_weighter.load_state_dict(checkpoint["sam_weighter"])
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
@@ -390,10 +417,13 @@ class SSLMethod(pl.LightningModule):
         # Lightning's step counter runs on over a skipped step (automatic optimisation)
         attempted = max(int(self.trainer.global_step), self.skipped_steps) if self._trainer is not None else 0
         if self.skipped_steps and attempted and self.skipped_steps / attempted > SKIPPED_WARN_SHARE:
-            warnings.warn(f"{type(self).__name__}: {self.skipped_steps} of {attempted} training steps "
-                          f"({100 * self.skipped_steps / attempted:.0f} %) had a non-finite loss and were skipped "
-                          "(nonfinite=skip): the weights come from the other steps only; lower the learning rate "
-                          "or check the data (train/skipped_steps in the logs)", stacklevel=1)
+            warnings.warn(
+                f"{type(self).__name__}: {self.skipped_steps} of {attempted} training steps "
+                f"({100 * self.skipped_steps / attempted:.0f} %) had a non-finite loss and were skipped "
+                "(nonfinite=skip): the weights come from the other steps only; lower the learning rate "
+                "or check the data (train/skipped_steps in the logs)",
+                stacklevel=1,
+            )
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         images, target, _ = batch
@@ -428,8 +458,10 @@ class SSLMethod(pl.LightningModule):
         epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else None
         cap = trainer.max_steps if trainer.max_steps not in (None, -1) else None
         if epochs is None and cap is None:
-            raise UsageError("--trainer.max_epochs -1 (no limit) without --trainer.max_steps: the learning-rate "
-                             "schedule is sized to the run; pass --trainer.max_epochs N or --trainer.max_steps N")
+            raise UsageError(
+                "--trainer.max_epochs -1 (no limit) without --trainer.max_steps: the learning-rate "
+                "schedule is sized to the run; pass --trainer.max_epochs N or --trainer.max_steps N"
+            )
         total = self.steps_per_epoch() * epochs if epochs is not None else cap
         return int(min(total, cap) if cap is not None else total)
 
@@ -462,9 +494,12 @@ class SSLMethod(pl.LightningModule):
             return asked
         if hp.warmup_epochs == WARMUP_EPOCHS:  # the default's documented rule: 10 epochs or half the run
             return cap
-        warnings.warn(f"{type(self).__name__}: warmup_epochs={hp.warmup_epochs:g} is {asked} steps, more than half of "
-                      f"this {total}-step run: warming up for {cap} step{'s' if cap != 1 else ''} (half the run); pass --model.warmup_fraction F "
-                      "to set the warm-up as a share of the run", stacklevel=1)
+        warnings.warn(
+            f"{type(self).__name__}: warmup_epochs={hp.warmup_epochs:g} is {asked} steps, more than half of "
+            f"this {total}-step run: warming up for {cap} step{'s' if cap != 1 else ''} (half the run); "
+            "pass --model.warmup_fraction F to set the warm-up as a share of the run",
+            stacklevel=1,
+        )
         return cap
 
     def schedule_value(self, schedule: np.ndarray) -> float:

@@ -90,8 +90,10 @@ class BCL(SSLMethod, metaclass=_ChooseBase):
             **kwargs: the base method's options and :class:`SSLMethod`'s.
         """
         if not isinstance(self, _bcl_class(base)):
-            raise ValueError(f"{type(self).__name__} is BCL on another base than base={base!r}; "
-                             f"use BCL(base={base!r}) or the matching class")
+            raise ValueError(
+                f"{type(self).__name__} is BCL on another base than base={base!r}; "
+                f"use BCL(base={base!r}) or the matching class"
+            )
         if not 0.0 <= loss_momentum < 1.0:
             raise ValueError(f"loss_momentum={loss_momentum} must be in [0, 1) (official 0.97)")
         ops = OPS[base] if randaug_ops is None else randaug_ops
@@ -161,9 +163,11 @@ class BCL(SSLMethod, metaclass=_ChooseBase):
         magnitude, probability = self.strengths(epoch)
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None or not hasattr(dm, "set_sample_augmentation"):
-            raise ValueError(f"{type(self).__name__} sets each sample's augmentation strength in the datamodule's "
-                             "view path: train it with a datamodule of the suite (a LongTailDataModule), not bare "
-                             "dataloaders")
+            raise ValueError(
+                f"{type(self).__name__} sets each sample's augmentation strength in the datamodule's "
+                "view path: train it with a datamodule of the suite (a LongTailDataModule), not bare "
+                "dataloaders"
+            )
         dm.set_sample_augmentation(self.randaug_ops, magnitude, probability)
 
     def strengths(self, epoch: int) -> tuple[Tensor, Tensor]:

@@ -105,15 +105,21 @@ class DnC(SSLMethod):
                 0.3, raised to 0.35-0.45 for distillations shorter than 500 epochs).
         """
         super().__init__(**kwargs)
-        for name, value in (("proj_hidden_dim", proj_hidden_dim), ("proj_output_dim", proj_output_dim),
-                            ("head_hidden_dim", head_hidden_dim), ("num_large_views", num_large_views)):
+        for name, value in (
+            ("proj_hidden_dim", proj_hidden_dim),
+            ("proj_output_dim", proj_output_dim),
+            ("head_hidden_dim", head_hidden_dim),
+            ("num_large_views", num_large_views),
+        ):
             if value < 1:
                 raise ValueError(f"{name}={value} must be >= 1")
         experts = list(expert_checkpoints or [])
         if (base_checkpoint is None) != (not experts) or (assignments is None) != (not experts):
-            raise ValueError("base_checkpoint, expert_checkpoints (K >= 1 files) and assignments are "
-                             f"given together or not at all; got base_checkpoint={base_checkpoint!r}, "
-                             f"{len(experts)} expert checkpoints, assignments={assignments!r}")
+            raise ValueError(
+                "base_checkpoint, expert_checkpoints (K >= 1 files) and assignments are "
+                f"given together or not at all; got base_checkpoint={base_checkpoint!r}, "
+                f"{len(experts)} expert checkpoints, assignments={assignments!r}"
+            )
         self.projector = moclr_projector(self.feature_dim, proj_hidden_dim, proj_output_dim)
         self.base_head: nn.Module | None = self._head() if experts else None
         self.expert_heads = nn.ModuleList(self._head() for _ in experts)
@@ -173,8 +179,10 @@ class DnC(SSLMethod):
         """The cluster id of each pre-training ``index`` (the routing of batch rows to experts)."""
         n = self.assignments.numel()
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
-            raise ValueError(f"sample index out of range [0, {n}) of the cluster assignments: "
-                             f"got [{int(index.min())}, {int(index.max())}]")
+            raise ValueError(
+                f"sample index out of range [0, {n}) of the cluster assignments: "
+                f"got [{int(index.min())}, {int(index.max())}]"
+            )
         return self.assignments[index.to(self.assignments.device)]
 
     @torch.no_grad()
@@ -203,8 +211,10 @@ class DnC(SSLMethod):
     def compute_losses(self, batch: Batch) -> LossOutput:
         self.load_teachers()
         if not self._teachers:
-            raise ValueError("DnC has no teachers: build it with base_checkpoint, expert_checkpoints "
-                             "and assignments, or call set_teachers(...)")
+            raise ValueError(
+                "DnC has no teachers: build it with base_checkpoint, expert_checkpoints "
+                "and assignments, or call set_teachers(...)"
+            )
         views, _, index = batch
         views = views[: self.hparams.num_large_views]  # the base checked their number (check_views)
         x = torch.cat(views)

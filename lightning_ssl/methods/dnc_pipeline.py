@@ -106,8 +106,18 @@ DONE = "done.json"
 STARTED = "started.json"  # the fingerprint an unfinished stage was started with
 # the options of the teachers that the student shares (architecture and optimisation)
 SHARED_WITH_STUDENT = (
-    "backbone", "image_size", "in_chans", "optimizer", "lr", "weight_decay", "momentum",
-    "warmup_epochs", "warmup_fraction", "final_lr", "proj_hidden_dim", "proj_output_dim",
+    "backbone",
+    "image_size",
+    "in_chans",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "momentum",
+    "warmup_epochs",
+    "warmup_fraction",
+    "final_lr",
+    "proj_hidden_dim",
+    "proj_output_dim",
 )
 # the options of DnC's __init__ that the pipeline sets itself (where the teachers are)
 TEACHER_WIRING = ("base_checkpoint", "expert_checkpoints", "assignments", "teacher_class")
@@ -147,11 +157,14 @@ def check_backend(backend: str) -> None:
     """A k-means backend that exists and runs here, before any stage trains (not at clustering,
     after the base model's training)."""
     if backend not in ("auto", *BACKENDS):
-        raise ValueError(f"kmeans_backend={backend!r} is not one of auto, {', '.join(BACKENDS)}; pass e.g. "
-                         "--kmeans_backend auto")
+        raise ValueError(
+            f"kmeans_backend={backend!r} is not one of auto, {', '.join(BACKENDS)}; pass e.g. --kmeans_backend auto"
+        )
     if backend != "auto" and backend not in available_backends():
-        raise ValueError(f"kmeans_backend={backend!r} is not available here (available: "
-                         f"{', '.join(available_backends())}); pass --kmeans_backend auto")
+        raise ValueError(
+            f"kmeans_backend={backend!r} is not available here (available: "
+            f"{', '.join(available_backends())}); pass --kmeans_backend auto"
+        )
 
 
 def init_options(cls: type) -> list[str]:
@@ -246,8 +259,9 @@ class DnCOptions:
         check_backend(self.kmeans_backend)
         unknown = sorted(set(self.distill) - set(student_options()))
         if unknown:
-            raise ValueError(f"distill: {unknown} are not options of the DnC student; valid: "
-                             f"{', '.join(student_options())}")
+            raise ValueError(
+                f"distill: {unknown} are not options of the DnC student; valid: {', '.join(student_options())}"
+            )
 
 
 @dataclass
@@ -284,12 +298,16 @@ class StageTrainerOptions:
         if self.num_nodes < 1:
             raise ValueError(f"trainer.num_nodes={self.num_nodes} must be >= 1; pass e.g. --trainer.num_nodes 1")
         if self.log_every_n_steps < 1:
-            raise ValueError(f"trainer.log_every_n_steps={self.log_every_n_steps} must be >= 1; pass e.g. "
-                             "--trainer.log_every_n_steps 50")
+            raise ValueError(
+                f"trainer.log_every_n_steps={self.log_every_n_steps} must be >= 1; pass e.g. "
+                "--trainer.log_every_n_steps 50"
+            )
         limit = self.limit_train_batches
         if isinstance(limit, float) and not 0 < limit <= 1 or isinstance(limit, int) and limit < 1:
-            raise ValueError(f"trainer.limit_train_batches={limit} trains nothing or is not a share: pass a share in "
-                             "(0, 1] (1.0 = every batch) or a number of batches >= 1")
+            raise ValueError(
+                f"trainer.limit_train_batches={limit} trains nothing or is not a share: pass a share in "
+                "(0, 1] (1.0 = every batch) or a number of batches >= 1"
+            )
 
     @classmethod
     def of_config(cls, trainer: dict[str, Any]) -> StageTrainerOptions:
@@ -352,8 +370,9 @@ class DnCPipeline(DnCOptions, Pipeline):
     def world_size(self) -> int:
         """Processes that train each stage (from a throwaway trainer of the stages' options)."""
         if self._world_size is None:
-            options = {k: v for k, v in self.trainer_kwargs.items()
-                       if k not in ("callbacks", "logger", "enable_checkpointing")}
+            options = {
+                k: v for k, v in self.trainer_kwargs.items() if k not in ("callbacks", "logger", "enable_checkpointing")
+            }
             probe = self.trainer_factory(logger=False, enable_checkpointing=False, **options)
             self._world_size = int(probe.world_size)
         return self._world_size
@@ -380,27 +399,44 @@ class DnCPipeline(DnCOptions, Pipeline):
         options that do not change the result (accelerator, progress bar, logging) are left out."""
         common = {"data": data_identity(self.datamodule, self.num_samples()), "seed": self.seed}
         kw = self.trainer_kwargs
-        trainer = {"world_size": self.world_size(), "precision": str(kw.get("precision", "32-true")),
-                   "limit_train_batches": kw.get("limit_train_batches", 1.0),
-                   "accumulate_grad_batches": kw.get("accumulate_grad_batches", 1)}
+        trainer = {
+            "world_size": self.world_size(),
+            "precision": str(kw.get("precision", "32-true")),
+            "limit_train_batches": kw.get("limit_train_batches", 1.0),
+            "accumulate_grad_batches": kw.get("accumulate_grad_batches", 1),
+        }
         teacher = {"teacher_class": self.teacher_class, "trainer": trainer}
         base_ckpt = self.stage_dir("base") / "model.ckpt"
         assignments = self.stage_dir("cluster") / "assignments.npy"
         if stage == "base":
             out = {**teacher, "teacher_kwargs": self.stage_teacher_kwargs("base"), "epochs": self.base_epochs}
         elif stage == "cluster":
-            out = {"teacher_class": self.teacher_class, "base": self._checksum(base_ckpt),
-                   "num_clusters": self.num_clusters, "iterations": self.kmeans_iterations,
-                   "n_init": self.kmeans_n_init, "backend": self.kmeans_backend}
+            out = {
+                "teacher_class": self.teacher_class,
+                "base": self._checksum(base_ckpt),
+                "num_clusters": self.num_clusters,
+                "iterations": self.kmeans_iterations,
+                "n_init": self.kmeans_n_init,
+                "backend": self.kmeans_backend,
+            }
         elif stage == "experts":
-            out = {**teacher, "teacher_kwargs": self.stage_teacher_kwargs("experts"),
-                   "total_epochs": self.expert_epochs, "budget": "expert_steps",
-                   "assignments": self._checksum(assignments, "array")}
+            out = {
+                **teacher,
+                "teacher_kwargs": self.stage_teacher_kwargs("experts"),
+                "total_epochs": self.expert_epochs,
+                "budget": "expert_steps",
+                "assignments": self._checksum(assignments, "array"),
+            }
         elif stage == "distill":
             experts = [self._checksum(self.stage_dir("experts") / f"expert_{k}.ckpt") for k in range(self.num_clusters)]
-            out = {"trainer": trainer, "student_kwargs": self.resolved_student_kwargs(),
-                   "epochs": self.distill_epochs, "base": self._checksum(base_ckpt), "experts": experts,
-                   "assignments": self._checksum(assignments, "array")}
+            out = {
+                "trainer": trainer,
+                "student_kwargs": self.resolved_student_kwargs(),
+                "epochs": self.distill_epochs,
+                "base": self._checksum(base_ckpt),
+                "experts": experts,
+                "assignments": self._checksum(assignments, "array"),
+            }
         else:
             raise ValueError(f"unknown DnC stage {stage!r}; valid: {', '.join(STAGES)}")
         return jsonable({**common, **out})
@@ -422,7 +458,8 @@ class DnCPipeline(DnCOptions, Pipeline):
             raise StageMismatchError(
                 f"DnC work dir {self.work_dir}: stage {stage!r} finished with other settings (differing: {shown}); "
                 f"rerun with the same settings, pass another --work_dir, or delete {self.stage_dir(stage)} "
-                "and the later stage folders to redo them")
+                "and the later stage folders to redo them"
+            )
         return True
 
     def first_unfinished(self) -> int:
@@ -445,18 +482,25 @@ class DnCPipeline(DnCOptions, Pipeline):
     def _plan(self, stage: str) -> str:
         """What ``stage`` is about to do, in a few words (for the ``lssl dnc`` lines)."""
         teacher = self.teacher_class.rsplit(".", 1)[-1]
-        return {"base": f"{teacher} for {self.base_epochs} epochs on {self.num_samples()} images",
-                "cluster": f"spherical k-means of the base's projector hidden layer into {self.num_clusters} clusters",
-                "experts": f"{self.num_clusters} {teacher} experts, {self.expert_epochs:g} full-data epochs in all",
-                "distill": f"the student for {self.distill_epochs} epochs from the base and the experts"}[stage]
+        return {
+            "base": f"{teacher} for {self.base_epochs} epochs on {self.num_samples()} images",
+            "cluster": f"spherical k-means of the base's projector hidden layer into {self.num_clusters} clusters",
+            "experts": f"{self.num_clusters} {teacher} experts, {self.expert_epochs:g} full-data epochs in all",
+            "distill": f"the student for {self.distill_epochs} epochs from the base and the experts",
+        }[stage]
 
     def _mark_done(self, stage: str, artifacts: dict[str, Any], started: float) -> None:
         log.info("%s: done in %.0f s", stage, time.time() - started)
         if self._rank() == 0:
-            atomic_write_json(self.stage_dir(stage) / DONE, {
-                "stage": stage, "artifacts": artifacts, "fingerprint": self.fingerprint(stage),
-                "seconds": round(time.time() - started, 3),
-            })
+            atomic_write_json(
+                self.stage_dir(stage) / DONE,
+                {
+                    "stage": stage,
+                    "artifacts": artifacts,
+                    "fingerprint": self.fingerprint(stage),
+                    "seconds": round(time.time() - started, 3),
+                },
+            )
         distributed.barrier()
 
     @staticmethod
@@ -480,9 +524,15 @@ class DnCPipeline(DnCOptions, Pipeline):
         a fit interrupted earlier (same stage fingerprint, see :meth:`run`) continues from it."""
         checkpoints = stage_dir / "checkpoints"
         callbacks = [*(self.trainer_kwargs.get("callbacks") or []), AtomicModelCheckpoint(dirpath=str(checkpoints))]
-        kwargs = {"logger": ResumableCSVLogger(str(stage_dir), name="logs"), "limit_val_batches": 0,
-                  "num_sanity_val_steps": 0, **self.trainer_kwargs, "callbacks": callbacks,
-                  "enable_checkpointing": True, **limits}
+        kwargs = {
+            "logger": ResumableCSVLogger(str(stage_dir), name="logs"),
+            "limit_val_batches": 0,
+            "num_sanity_val_steps": 0,
+            **self.trainer_kwargs,
+            "callbacks": callbacks,
+            "enable_checkpointing": True,
+            **limits,
+        }
         trainer = self.trainer_factory(default_root_dir=str(stage_dir), **kwargs)
         last = latest_valid_checkpoint(checkpoints.glob("*.ckpt")) if checkpoints.is_dir() else None
         if last is not None:
@@ -490,16 +540,20 @@ class DnCPipeline(DnCOptions, Pipeline):
         # a SIGTERMException (or Ctrl-C) propagates after the checkpoint is saved: not done
         trainer.fit(model, datamodule=self.datamodule, ckpt_path=str(last) if last else None)
         if trainer.state.status != TrainerStatus.FINISHED:
-            raise RuntimeError(f"DnC fit in {stage_dir} ended as {trainer.state.status}; the stage is not "
-                               "marked done, run again to redo it")
+            raise RuntimeError(
+                f"DnC fit in {stage_dir} ended as {trainer.state.status}; the stage is not "
+                "marked done, run again to redo it"
+            )
         trainer.save_checkpoint(str(ckpt))  # rank 0 writes
         distributed.barrier()
 
     def check(self) -> None:
         """Refuse impossible settings before any training."""
         if not hasattr(import_class(self.teacher_class), "projector_hidden"):
-            raise ValueError(f"teacher_class={self.teacher_class!r} has no projector_hidden(x), the layer DnC "
-                             "clusters (§3.2); use lightning_ssl.methods.moclr.MoCLR or add the method")
+            raise ValueError(
+                f"teacher_class={self.teacher_class!r} has no projector_hidden(x), the layer DnC "
+                "clusters (§3.2); use lightning_ssl.methods.moclr.MoCLR or add the method"
+            )
         import_class(self.teacher_class)(**self.stage_teacher_kwargs("base"))  # every option checked by its __init__
         try:  # the student alone (no teachers yet), checked the same way
             DnC(**self.resolved_student_kwargs())
@@ -508,8 +562,10 @@ class DnCPipeline(DnCOptions, Pipeline):
             raise ValueError(f"the DnC student (distill options {self.distill}): {message}") from None
         n = self.num_samples()
         if self.num_clusters > n:
-            raise ValueError(f"DnC with num_clusters={self.num_clusters} clusters for a pre-training set of "
-                             f"{n} samples: K must be in [1, {n}]")
+            raise ValueError(
+                f"DnC with num_clusters={self.num_clusters} clusters for a pre-training set of "
+                f"{n} samples: K must be in [1, {n}]"
+            )
 
     # -- the pipeline -----------------------------------------------------------------------------
     def run(self, until: str | None = None) -> dict[str, Path]:
@@ -521,14 +577,18 @@ class DnCPipeline(DnCOptions, Pipeline):
         start = self.first_unfinished()
         stop = STAGES.index(until) + 1 if until is not None else len(STAGES)
         resumable = start < len(STAGES) and self._started_with_these_settings(STAGES[start])
-        for stage in STAGES[:min(start, stop)]:
+        for stage in STAGES[: min(start, stop)]:
             log.info("%s: finished before with these settings, kept (%s)", stage, self.stage_dir(stage))
         if self._rank() == 0:
-            for stage in STAGES[start + int(resumable):]:
+            for stage in STAGES[start + int(resumable) :]:
                 shutil.rmtree(self.stage_dir(stage), ignore_errors=True)
         distributed.barrier()
-        runners = {"base": self.run_base, "cluster": self.run_cluster, "experts": self.run_experts,
-                   "distill": self.run_distill}
+        runners = {
+            "base": self.run_base,
+            "cluster": self.run_cluster,
+            "experts": self.run_experts,
+            "distill": self.run_distill,
+        }
         try:
             for stage in STAGES[start:stop]:
                 log.info("%s: %s (in %s)", stage, self._plan(stage), self.stage_dir(stage))
@@ -565,30 +625,60 @@ class DnCPipeline(DnCOptions, Pipeline):
         N rows; rank 0 clusters them and broadcasts the result (``replicated=True``)."""
         started, out = time.time(), self.stage_dir("cluster")
         base = import_class(self.teacher_class).load_from_checkpoint(
-            str(self.stage_dir("base") / "model.ckpt"), map_location="cpu")
+            str(self.stage_dir("base") / "model.ckpt"), map_location="cpu"
+        )
         device = self._device()
-        feats, _, indices = extract_features(HiddenLayer(base).to(device), self.datamodule.pretrain_eval_dataloader(),
-                                             device=device)
+        feats, _, indices = extract_features(
+            HiddenLayer(base).to(device), self.datamodule.pretrain_eval_dataloader(), device=device
+        )
         n = self.num_samples()
         if not torch.equal(indices.cpu(), torch.arange(n)):
             raise ValueError(f"the clean pass must cover indices 0..{n - 1} once each; got {indices.numel()} rows")
-        result, _ = distributed_kmeans(feats, self.num_clusters, replicated=True, iterations=self.kmeans_iterations,
-                                       seed=self.seed, spherical=True, backend=self.kmeans_backend,
-                                       n_init=self.kmeans_n_init)
+        result, _ = distributed_kmeans(
+            feats,
+            self.num_clusters,
+            replicated=True,
+            iterations=self.kmeans_iterations,
+            seed=self.seed,
+            spherical=True,
+            backend=self.kmeans_backend,
+            n_init=self.kmeans_n_init,
+        )
         sizes = torch.bincount(result.assignments.cpu(), minlength=self.num_clusters).tolist()
-        log.info("cluster: %d clusters of %s images (k-means %s, objective %.4f)", self.num_clusters,
-                 ", ".join(str(n) for n in sizes), result.backend, result.objective)
+        log.info(
+            "cluster: %d clusters of %s images (k-means %s, objective %.4f)",
+            self.num_clusters,
+            ", ".join(str(n) for n in sizes),
+            result.backend,
+            result.objective,
+        )
         if self._rank() == 0:
             np.save(out / "assignments.npy", result.assignments.cpu().numpy().astype(np.int64))
             np.save(out / "centroids.npy", result.centroids.cpu().numpy())
-            atomic_write_json(out / "clusters.json", {
-                "num_clusters": self.num_clusters, "sizes": sizes, "backend": result.backend,
-                "objective": result.objective, "objective_kind": "mean cosine similarity to the centroid",
-                "num_samples": n, "feature_dim": int(feats.shape[1]), "features": "projector hidden layer",
-                "n_init": self.kmeans_n_init,
-            })
-        self._mark_done("cluster", {"assignments": "assignments.npy", "clusters": "clusters.json",
-                                    "centroids": "centroids.npy", "backend": result.backend}, started)
+            atomic_write_json(
+                out / "clusters.json",
+                {
+                    "num_clusters": self.num_clusters,
+                    "sizes": sizes,
+                    "backend": result.backend,
+                    "objective": result.objective,
+                    "objective_kind": "mean cosine similarity to the centroid",
+                    "num_samples": n,
+                    "feature_dim": int(feats.shape[1]),
+                    "features": "projector hidden layer",
+                    "n_init": self.kmeans_n_init,
+                },
+            )
+        self._mark_done(
+            "cluster",
+            {
+                "assignments": "assignments.npy",
+                "clusters": "clusters.json",
+                "centroids": "centroids.npy",
+                "backend": result.backend,
+            },
+            started,
+        )
 
     def run_experts(self) -> None:
         """Stage 3: one MoCLR per cluster, from scratch, with its share of the N2 budget (§3.3)."""
@@ -596,19 +686,29 @@ class DnCPipeline(DnCOptions, Pipeline):
         assignments = np.load(self.stage_dir("cluster") / "assignments.npy")
         sizes = np.bincount(assignments, minlength=self.num_clusters)
         if (sizes < 2).any():
-            raise ValueError(f"cluster sizes {sizes.tolist()}: every expert needs at least 2 images for its "
-                             f"contrastive loss; lower num_clusters={self.num_clusters}")
+            raise ValueError(
+                f"cluster sizes {sizes.tolist()}: every expert needs at least 2 images for its "
+                f"contrastive loss; lower num_clusters={self.num_clusters}"
+            )
         world, batch = self.world_size(), self.global_batch()
         if world > 1 and (sizes < batch).any():
-            raise ValueError(f"cluster sizes {sizes.tolist()}: under DDP every cluster needs at least one global "
-                             f"batch ({batch} = batch_size x {world} ranks) so that each rank gets a full batch; "
-                             f"lower --data.batch_size or num_clusters={self.num_clusters}")
+            raise ValueError(
+                f"cluster sizes {sizes.tolist()}: under DDP every cluster needs at least one global "
+                f"batch ({batch} = batch_size x {world} ranks) so that each rank gets a full batch; "
+                f"lower --data.batch_size or num_clusters={self.num_clusters}"
+            )
         steps = expert_steps(sizes, self.expert_epochs, batch)
         per_step = [min(batch, int(n)) for n in sizes]
         kwargs = self.stage_teacher_kwargs("experts")
         for k, n_steps in enumerate(steps):
-            log.info("experts: expert %d of %d on its %d images, %d steps of %d", k + 1, len(steps), sizes[k], n_steps,
-                     per_step[k])
+            log.info(
+                "experts: expert %d of %d on its %d images, %d steps of %d",
+                k + 1,
+                len(steps),
+                sizes[k],
+                n_steps,
+                per_step[k],
+            )
             self._begin_fit(f"expert_{k}", self.seed + 1 + k)
             self.datamodule.set_pretrain_subset(np.flatnonzero(assignments == k))
             try:
@@ -616,12 +716,18 @@ class DnCPipeline(DnCOptions, Pipeline):
                 self._fit(model, out / f"expert_{k}", out / f"expert_{k}.ckpt", max_epochs=-1, max_steps=n_steps)
             finally:
                 self.datamodule.set_pretrain_subset(None)
-        self._mark_done("experts", {
-            "checkpoints": [f"expert_{k}.ckpt" for k in range(self.num_clusters)], "sizes": sizes.tolist(),
-            "steps": steps, "images_per_step": per_step,
-            "image_passes": [s * b for s, b in zip(steps, per_step)],
-            "budget_image_passes": float(self.expert_epochs * int(sizes.sum())),
-        }, started)
+        self._mark_done(
+            "experts",
+            {
+                "checkpoints": [f"expert_{k}.ckpt" for k in range(self.num_clusters)],
+                "sizes": sizes.tolist(),
+                "steps": steps,
+                "images_per_step": per_step,
+                "image_passes": [s * b for s, b in zip(steps, per_step)],
+                "budget_image_passes": float(self.expert_epochs * int(sizes.sum())),
+            },
+            started,
+        )
 
     def run_distill(self) -> None:
         """Stage 4: a fresh student regressing the base and each image's expert (§3.3)."""
@@ -665,14 +771,25 @@ class DnCPipeline(DnCOptions, Pipeline):
         cli = instantiate(config)
         meter = Throughput()
         trainer = StageTrainerOptions.of_config(config.get("trainer") or {}).resolved(verbose=False)
-        pipeline = cls(datamodule=cli.datamodule, work_dir=run_dir / "dnc", teacher_class=config["model"]["class_path"],
-                       teacher_kwargs=dict(config["model"].get("init_args") or {}),
-                       trainer_kwargs={**trainer, "callbacks": [meter]}, seed=int(config.get("seed_everything") or 0),
-                       **dict(run.options or {}))
+        pipeline = cls(
+            datamodule=cli.datamodule,
+            work_dir=run_dir / "dnc",
+            teacher_class=config["model"]["class_path"],
+            teacher_kwargs=dict(config["model"].get("init_args") or {}),
+            trainer_kwargs={**trainer, "callbacks": [meter]},
+            seed=int(config.get("seed_everything") or 0),
+            **dict(run.options or {}),
+        )
         started = time.perf_counter()
         stages = pipeline.run()
         seconds = time.perf_counter() - started
         model = DnC.load_from_checkpoint(str(stages["distill"] / "model.ckpt"), map_location="cpu")
-        train = {"epochs": None, **meter.record(), "train_seconds": seconds, "global_batch": pipeline.global_batch(),
-                 "devices": pipeline.world_size(), "dnc_stages": {k: str(v) for k, v in stages.items()}}
+        train = {
+            "epochs": None,
+            **meter.record(),
+            "train_seconds": seconds,
+            "global_batch": pipeline.global_batch(),
+            "devices": pipeline.world_size(),
+            "dnc_stages": {k: str(v) for k, v in stages.items()},
+        }
         return Trained.of(model, cli.datamodule, cli.trainer, train)

@@ -67,8 +67,10 @@ class GHConfig:
             raise ValueError(f"gh.weight={self.weight} and gh.prior_floor={self.prior_floor} must be >= 0")
         w = self.warmup_epochs
         if w < 0 or not (float(w).is_integer() or _is_fraction(w)):
-            raise ValueError(f"gh.warmup_epochs={w!r}: give epochs (an integer >= 0) or a fraction of the run "
-                             "in (0, 1), e.g. 0.5 for the official 500 of 1000")
+            raise ValueError(
+                f"gh.warmup_epochs={w!r}: give epochs (an integer >= 0) or a fraction of the run "
+                "in (0, 1), e.g. 0.5 for the official 500 of 1000"
+            )
 
 
 class GeometricHarmonization(nn.Module):
@@ -94,8 +96,10 @@ class GeometricHarmonization(nn.Module):
         w = self.config.warmup_epochs
         if _is_fraction(w):
             if not max_epochs or max_epochs < 1:
-                raise ValueError(f"gh.warmup_epochs={w} is a fraction of max_epochs, but max_epochs={max_epochs}: "
-                                 "set --trainer.max_epochs or give the warm-up in epochs")
+                raise ValueError(
+                    f"gh.warmup_epochs={w} is a fraction of max_epochs, but max_epochs={max_epochs}: "
+                    "set --trainer.max_epochs or give the warm-up in epochs"
+                )
             self.warmup = int(round(w * max_epochs))
 
     def weight(self, epoch: int) -> float:

@@ -76,9 +76,7 @@ class MoCLR(ScheduledTemperature, SSLMethod):
         if temperature <= 0:
             raise ValueError(f"temperature={temperature} must be > 0")
         if not 0.0 <= base_momentum <= final_momentum <= 1.0:
-            raise ValueError(
-                f"need 0 <= base_momentum <= final_momentum <= 1, got {base_momentum}, {final_momentum}"
-            )
+            raise ValueError(f"need 0 <= base_momentum <= final_momentum <= 1, got {base_momentum}, {final_momentum}")
         if proj_hidden_dim < 1 or proj_output_dim < 1:
             raise ValueError(f"projector widths must be >= 1, got {proj_hidden_dim}, {proj_output_dim}")
         self.projector = moclr_projector(self.feature_dim, proj_hidden_dim, proj_output_dim)

@@ -101,8 +101,10 @@ class MoCoV2(ScheduledTemperature, SSLMethod):
         if not self.hparams.get("sync_bn") or trainer is None or trainer.world_size <= 1:
             return
         if trainer.strategy.root_device.type != "cuda":
-            raise ValueError(f"MoCoV2(sync_bn=True) under DDP needs CUDA devices (torch's SyncBatchNorm has no "
-                             f"{trainer.strategy.root_device.type} implementation): pass --model.sync_bn false")
+            raise ValueError(
+                f"MoCoV2(sync_bn=True) under DDP needs CUDA devices (torch's SyncBatchNorm has no "
+                f"{trainer.strategy.root_device.type} implementation): pass --model.sync_bn false"
+            )
         for name in ("backbone", "projector", "key_backbone", "key_projector"):
             setattr(self, name, nn.SyncBatchNorm.convert_sync_batchnorm(getattr(self, name)))
 
@@ -138,23 +140,34 @@ class MoCoV2(ScheduledTemperature, SSLMethod):
             q = F.normalize(self.projector(feats), dim=1)
             k = self._keys(views[1])
             self._pending_keys = k
-            return LossOutput(info_nce_with_queue(q, k, queue, T), feats.detach(), embeddings=q.unsqueeze(0),
-                              logs=self.temperature_logs(T))
+            return LossOutput(
+                info_nce_with_queue(q, k, queue, T),
+                feats.detach(),
+                embeddings=q.unsqueeze(0),
+                logs=self.temperature_logs(T),
+            )
         # every view is a query; its positives are the keys of the other views (row v: view v)
         feats = self(torch.cat(views))
         q = F.normalize(self.projector(feats), dim=1).chunk(n)
         k = [self._keys(v) for v in views]
-        losses = torch.stack([
-            torch.stack([info_nce_with_queue(q[v], k[u], queue, T) for u in range(n) if u != v]).mean(0)
-            for v in range(n)
-        ])
+        losses = torch.stack(
+            [
+                torch.stack([info_nce_with_queue(q[v], k[u], queue, T) for u in range(n) if u != v]).mean(0)
+                for v in range(n)
+            ]
+        )
         self._pending_keys = torch.cat(k[::-1] if n == 2 else k)
-        return LossOutput(losses, feats[: views[0].shape[0]].detach(), embeddings=torch.stack(q),
-                          logs=self.temperature_logs(T))
+        return LossOutput(
+            losses, feats[: views[0].shape[0]].detach(), embeddings=torch.stack(q), logs=self.temperature_logs(T)
+        )
 
     def after_optimizer_step(self) -> None:
         """After the optimiser step: EMA-update the key encoder, then enqueue this step's keys."""
-        m = self.schedule_value(self.momentum_values) if self.momentum_values is not None else self.hparams.base_momentum
+        m = (
+            self.schedule_value(self.momentum_values)
+            if self.momentum_values is not None
+            else self.hparams.base_momentum
+        )
         ema_update(self.key_backbone, self.backbone, m)
         ema_update(self.key_projector, self.projector, m)
         keys = getattr(self, "_pending_keys", None)

@@ -50,8 +50,9 @@ class SDCLR(SimCLR):
         if not 0.0 <= prune_ratio < 1.0:
             raise ValueError(f"prune_ratio={prune_ratio} must be in [0, 1) (SDCLR: 0.9 on CIFAR, 0.3 on ImageNet-100)")
         if kwargs.get("num_large_views", 2) != 2:
-            raise ValueError(f"SDCLR has one dense and one pruned view: num_large_views={kwargs['num_large_views']} "
-                             "must be 2")
+            raise ValueError(
+                f"SDCLR has one dense and one pruned view: num_large_views={kwargs['num_large_views']} must be 2"
+            )
         super().__init__(temperature=temperature, **kwargs)
         self.pruned = PrunedBranch({"backbone": self.backbone, "projector": self.projector}, prune=("backbone",))
 

@@ -60,8 +60,10 @@ class SimCLR(ScheduledTemperature, SSLMethod):
         if num_large_views < 2:
             raise ValueError(f"num_large_views={num_large_views}: contrastive learning needs at least 2 views")
         if gh is not None and num_large_views != 2:
-            raise ValueError(f"gh needs num_large_views=2 (a swapped prediction between two views), got "
-                             f"num_large_views={num_large_views}")
+            raise ValueError(
+                f"gh needs num_large_views=2 (a swapped prediction between two views), got "
+                f"num_large_views={num_large_views}"
+            )
         self.projector = mlp([self.feature_dim, proj_hidden_dim, proj_output_dim])
         self.gh = GeometricHarmonization(gh, proj_output_dim) if gh is not None else None
         if gh is not None:  # a plain dict: checkpoints load with weights_only=True
@@ -83,8 +85,9 @@ class SimCLR(ScheduledTemperature, SSLMethod):
         T = self.current_temperature()
         # per-view (V×B) losses, so that view weights (UOTA) apply without this method knowing
         losses = nt_xent(z[0], z[1], T, per_view=True) if len(z) == 2 else nt_xent_multi(z, T, per_view=True)
-        return LossOutput(losses, feats.chunk(len(views))[0].detach(), embeddings=torch.stack(z),
-                          logs=self.temperature_logs(T))
+        return LossOutput(
+            losses, feats.chunk(len(views))[0].detach(), embeddings=torch.stack(z), logs=self.temperature_logs(T)
+        )
 
     # -- Geometric Harmonization (docs/methods.md §15) -------------------------------------------------
     def add_gh(self, out: LossOutput, batch: Batch) -> LossOutput:

@@ -51,12 +51,14 @@ class SimSiam(SSLMethod):
             **kwargs: backbone and optimisation options of :class:`SSLMethod`.
         """
         super().__init__(**kwargs)
-        for name, value in (("proj_hidden_dim", proj_hidden_dim), ("proj_output_dim", proj_output_dim),
-                            ("pred_hidden_dim", pred_hidden_dim)):
+        for name, value in (
+            ("proj_hidden_dim", proj_hidden_dim),
+            ("proj_output_dim", proj_output_dim),
+            ("pred_hidden_dim", pred_hidden_dim),
+        ):
             if value < 1:
                 raise ValueError(f"{name}={value} must be >= 1")
-        self.projector = mlp([self.feature_dim, proj_hidden_dim, proj_output_dim], last_bn=True,
-                             last_bn_affine=False)
+        self.projector = mlp([self.feature_dim, proj_hidden_dim, proj_output_dim], last_bn=True, last_bn_affine=False)
         self.predictor = mlp([proj_output_dim, pred_hidden_dim, proj_output_dim])
 
     @classmethod

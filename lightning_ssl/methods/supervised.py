@@ -35,10 +35,14 @@ class Supervised(SSLMethod):
         """
         super().__init__(**kwargs)
         if num_classes is not None and (isinstance(num_classes, bool) or num_classes < 2):
-            raise ValueError(f"num_classes={num_classes} must be >= 2, or unset to take the datamodule's; pass e.g. "
-                             "--model.num_classes 10")
+            raise ValueError(
+                f"num_classes={num_classes} must be >= 2, or unset to take the datamodule's; pass e.g. "
+                "--model.num_classes 10"
+            )
         if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1); pass e.g. --model.label_smoothing 0.1")
+            raise ValueError(
+                f"label_smoothing={label_smoothing} must be in [0, 1); pass e.g. --model.label_smoothing 0.1"
+            )
         self.classifier = nn.Linear(self.feature_dim, num_classes) if num_classes else None
 
     def setup(self, stage: str) -> None:
@@ -56,8 +60,10 @@ class Supervised(SSLMethod):
             raise ValueError("Supervised needs labels, but the batch has target -1 (unlabeled data)")
         num_classes = self.classifier.out_features
         if (target >= num_classes).any():
-            raise ValueError(f"Supervised has {num_classes} classes but the batch has label {int(target.max())}: "
-                             f"set --model.num_classes to the datamodule's num_classes")
+            raise ValueError(
+                f"Supervised has {num_classes} classes but the batch has label {int(target.max())}: "
+                f"set --model.num_classes to the datamodule's num_classes"
+            )
         x = views[0]
         feats = self(x)
         logits = self.classifier(feats)

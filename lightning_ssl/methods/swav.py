@@ -31,8 +31,7 @@ class SwAV(SSLMethod):
 
     card = MethodCard(
         name="SwAV",
-        paper="Caron et al., Unsupervised Learning of Visual Features by Contrasting Cluster "
-        "Assignments, NeurIPS 2020",
+        paper="Caron et al., Unsupervised Learning of Visual Features by Contrasting Cluster Assignments, NeurIPS 2020",
         defaults_from="§4 / App. A and the official code: projector 2048-128, 3000 prototypes, "
         "T=0.1, eps=0.05, 3 Sinkhorn iterations, prototypes frozen for 313 iterations, "
         "queue from epoch 15 for small batches",
@@ -84,8 +83,10 @@ class SwAV(SSLMethod):
         if sinkhorn_iterations < 1:
             raise ValueError(f"sinkhorn_iterations={sinkhorn_iterations} must be >= 1")
         if num_large_views < 1 or num_small_views < 0 or num_large_views + num_small_views < 2:
-            raise ValueError(f"num_large_views={num_large_views}, num_small_views={num_small_views}: SwAV needs at "
-                             "least 1 large crop and 2 crops in all; pass e.g. --model.num_large_views 2")
+            raise ValueError(
+                f"num_large_views={num_large_views}, num_small_views={num_small_views}: SwAV needs at "
+                "least 1 large crop and 2 crops in all; pass e.g. --model.num_large_views 2"
+            )
         if num_prototypes < 1 or queue_length < 0 or freeze_prototypes_steps < 0 or queue_start_epoch < 0:
             raise ValueError(
                 f"need num_prototypes >= 1, queue_length >= 0, freeze_prototypes_steps >= 0 and "
@@ -101,15 +102,17 @@ class SwAV(SSLMethod):
     @classmethod
     def views_needed(cls, options: Mapping[str, Any] | None = None) -> Views:
         """``num_large_views`` large crops, then ``num_small_views`` small ones (Caron et al. 2020 §3.2)."""
-        return Views(num_large_views=int(init_option(cls, options, "num_large_views")),
-                     num_small_views=int(init_option(cls, options, "num_small_views")))
+        return Views(
+            num_large_views=int(init_option(cls, options, "num_large_views")),
+            num_small_views=int(init_option(cls, options, "num_small_views")),
+        )
 
     # -- views, codes, loss ---------------------------------------------------------------------
     def split_views(self, views: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """The large crops and the small crops of a batch's views (the base has checked that the
         batch holds them: :meth:`SSLMethod.check_views`)."""
         n_large, n_small = self.hparams.num_large_views, self.hparams.num_small_views
-        return list(views[:n_large]), list(views[n_large:n_large + n_small])
+        return list(views[:n_large]), list(views[n_large : n_large + n_small])
 
     def queue_in_use(self) -> bool:
         """The queue joins the Sinkhorn batch from ``queue_start_epoch`` on, once it is full."""

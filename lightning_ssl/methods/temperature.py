@@ -41,11 +41,14 @@ class TemperatureSchedule:
 
     def __post_init__(self) -> None:
         if not 0 < self.tau_min <= self.tau_max:
-            raise ValueError(f"temperature_schedule: need 0 < tau_min <= tau_max, got tau_min={self.tau_min}, "
-                             f"tau_max={self.tau_max}")
+            raise ValueError(
+                f"temperature_schedule: need 0 < tau_min <= tau_max, got tau_min={self.tau_min}, tau_max={self.tau_max}"
+            )
         if not self.period_epochs > 0:
-            raise ValueError(f"temperature_schedule.period_epochs={self.period_epochs} must be > 0 (epochs, or a "
-                             "fraction of the run in (0, 1))")
+            raise ValueError(
+                f"temperature_schedule.period_epochs={self.period_epochs} must be > 0 (epochs, or a "
+                "fraction of the run in (0, 1))"
+            )
 
 
 def record_hparam(module: Any, name: str, value: Any) -> None:

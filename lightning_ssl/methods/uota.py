@@ -53,11 +53,17 @@ def _is_fraction(value: float) -> bool:
 
 def check_start_epoch(value: int | float) -> None:
     """An epoch (an integer >= 0, or an integral float) or a fraction of the run in (0, 1)."""
-    ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
-          and (float(value).is_integer() or _is_fraction(value)))
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and value >= 0
+        and (float(value).is_integer() or _is_fraction(value))
+    )
     if not ok:
-        raise ValueError(f"uota_start_epoch={value!r}: give an epoch (an integer >= 0) or a fraction of "
-                         "max_epochs in (0, 1), e.g. 0.5 for the paper's half-way")
+        raise ValueError(
+            f"uota_start_epoch={value!r}: give an epoch (an integer >= 0) or a fraction of "
+            "max_epochs in (0, 1), e.g. 0.5 for the paper's half-way"
+        )
 
 
 class UOTA(SSLMethod, metaclass=_ChooseBase):
@@ -109,8 +115,10 @@ class UOTA(SSLMethod, metaclass=_ChooseBase):
             **kwargs: options of the base method and of :class:`SSLMethod`.
         """
         if not isinstance(self, _uota_class(base)):
-            raise ValueError(f"{type(self).__name__} is UOTA on another base than base={base!r}; "
-                             f"use UOTA(base={base!r}) or the matching class")
+            raise ValueError(
+                f"{type(self).__name__} is UOTA on another base than base={base!r}; "
+                f"use UOTA(base={base!r}) or the matching class"
+            )
         check_start_epoch(uota_start_epoch)
         super().__init__(**kwargs)
         fraction = _is_fraction(uota_start_epoch)
@@ -125,8 +133,10 @@ class UOTA(SSLMethod, metaclass=_ChooseBase):
             return int(start)
         max_epochs = self.trainer.max_epochs
         if max_epochs is None or max_epochs < 1:
-            raise ValueError(f"uota_start_epoch={start} is a fraction of max_epochs, but max_epochs={max_epochs}: "
-                             "set --trainer.max_epochs or give the start as an epoch")
+            raise ValueError(
+                f"uota_start_epoch={start} is a fraction of max_epochs, but max_epochs={max_epochs}: "
+                "set --trainer.max_epochs or give the start as an epoch"
+            )
         return int(round(start * max_epochs))
 
     def on_fit_start(self) -> None:

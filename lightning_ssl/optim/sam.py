@@ -68,7 +68,9 @@ class SAMConfig:
 
 
 @torch.no_grad()
-def sam_perturb(params: Sequence[Tensor], rho: float, adaptive: bool = False, eps: float = 1e-12) -> list[Tensor | None]:
+def sam_perturb(
+    params: Sequence[Tensor], rho: float, adaptive: bool = False, eps: float = 1e-12
+) -> list[Tensor | None]:
     """Move every parameter with a gradient to ``w + eps(w)`` in place; return the ``eps``s."""
     grads = [(p, p.grad) for p in params if p.grad is not None]
     if not grads:

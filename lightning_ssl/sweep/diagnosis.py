@@ -56,8 +56,11 @@ def _mean(values: list[float]) -> float:
 def group_diagnostics(members: list[RunRecord]) -> dict[str, float]:
     """Means over a run group's seeds of the recorded diagnostics; ``falling`` is the share of seeds
     whose loss still fell over the last quarter."""
-    out = {f"{part}_{key}": _mean([r.diagnostic(part, key) for r in members])
-           for part in ("features", "embedding") for key in ("rankme", "dim", "alignment", "uniformity", "std")}
+    out = {
+        f"{part}_{key}": _mean([r.diagnostic(part, key) for r in members])
+        for part in ("features", "embedding")
+        for key in ("rankme", "dim", "alignment", "uniformity", "std")
+    }
     trends = [r.loss_trend for r in members if r.loss_trend]
     out["falling"] = float(np.mean([t["still_falling"] for t in trends])) if trends else float("nan")
     out["fall"] = _mean([t["fall_last_quarter"] for t in trends]) if trends else float("nan")
@@ -70,17 +73,23 @@ def causes(members: list[RunRecord], metric: str) -> list[str]:
     found = []
     rank_share = d["features_rankme"] / d["features_dim"] if d["features_dim"] else float("nan")
     if rank_share < COLLAPSED_RANK or d["embedding_std"] < COLLAPSED_STD:
-        found.append(f"collapsed (features RankMe {d['features_rankme']:.1f} of {d['features_dim']:.0f}, "
-                     f"embedding std {d['embedding_std']:.2f})")
+        found.append(
+            f"collapsed (features RankMe {d['features_rankme']:.1f} of {d['features_dim']:.0f}, "
+            f"embedding std {d['embedding_std']:.2f})"
+        )
     if d["falling"] > 0.5:
-        found.append(f"under-trained (the loss still fell {100 * d['fall']:.1f} % over the last quarter "
-                     f"in {100 * d['falling']:.0f} % of seeds)")
+        found.append(
+            f"under-trained (the loss still fell {100 * d['fall']:.1f} % over the last quarter "
+            f"in {100 * d['falling']:.0f} % of seeds)"
+        )
     values = [r.metrics[metric] for r in members if metric in r.metrics]
     if len(values) > 1 and float(np.std(values, ddof=1)) > UNSTABLE_STD:
         found.append(f"unstable (seeds from {100 * min(values):.2f} to {100 * max(values):.2f} %)")
     if not found:
-        found.append(f"recipe (not collapsed: RankMe {d['features_rankme']:.1f} of {d['features_dim']:.0f}; "
-                     "loss flat; seeds agree): the views, learning rate or loss settings hold it, not the budget")
+        found.append(
+            f"recipe (not collapsed: RankMe {d['features_rankme']:.1f} of {d['features_dim']:.0f}; "
+            "loss flat; seeds agree): the views, learning rate or loss settings hold it, not the budget"
+        )
     return found
 
 
@@ -96,13 +105,17 @@ def diagnosis_lines(records: list[RunRecord], metric: str) -> list[str]:
     lines = []
     for m in metrics:
         for key, entry in floor_margins(records, m).items():
-            missed = [f for f in FLOORS if f in entry and (entry[f][0] <= 0 or (f == "RandomInit" and not entry.get("clear")))]
+            missed = [
+                f for f in FLOORS if f in entry and (entry[f][0] <= 0 or (f == "RandomInit" and not entry.get("clear")))
+            ]
             if not missed:
                 continue
             axes = dict(key)
             margin = "; ".join(f"{fmt(*entry[f])} points vs {f}" for f in FLOORS if f in entry)
-            lines.append(f"- **{axes.get('method')}** ({_where(axes)}) misses {' and '.join(missed)} on {m} ({margin}): "
-                         + "; ".join(causes(groups[key], m)))
+            lines.append(
+                f"- **{axes.get('method')}** ({_where(axes)}) misses {' and '.join(missed)} on {m} ({margin}): "
+                + "; ".join(causes(groups[key], m))
+            )
     if not lines and any(dict(k).get("method") not in FLOORS for k in groups):
         lines.append(f"- every method beats both floors on {' and '.join(metrics)}")
     return lines or ["- no method has finished a run yet"]
@@ -150,8 +163,17 @@ def diagnostics_table(records: list[RunRecord]) -> str:
     diagnostics."""
     if not any(r.diagnostics for r in records):
         return ""
-    header = ["method", "setting", "seeds", "RankMe features", "RankMe embedding", "alignment", "uniformity",
-              "std (×√d)", "loss fall, last quarter"]
+    header = [
+        "method",
+        "setting",
+        "seeds",
+        "RankMe features",
+        "RankMe embedding",
+        "alignment",
+        "uniformity",
+        "std (×√d)",
+        "loss fall, last quarter",
+    ]
     body = []
     for key, members in sorted(_by_group(records).items(), key=lambda kv: str(kv[0])):
         axes = dict(key)
@@ -160,13 +182,21 @@ def diagnostics_table(records: list[RunRecord]) -> str:
         def num(value: float, digits: int = 2, suffix: str = "") -> str:
             return f"{value:.{digits}f}{suffix}" if math.isfinite(value) else "–"
 
-        body.append([str(axes.get("method")), _where(axes), str(len(members)),
-                     f"{num(d['features_rankme'], 1)} / {num(d['features_dim'], 0)}",
-                     f"{num(d['embedding_rankme'], 1)} / {num(d['embedding_dim'], 0)}",
-                     num(d["embedding_alignment"] if math.isfinite(d["embedding_alignment"]) else d["features_alignment"]),
-                     num(d["embedding_uniformity"] if math.isfinite(d["embedding_uniformity"]) else d["features_uniformity"]),
-                     num(d["embedding_std"] if math.isfinite(d["embedding_std"]) else d["features_std"]),
-                     num(100 * d["fall"], 1, " %")])
+        body.append(
+            [
+                str(axes.get("method")),
+                _where(axes),
+                str(len(members)),
+                f"{num(d['features_rankme'], 1)} / {num(d['features_dim'], 0)}",
+                f"{num(d['embedding_rankme'], 1)} / {num(d['embedding_dim'], 0)}",
+                num(d["embedding_alignment"] if math.isfinite(d["embedding_alignment"]) else d["features_alignment"]),
+                num(
+                    d["embedding_uniformity"] if math.isfinite(d["embedding_uniformity"]) else d["features_uniformity"]
+                ),
+                num(d["embedding_std"] if math.isfinite(d["embedding_std"]) else d["features_std"]),
+                num(100 * d["fall"], 1, " %"),
+            ]
+        )
     return markdown_table(header, body)
 
 
@@ -179,14 +209,25 @@ def headline_table(records: list[RunRecord], metric: str, expected: dict[tuple, 
     probe = metric.rsplit("/", 1)[0]
     margins = floor_margins(records, metric)
     knn_margins = floor_margins(records, knn) if knn else {}
-    header = ["method", "setting", "seeds", metric, knn or "kNN", f"{probe} few", "− RawPixels", "− RandomInit", "verdict"]
+    header = [
+        "method",
+        "setting",
+        "seeds",
+        metric,
+        knn or "kNN",
+        f"{probe} few",
+        "− RawPixels",
+        "− RandomInit",
+        "verdict",
+    ]
     body = []
     groups = _by_group(records)
     for key in sorted(set(groups) | set(expected or {}), key=lambda k: (_floor_first(k), str(k))):
         axes, members = dict(key), groups.get(key, [])
         if not members:
-            body.append([str(axes.get("method")), _where(axes), f"0/{expected[key]}", *["–"] * 3, "", "",
-                         "not run yet"])
+            body.append(
+                [str(axes.get("method")), _where(axes), f"0/{expected[key]}", *["–"] * 3, "", "", "not run yet"]
+            )
             continue
 
         few = next((k for r in members for k in r.metrics if k.startswith(probe + "/") and k.endswith("/acc_few")), "")
@@ -194,11 +235,19 @@ def headline_table(records: list[RunRecord], metric: str, expected: dict[tuple, 
         seeds = str(len({replicate(r.axes) for r in members}))
         if expected and key in expected and expected[key] > int(seeds):
             seeds = f"{seeds}/{expected[key]}"
-        body.append([str(axes.get("method")), _where(axes), seeds, _stat(members, metric),
-                     _stat(members, knn) if knn else "–", _stat(members, few) if few else "–",
-                     fmt(*entry["RawPixels"]) if "RawPixels" in entry else "",
-                     fmt(*entry["RandomInit"]) if "RandomInit" in entry else "",
-                     "" if axes.get("method") in FLOORS else _verdict(entry, knn_entry)])
+        body.append(
+            [
+                str(axes.get("method")),
+                _where(axes),
+                seeds,
+                _stat(members, metric),
+                _stat(members, knn) if knn else "–",
+                _stat(members, few) if few else "–",
+                fmt(*entry["RawPixels"]) if "RawPixels" in entry else "",
+                fmt(*entry["RandomInit"]) if "RandomInit" in entry else "",
+                "" if axes.get("method") in FLOORS else _verdict(entry, knn_entry),
+            ]
+        )
     return markdown_table(header, body)
 
 

@@ -12,8 +12,19 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("lightning-ssl", "torch", "torchvision", "pytorch-lightning", "timm", "numpy", "faiss-cpu",
-            "scikit-learn", "jsonargparse", "submitit", "wandb")
+PACKAGES = (
+    "lightning-ssl",
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "timm",
+    "numpy",
+    "faiss-cpu",
+    "scikit-learn",
+    "jsonargparse",
+    "submitit",
+    "wandb",
+)
 
 
 def cpu_model() -> str:
@@ -27,9 +38,17 @@ def cpu_model() -> str:
 
 
 def hardware() -> dict[str, Any]:
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpus": gpus, "gpu": gpus[0] if gpus else None,
-            "host": platform.node(), "platform": platform.platform()}
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
+    return {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "gpus": gpus,
+        "gpu": gpus[0] if gpus else None,
+        "host": platform.node(),
+        "platform": platform.platform(),
+    }
 
 
 def versions() -> dict[str, str | None]:

@@ -50,14 +50,33 @@ METHOD_VERSIONS = {"DnC": 1}
 # and run folder was made with it, so it stays
 PIPELINE_OPTIONS_KEY = "dnc"
 # what a run executes on, and how it is launched and resumed: not part of what it computes
-NOT_HASHED_TRAINER = ("logger", "default_root_dir", "enable_progress_bar", "enable_model_summary", "devices",
-                      "num_nodes", "accelerator", "strategy")
+NOT_HASHED_TRAINER = (
+    "logger",
+    "default_root_dir",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "devices",
+    "num_nodes",
+    "accelerator",
+    "strategy",
+)
 NOT_HASHED = ("resume", "wandb_id", "ckpt_path", "ckpt_config")
 # the code whose change can change a number: every module of these packages and files
-COMPUTING_CODE = ("lightning_ssl/methods", "lightning_ssl/losses", "lightning_ssl/eval", "lightning_ssl/weights",
-                  "lightning_ssl/optim", "lightning_ssl/cluster", "lightning_ssl/backbones.py", "lightning_ssl/heads.py",
-                  "lightning_ssl/schedules.py", "lightning_ssl/pruning.py", "lightning_ssl/ema.py",
-                  "lightning_ssl/distributed.py", "datamodules")
+COMPUTING_CODE = (
+    "lightning_ssl/methods",
+    "lightning_ssl/losses",
+    "lightning_ssl/eval",
+    "lightning_ssl/weights",
+    "lightning_ssl/optim",
+    "lightning_ssl/cluster",
+    "lightning_ssl/backbones.py",
+    "lightning_ssl/heads.py",
+    "lightning_ssl/schedules.py",
+    "lightning_ssl/pruning.py",
+    "lightning_ssl/ema.py",
+    "lightning_ssl/distributed.py",
+    "datamodules",
+)
 ROOT = Path(__file__).resolve().parents[2]
 _DEFAULTS: dict[str, dict[str, Any]] = {}
 
@@ -127,8 +146,9 @@ def settings_of(resolved: dict[str, Any], explicit: dict[str, Any]) -> dict[str,
     return out
 
 
-def stale_keys(stored: dict[str, Any], current: dict[str, Any],
-               stored_settings: dict[str, Any] | None = None) -> list[str]:
+def stale_keys(
+    stored: dict[str, Any], current: dict[str, Any], stored_settings: dict[str, Any] | None = None
+) -> list[str]:
     """Keys of a run's resolved config whose stored value differs from what the current code
     resolves; a key only one side has counts only when its value is not the code's default (an
     option added or removed at its default does not change what the run computes). A key the
@@ -183,8 +203,10 @@ def stale_reason(record: dict[str, Any], run: Any) -> str | None:
     if version != COMPUTE_VERSION:
         return f"computed by code version {version}, the current code is version {COMPUTE_VERSION}"
     if record.get("method_version", 0) != method_version(run):
-        return (f"computed by {method_key(run)} version {record.get('method_version', 0)}, the current code is "
-                f"version {method_version(run)}")
+        return (
+            f"computed by {method_key(run)} version {record.get('method_version', 0)}, the current code is "
+            f"version {method_version(run)}"
+        )
     keys = stale_keys(record.get("config") or {}, run.config, record.get("settings"))
     if keys:
         return f"config differs in {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
@@ -207,8 +229,13 @@ def _tree_without_docstrings(source: str) -> str:
     tree = ast.parse(source)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree, annotate_fields=False)
 

@@ -44,8 +44,11 @@ class _StopRequest:
         if signum == signal.SIGINT:
             if self.signum == signal.SIGINT:
                 raise KeyboardInterrupt
-            print("\nCtrl-C: the sweep stops after this run's evaluation (Ctrl-C again to quit at once)",
-                  file=sys.stderr, flush=True)
+            print(
+                "\nCtrl-C: the sweep stops after this run's evaluation (Ctrl-C again to quit at once)",
+                file=sys.stderr,
+                flush=True,
+            )
         self.signum = self.signum or int(signum)
 
     def __enter__(self) -> _StopRequest:
@@ -67,17 +70,26 @@ class Outcome(dict):
     signal: int | None = None
 
 
-def run_local(spec: SweepSpec, runs: list[Run], paths: SweepPaths, max_runs: int | None = None,
-              trainer_overrides: dict[str, Any] | None = None, wandb: str | None = None,
-              fail_fast: bool = False, progress: Any = None, rerun_stale: bool = False) -> Outcome:
+def run_local(
+    spec: SweepSpec,
+    runs: list[Run],
+    paths: SweepPaths,
+    max_runs: int | None = None,
+    trainer_overrides: dict[str, Any] | None = None,
+    wandb: str | None = None,
+    fail_fast: bool = False,
+    progress: Any = None,
+    rerun_stale: bool = False,
+) -> Outcome:
     """Run the runs one after the other in this process. Returns run ids by outcome: ``done``,
     ``finished`` (skipped), ``locked`` (another runner has it), ``failed``, ``interrupted``
     (preempted by SIGTERM / SIGUSR1: its checkpoint is saved, the sweep stops there; the signal
     is ``outcome.signal``). ``max_runs`` counts the runs actually executed here.
     ``progress`` (e.g. :class:`lightning_ssl.cli.progress.SweepProgress`) is told of each run's
     start (``start(run)``) and end (``end(run, status)``)."""
-    outcome = Outcome({s: [] for s in (RunStatus.DONE, RunStatus.FINISHED, RunStatus.LOCKED, RunStatus.FAILED,
-                                         RunStatus.INTERRUPTED)})
+    outcome = Outcome(
+        {s: [] for s in (RunStatus.DONE, RunStatus.FINISHED, RunStatus.LOCKED, RunStatus.FAILED, RunStatus.INTERRUPTED)}
+    )
     with _StopRequest() as stop:
         for run in runs:
             if max_runs is not None and len(outcome[RunStatus.DONE]) + len(outcome[RunStatus.FAILED]) >= max_runs:
@@ -106,14 +118,25 @@ def run_local(spec: SweepSpec, runs: list[Run], paths: SweepPaths, max_runs: int
     return outcome
 
 
-def worker_command(spec_path: str | Path, paths_results_root: str | Path, work_root: str | Path,
-                   extra: list[str] | None = None) -> list[str]:
-    return [sys.executable, "-m", "lightning_ssl.cli.sweep", str(spec_path), "--results", str(paths_results_root),
-            "--work", str(work_root), *(extra or [])]
+def worker_command(
+    spec_path: str | Path, paths_results_root: str | Path, work_root: str | Path, extra: list[str] | None = None
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "lightning_ssl.cli.sweep",
+        str(spec_path),
+        "--results",
+        str(paths_results_root),
+        "--work",
+        str(work_root),
+        *(extra or []),
+    ]
 
 
-def run_local_gpus(spec_path: str | Path, results_root: str | Path, work_root: str | Path, gpus: int,
-                   extra: list[str] | None = None) -> int:
+def run_local_gpus(
+    spec_path: str | Path, results_root: str | Path, work_root: str | Path, gpus: int, extra: list[str] | None = None
+) -> int:
     """``gpus`` worker processes, worker i seeing only GPU i (``CUDA_VISIBLE_DEVICES``); the run
     locks spread the runs over them. Returns the largest exit code.
 
@@ -123,8 +146,10 @@ def run_local_gpus(spec_path: str | Path, results_root: str | Path, work_root: s
     """
     found = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if found < gpus:
-        raise ValueError(f"--gpus {gpus} asks for {gpus} GPU workers but this machine has {found} CUDA GPU(s); "
-                         f"pass --gpus {max(found, 1)}" + (" (one process, on the CPU)" if found == 0 else ""))
+        raise ValueError(
+            f"--gpus {gpus} asks for {gpus} GPU workers but this machine has {found} CUDA GPU(s); "
+            f"pass --gpus {max(found, 1)}" + (" (one process, on the CPU)" if found == 0 else "")
+        )
     procs = []
     for i in range(gpus):
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(i)}
@@ -140,6 +165,7 @@ def run_local_gpus(spec_path: str | Path, results_root: str | Path, work_root: s
 
 
 # -- SLURM ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class SlurmOptions:
@@ -175,8 +201,12 @@ class SlurmOptions:
         if self.gpus_per_node < 1:
             return {"accelerator": "cpu", "devices": 1, "num_nodes": self.nodes}
         distributed = self.gpus_per_node * self.nodes > 1
-        return {"accelerator": "gpu", "devices": self.gpus_per_node, "num_nodes": self.nodes,
-                "strategy": "ddp" if distributed else "auto"}
+        return {
+            "accelerator": "gpu",
+            "devices": self.gpus_per_node,
+            "num_nodes": self.nodes,
+            "strategy": "ddp" if distributed else "auto",
+        }
 
 
 def _global_rank() -> int:
@@ -189,8 +219,13 @@ class SweepJob:
     run then resumes from its ``last.ckpt`` (and its lock, owned by the same array task, is
     taken over)."""
 
-    def __init__(self, spec_path: str | Path, results_root: str | Path, work_root: str | Path,
-                 trainer_overrides: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        spec_path: str | Path,
+        results_root: str | Path,
+        work_root: str | Path,
+        trainer_overrides: dict[str, Any] | None = None,
+    ) -> None:
         self.spec_path = str(spec_path)
         self.results_root = str(results_root)
         self.work_root = str(work_root)
@@ -210,8 +245,9 @@ class SweepJob:
     def checkpoint(self, run_id: str) -> Any:
         submitit = require("submitit", "slurm", "the SLURM launcher")
 
-        return submitit.helpers.DelayedSubmission(SweepJob(self.spec_path, self.results_root, self.work_root,
-                                                           self.trainer_overrides), run_id)
+        return submitit.helpers.DelayedSubmission(
+            SweepJob(self.spec_path, self.results_root, self.work_root, self.trainer_overrides), run_id
+        )
 
 
 def _checkpointable() -> type:
@@ -231,18 +267,24 @@ def check_slurm_available(options: SlurmOptions) -> None:
         ValueError: ``sbatch`` is not found and the cluster is SLURM (or automatic).
     """
     if options.cluster in (None, "slurm") and shutil.which("sbatch") is None:
-        raise ValueError("--launcher slurm needs SLURM's `sbatch` on PATH, which is not found (this is not a SLURM "
-                         "login node): submit from the cluster, or use --launcher local "
-                         "(--slurm-cluster local tries the submitit jobs as local processes)")
+        raise ValueError(
+            "--launcher slurm needs SLURM's `sbatch` on PATH, which is not found (this is not a SLURM "
+            "login node): submit from the cluster, or use --launcher local "
+            "(--slurm-cluster local tries the submitit jobs as local processes)"
+        )
 
 
 def slurm_executor(options: SlurmOptions, folder: str | Path) -> Any:
     submitit = require("submitit", "slurm", "the SLURM launcher (--launcher slurm)")
 
     executor = submitit.AutoExecutor(folder=str(folder), cluster=options.cluster)
-    params: dict[str, Any] = {"timeout_min": options.time_min, "nodes": options.nodes,
-                              "tasks_per_node": max(1, options.gpus_per_node), "cpus_per_task": options.cpus_per_task,
-                              "gpus_per_node": options.gpus_per_node}
+    params: dict[str, Any] = {
+        "timeout_min": options.time_min,
+        "nodes": options.nodes,
+        "tasks_per_node": max(1, options.gpus_per_node),
+        "cpus_per_task": options.cpus_per_task,
+        "gpus_per_node": options.gpus_per_node,
+    }
     if options.mem_gb is not None:
         params["mem_gb"] = options.mem_gb
     if executor.cluster == "slurm":
@@ -254,8 +296,14 @@ def slurm_executor(options: SlurmOptions, folder: str | Path) -> Any:
     return executor
 
 
-def submit_slurm(spec_path: str | Path, spec: SweepSpec, run_ids: list[str], results_root: str | Path,
-                 work_root: str | Path, options: SlurmOptions) -> list[Any]:
+def submit_slurm(
+    spec_path: str | Path,
+    spec: SweepSpec,
+    run_ids: list[str],
+    results_root: str | Path,
+    work_root: str | Path,
+    options: SlurmOptions,
+) -> list[Any]:
     """Submit one array job of the given runs; returns the submitit jobs."""
     if not run_ids:
         return []
@@ -270,8 +318,10 @@ def submit_slurm(spec_path: str | Path, spec: SweepSpec, run_ids: list[str], res
 
 # -- W&B -----------------------------------------------------------------------------------------
 
-def wandb_sweep_config(spec_path: str | Path, spec: SweepSpec, runs: list[Run], results_root: str | Path,
-                       work_root: str | Path) -> dict[str, Any]:
+
+def wandb_sweep_config(
+    spec_path: str | Path, spec: SweepSpec, runs: list[Run], results_root: str | Path, work_root: str | Path
+) -> dict[str, Any]:
     """A W&B grid sweep whose parameters are the spec's axes (method, balanced_twin, seed, ...), so
     W&B's parallel-coordinates and importance panels show them; each agent call runs the run of its
     axis values through ``lssl sweep SPEC --select axis=value ...`` (a floor ignores the axes it has
@@ -287,9 +337,21 @@ def wandb_sweep_config(spec_path: str | Path, spec: SweepSpec, runs: list[Run], 
         "description": spec.description,
         "method": "grid",
         "parameters": {key: {"values": values} for key, values in axes.items()},
-        "command": ["${env}", "${interpreter}", "-m", "lightning_ssl.cli.sweep", str(Path(spec_path).resolve()),
-                    "--results", str(Path(results_root).resolve()), "--work", str(Path(work_root).resolve()),
-                    "--wandb", spec.name, "--select", "${args_no_hyphens}"],
+        "command": [
+            "${env}",
+            "${interpreter}",
+            "-m",
+            "lightning_ssl.cli.sweep",
+            str(Path(spec_path).resolve()),
+            "--results",
+            str(Path(results_root).resolve()),
+            "--work",
+            str(Path(work_root).resolve()),
+            "--wandb",
+            spec.name,
+            "--select",
+            "${args_no_hyphens}",
+        ],
     }
 
 
@@ -308,12 +370,23 @@ def select_runs(runs: list[Run], selection: list[str]) -> list[Run]:
     return [run for run in runs if all(str(run.axes[k]) == v for k, v in wanted.items() if k in run.axes)]
 
 
-def write_wandb_sweep(spec_path: str | Path, spec: SweepSpec, runs: list[Run], results_root: str | Path,
-                      work_root: str | Path, project: str | None = None, entity: str | None = None) -> tuple[Path, str]:
+def write_wandb_sweep(
+    spec_path: str | Path,
+    spec: SweepSpec,
+    runs: list[Run],
+    results_root: str | Path,
+    work_root: str | Path,
+    project: str | None = None,
+    entity: str | None = None,
+) -> tuple[Path, str]:
     """Write ``<results>/<sweep>/wandb_sweep.yaml``; returns it and the commands to start the sweep."""
     config = wandb_sweep_config(spec_path, spec, runs, results_root, work_root)
-    path = atomic_write_text(Path(results_root) / spec.name / "wandb_sweep.yaml", yaml.safe_dump(config, sort_keys=False))
+    path = atomic_write_text(
+        Path(results_root) / spec.name / "wandb_sweep.yaml", yaml.safe_dump(config, sort_keys=False)
+    )
     where = f"{entity + '/' if entity else ''}{project or spec.name}"
-    commands = (f"wandb sweep --project {project or spec.name}{' --entity ' + entity if entity else ''} {path}\n"
-                f"wandb agent {where}/SWEEP_ID   # SWEEP_ID is printed by `wandb sweep`; start one agent per GPU")
+    commands = (
+        f"wandb sweep --project {project or spec.name}{' --entity ' + entity if entity else ''} {path}\n"
+        f"wandb agent {where}/SWEEP_ID   # SWEEP_ID is printed by `wandb sweep`; start one agent per GPU"
+    )
     return path, commands

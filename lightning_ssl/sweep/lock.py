@@ -82,8 +82,13 @@ class RunLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "slurm_task": slurm_task(),
-                 "started": time.time(), "token": self.token}
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "slurm_task": slurm_task(),
+            "started": time.time(),
+            "token": self.token,
+        }
         with os.fdopen(fd, "w") as f:
             json.dump(owner, f)
             f.flush()

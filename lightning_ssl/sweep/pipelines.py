@@ -76,12 +76,19 @@ class Trained:
     def of(cls, model: nn.Module, datamodule: Any, trainer: pl.Trainer, train: dict[str, Any]) -> Trained:
         """The result of training with ``trainer``: its last online metrics, its device and the
         losses its :class:`~lightning_ssl.eval.diagnostics.CollapseMonitor` kept."""
-        online = {k: float(v) for k, v in trainer.callback_metrics.items()
-                  if v.numel() == 1 and k not in NOT_ONLINE_METRICS}
+        online = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and k not in NOT_ONLINE_METRICS
+        }
         on_gpu = torch.cuda.is_available() and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
         monitor = next((c for c in trainer.callbacks if isinstance(c, CollapseMonitor)), None)
-        return cls(model, datamodule, train, online, "cuda" if on_gpu else "cpu",
-                   monitor.losses if monitor is not None else None)
+        return cls(
+            model,
+            datamodule,
+            train,
+            online,
+            "cuda" if on_gpu else "cpu",
+            monitor.losses if monitor is not None else None,
+        )
 
 
 class Throughput(pl.Callback):
@@ -96,8 +103,9 @@ class Throughput(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.images += int(batch[1].shape[0]) * trainer.world_size
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -106,9 +114,13 @@ class Throughput(pl.Callback):
 
     def record(self) -> dict[str, Any]:
         """This session's part of a record's ``train`` entry."""
-        return {"session_epochs": self.epochs, "train_images": self.images, "train_seconds": self.seconds,
-                "images_per_s": self.images / self.seconds if self.seconds else None,
-                "time_per_epoch_s": self.seconds / self.epochs if self.epochs else None}
+        return {
+            "session_epochs": self.epochs,
+            "train_images": self.images,
+            "train_seconds": self.seconds,
+            "images_per_s": self.images / self.seconds if self.seconds else None,
+            "time_per_epoch_s": self.seconds / self.epochs if self.epochs else None,
+        }
 
 
 class Pipeline(ABC):
@@ -150,10 +162,14 @@ class Fit(Pipeline):
         folder = run_dir / "checkpoints"
         last = latest_valid_checkpoint(folder.glob("*.ckpt")) if folder.is_dir() else None
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if last is not None else None)
-        train = {"epochs": int(cli.trainer.current_epoch), "global_step": int(cli.trainer.global_step),
-                 **meter.record(), "resumed_from": str(last) if last is not None else None,
-                 "global_batch": int(cli.datamodule.batch_size) * cli.trainer.world_size,
-                 "devices": cli.trainer.world_size}
+        train = {
+            "epochs": int(cli.trainer.current_epoch),
+            "global_step": int(cli.trainer.global_step),
+            **meter.record(),
+            "resumed_from": str(last) if last is not None else None,
+            "global_batch": int(cli.datamodule.batch_size) * cli.trainer.world_size,
+            "devices": cli.trainer.world_size,
+        }
         return Trained.of(cli.model, cli.datamodule, cli.trainer, train)
 
 
@@ -165,8 +181,9 @@ class Floor(Pipeline):
     def train(cls, run: Run, config: dict[str, Any], run_dir: Path) -> Trained:
         cli = instantiate(config)
         model = RawPixels() if run.reference == "RawPixels" else cli.model
-        return Trained.of(model, cli.datamodule, cli.trainer, {"reference": run.reference, "epochs": 0,
-                                                                "global_step": 0})
+        return Trained.of(
+            model, cli.datamodule, cli.trainer, {"reference": run.reference, "epochs": 0, "global_step": 0}
+        )
 
 
 def class_path(cls: type) -> str:
@@ -180,8 +197,10 @@ def pipeline_of(method_class: type) -> type[Pipeline]:
         return Fit
     pipeline = import_class(declared) if isinstance(declared, str) else declared
     if not (isinstance(pipeline, type) and issubclass(pipeline, Pipeline)):
-        raise ValueError(f"{method_class.__name__}.pipeline = {declared!r} is not a subclass of "
-                         f"{class_path(Pipeline)}; name one (or its class path) or remove the attribute")
+        raise ValueError(
+            f"{method_class.__name__}.pipeline = {declared!r} is not a subclass of "
+            f"{class_path(Pipeline)}; name one (or its class path) or remove the attribute"
+        )
     return pipeline
 
 

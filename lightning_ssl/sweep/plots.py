@@ -47,7 +47,8 @@ def _run_sets(records: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
     out: dict[tuple, list[RunRecord]] = defaultdict(list)
     for r in records:
         key = tuple(str(r.axes.get(k, "")) for k in ("dataset", "profile", "imbalance_ratio", "subsample")) + (
-            bool(r.axes.get("balanced_twin")),)
+            bool(r.axes.get("balanced_twin")),
+        )
         out[key].append(r)
     return out
 
@@ -95,8 +96,15 @@ def _group_bands(ax: Any, counts: np.ndarray, groups: dict[str, list[int]]) -> N
         if len(ids):
             lo, hi = counts[ids].min(), counts[ids].max()
             ax.axvspan(lo / 1.08, hi * 1.08, color=GROUP_COLOURS[g], alpha=0.08, lw=0)
-            ax.text(math.sqrt(lo * hi), 0.02, g, transform=ax.get_xaxis_transform(), ha="center", fontsize=7,
-                    color=GROUP_COLOURS[g])
+            ax.text(
+                math.sqrt(lo * hi),
+                0.02,
+                g,
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                fontsize=7,
+                color=GROUP_COLOURS[g],
+            )
 
 
 def _by_method(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
@@ -114,8 +122,9 @@ def per_class_plot(runs: list[RunRecord], path: Path, probe: str, title: str) ->
     methods = list(by_method) or list(floors)
     cols = min(4, len(methods))
     rows = math.ceil(len(methods) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows + 0.6), sharex=True, sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.2 * cols, 2.6 * rows + 0.6), sharex=True, sharey=True, squeeze=False
+    )
     counts = np.asarray(runs[0].class_counts, dtype=float)
     groups = runs[0].groups
     order = np.argsort(-counts)
@@ -126,12 +135,21 @@ def per_class_plot(runs: list[RunRecord], path: Path, probe: str, title: str) ->
             ax.plot(counts[order], 100 * acc[order], lw=1, label=name, **FLOOR_STYLE[name])
         values = np.asarray([r.per_class[probe] for r in by_method.get(method, floors.get(method, []))])
         std = values.std(axis=0, ddof=1) if len(values) > 1 else None
-        ax.errorbar(counts[order], 100 * values.mean(axis=0)[order], yerr=None if std is None else 100 * std[order],
-                    marker="o", ms=3, capsize=2, lw=1.2, color="C0", label=method)
+        ax.errorbar(
+            counts[order],
+            100 * values.mean(axis=0)[order],
+            yerr=None if std is None else 100 * std[order],
+            marker="o",
+            ms=3,
+            capsize=2,
+            lw=1.2,
+            color="C0",
+            label=method,
+        )
         ax.set_title(method, fontsize=9)
         _log_axis(ax)
         ax.grid(alpha=0.3, lw=0.5)
-    for ax in axes.flat[len(methods):]:
+    for ax in axes.flat[len(methods) :]:
         ax.set_visible(False)
     for ax in axes[-1]:
         ax.set_xlabel("pre-training images of the class")
@@ -139,10 +157,18 @@ def per_class_plot(runs: list[RunRecord], path: Path, probe: str, title: str) ->
         ax.set_ylabel("accuracy (%)")
     handles = [plt.Line2D([], [], lw=1, label=n, **FLOOR_STYLE[n]) for n in floors]
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
-                   bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle(f"{title}: per-class {probe} accuracy vs class frequency\n{_set_name(_key_of(runs))}, "
-                 f"{_seeds_text(runs)}", fontsize=10)
+        fig.legend(
+            handles=handles,
+            loc="lower center",
+            ncol=len(handles),
+            fontsize=8,
+            frameon=False,
+            bbox_to_anchor=(0.5, -0.02),
+        )
+    fig.suptitle(
+        f"{title}: per-class {probe} accuracy vs class frequency\n{_set_name(_key_of(runs))}, {_seeds_text(runs)}",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return _save(fig, path)
 
@@ -160,12 +186,20 @@ def group_bars(runs: list[RunRecord], path: Path, probe: str, title: str) -> Pat
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(methods) + 2), 4))
     width = 0.8 / len(GROUPS)
     for i, g in enumerate(GROUPS):
-        vals = [[v for v in (probe_values(r.metrics, probe).get(g) for r in by_method[m]) if v is not None]
-                for m in methods]
+        vals = [
+            [v for v in (probe_values(r.metrics, probe).get(g) for r in by_method[m]) if v is not None] for m in methods
+        ]
         means = [100 * np.mean(v) if v else np.nan for v in vals]
         stds = [100 * np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in vals]
-        ax.bar(np.arange(len(methods)) + (i - 1) * width, means, width, yerr=stds if any(stds) else None, capsize=2,
-               label=g, color=GROUP_COLOURS[g])
+        ax.bar(
+            np.arange(len(methods)) + (i - 1) * width,
+            means,
+            width,
+            yerr=stds if any(stds) else None,
+            capsize=2,
+            label=g,
+            color=GROUP_COLOURS[g],
+        )
     for name, floor_runs in floors.items():
         overall = [probe_values(r.metrics, probe).get("all") for r in floor_runs]
         overall = [v for v in overall if v is not None]
@@ -175,8 +209,9 @@ def group_bars(runs: list[RunRecord], path: Path, probe: str, title: str) -> Pat
     ax.set_xticklabels(methods, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(f"{probe} accuracy (%)")
     ax.set_xlabel("method")
-    ax.set_title(f"{title}: {probe} accuracy by class group\n{_set_name(_key_of(runs))}, {_seeds_text(runs)}",
-                 fontsize=10)
+    ax.set_title(
+        f"{title}: {probe} accuracy by class group\n{_set_name(_key_of(runs))}, {_seeds_text(runs)}", fontsize=10
+    )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3, lw=0.5)
     return _save(fig, path)
@@ -210,8 +245,9 @@ def gap_plot(records: list[RunRecord], path: Path, metric: str, title: str) -> P
             ax.set_xlim(-0.5, len(lines) - 0.5)
         else:
             _log_axis(ax)
-        ax.set_title("in-domain" if evaluation == "ID" else f"out of domain: {evaluation.split(':', 1)[-1]}",
-                     fontsize=9)
+        ax.set_title(
+            "in-domain" if evaluation == "ID" else f"out of domain: {evaluation.split(':', 1)[-1]}", fontsize=9
+        )
         ax.set_xlabel(f"method (n = {sizes[0]:,.0f})" if len(sizes) == 1 else "pre-training set size n")
         ax.grid(alpha=0.3, lw=0.5)
     axes[0][0].set_ylabel("relative gap Δ = (A_bal − A_LT) / A_bal (%)")
@@ -225,12 +261,17 @@ def gap_plot(records: list[RunRecord], path: Path, metric: str, title: str) -> P
 def _order(record: RunRecord) -> tuple[str, ...]:
     """A total order of result records (method, axes, replicate, run id), independent of the order
     the result files were listed in."""
-    return (str(record.method), json.dumps(record.axes, sort_keys=True, default=str),
-            str(replicate(record.axes)), str(record.run_id))
+    return (
+        str(record.method),
+        json.dumps(record.axes, sort_keys=True, default=str),
+        str(replicate(record.axes)),
+        str(record.run_id),
+    )
 
 
-def write_plots(records: list[RunRecord], out_dir: str | Path, metric: str = DEFAULT_METRIC,
-                title: str = "sweep") -> list[Path]:
+def write_plots(
+    records: list[RunRecord], out_dir: str | Path, metric: str = DEFAULT_METRIC, title: str = "sweep"
+) -> list[Path]:
     """Per run set: the per-class and group plots; across run sets: the gap plot."""
     out = Path(out_dir)
     probe = metric.rsplit("/", 1)[0]

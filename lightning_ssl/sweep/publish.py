@@ -43,9 +43,16 @@ def planned_seeds(runs: list[Any]) -> dict[tuple, int]:
     return {k: len(v) for k, v in counts.items()}
 
 
-def write_report(records: list[RunRecord], out_dir: str | Path, title: str = "sweep",
-                 metric: str = DEFAULT_METRIC, plots: bool = True, skipped: list[str] | None = None,
-                 published: Any = None, expected: dict[tuple, int] | None = None) -> dict[str, Path]:
+def write_report(
+    records: list[RunRecord],
+    out_dir: str | Path,
+    title: str = "sweep",
+    metric: str = DEFAULT_METRIC,
+    plots: bool = True,
+    skipped: list[str] | None = None,
+    published: Any = None,
+    expected: dict[tuple, int] | None = None,
+) -> dict[str, Path]:
     """Write ``report.md``, ``summary.csv``, ``robustness.csv`` (when there are balanced twins) and
     the PNG plots into ``out_dir``; returns the written paths by name. ``skipped`` lines (results
     left out, and why) are listed in the report; duplicates of a replicate are added to them.
@@ -61,8 +68,10 @@ def write_report(records: list[RunRecord], out_dir: str | Path, title: str = "sw
     long_md, side_md, gap_csv = robustness_tables(records, metric)
     parts = [f"# {title}", "", *setting_lines(records), *floor_notes(records, metric)]
     if any(r.stale for r in records):
-        parts.append("- † stale: computed by other code or settings than the current code would use "
-                     "(`lssl sweep SPEC --rerun-stale` recomputes them)")
+        parts.append(
+            "- † stale: computed by other code or settings than the current code would use "
+            "(`lssl sweep SPEC --rerun-stale` recomputes them)"
+        )
     if skipped:
         parts.append(f"- skipped {len(skipped)} result(s):")
         parts += [f"  - {line}" for line in skipped]
@@ -70,32 +79,59 @@ def write_report(records: list[RunRecord], out_dir: str | Path, title: str = "sw
     pub_md, pub_csv, pub_notes = published_table(records, parse_published(published))
     if pub_md:
         parts += ["## Published numbers beside ours", "", pub_md, "", *pub_notes, ""]
-    parts += ["## Ranking and diagnosis", "", *ranking_lines(records, metric), "",
-              "Rows that miss a floor, and why (docs/protocols.md §11.1: collapsed = features RankMe under "
-              f"{100 * COLLAPSED_RANK:.0f} % of their dimension or embedding std under {COLLAPSED_STD}; under-trained = "
-              "the loss still fell over 2 % in the last quarter in most seeds; unstable = seeds spread over "
-              f"{100 * UNSTABLE_STD:.0f} points; otherwise the recipe):", "", *diagnosis_lines(records, metric), ""]
+    parts += [
+        "## Ranking and diagnosis",
+        "",
+        *ranking_lines(records, metric),
+        "",
+        "Rows that miss a floor, and why (docs/protocols.md §11.1: collapsed = features RankMe under "
+        f"{100 * COLLAPSED_RANK:.0f} % of their dimension or embedding std under {COLLAPSED_STD}; under-trained = "
+        "the loss still fell over 2 % in the last quarter in most seeds; unstable = seeds spread over "
+        f"{100 * UNSTABLE_STD:.0f} points; otherwise the recipe):",
+        "",
+        *diagnosis_lines(records, metric),
+        "",
+    ]
     table = diagnostics_table(records)
     if table:
-        parts += ["### Collapse diagnostics (means over seeds)", "",
-                  "RankMe (Garrido et al. 2023) of the backbone features and of the embedding on 2,048 training "
-                  "images seen as two views; alignment and uniformity (Wang & Isola 2020) and the std of the "
-                  "normalised embedding × √d (SimSiam; 1 isotropic, 0 collapsed) of the embedding (of the "
-                  "features for methods without one); the training loss's fall over the run's last quarter.",
-                  "", table, ""]
+        parts += [
+            "### Collapse diagnostics (means over seeds)",
+            "",
+            "RankMe (Garrido et al. 2023) of the backbone features and of the embedding on 2,048 training "
+            "images seen as two views; alignment and uniformity (Wang & Isola 2020) and the std of the "
+            "normalised embedding × √d (SimSiam; 1 isotropic, 0 collapsed) of the embedding (of the "
+            "features for methods without one); the training loss's fall over the run's last quarter.",
+            "",
+            table,
+            "",
+        ]
     written = {"summary.csv": atomic_write_text(out / "summary.csv", csv_text)}
     if pub_csv:
         written["published.csv"] = atomic_write_text(out / "published.csv", pub_csv)
     if long_md:
-        parts += [f"## Robustness: balanced vs long-tailed at equal n ({metric})", "",
-                  "Δ = (A_bal − A_LT) / A_bal (Liu et al., ICLR 2022, docs/protocols.md §9)", "", side_md, "", long_md, ""]
+        parts += [
+            f"## Robustness: balanced vs long-tailed at equal n ({metric})",
+            "",
+            "Δ = (A_bal − A_LT) / A_bal (Liu et al., ICLR 2022, docs/protocols.md §9)",
+            "",
+            side_md,
+            "",
+            long_md,
+            "",
+        ]
         written["robustness.csv"] = atomic_write_text(out / "robustness.csv", gap_csv)
         per_class = per_class_gap_table(records, metric)
         if per_class:
-            parts += ["### Per-class Δ against the balanced-twin encoder", "",
-                      "Δ_c = (a_bal,c − a_LT,c) / a_bal,c per class, averaged over each group's classes, then "
-                      "over seeds (docs/protocols.md §9.2): free of the class-difficulty confound of the group "
-                      "accuracies.", "", per_class, ""]
+            parts += [
+                "### Per-class Δ against the balanced-twin encoder",
+                "",
+                "Δ_c = (a_bal,c − a_LT,c) / a_bal,c per class, averaged over each group's classes, then "
+                "over seeds (docs/protocols.md §9.2): free of the class-difficulty confound of the group "
+                "accuracies.",
+                "",
+                per_class,
+                "",
+            ]
     if plots:
         pngs = write_plots(records, out, metric, title)
         written.update({p.name: p for p in pngs})

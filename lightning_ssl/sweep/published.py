@@ -49,8 +49,9 @@ def parse_published(block: Any) -> list[Published]:
     if block is None:
         return []
     if not isinstance(block, list):
-        raise ValueError(f"report.published must be a list of entries ({', '.join(ENTRY_KEYS)}), got "
-                         f"{type(block).__name__}")
+        raise ValueError(
+            f"report.published must be a list of entries ({', '.join(ENTRY_KEYS)}), got {type(block).__name__}"
+        )
     out = []
     for i, entry in enumerate(block):
         where = f"report.published[{i}]"
@@ -61,8 +62,10 @@ def parse_published(block: Any) -> list[Published]:
             raise ValueError(f"{where}: unknown key(s) {bad}; valid keys: {', '.join(ENTRY_KEYS)}")
         for key in ("source", "setting"):
             if not isinstance(entry.get(key), str) or not entry[key].strip():
-                raise ValueError(f"{where}: '{key}' must say where the numbers come from and in which setting "
-                                 "they were measured (a non-empty string)")
+                raise ValueError(
+                    f"{where}: '{key}' must say where the numbers come from and in which setting "
+                    "they were measured (a non-empty string)"
+                )
         values = entry.get("values")
         if not isinstance(values, dict) or not values:
             raise ValueError(f"{where}: 'values' must map method labels to {{metric: value in %}}")
@@ -71,10 +74,18 @@ def parse_published(block: Any) -> list[Published]:
                 raise ValueError(f"{where}.values.{method}: give {{metric: value in %}}, got {metrics!r}")
             for metric, value in metrics.items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
-                    raise ValueError(f"{where}.values.{method}.{metric}={value!r}: a published accuracy in % "
-                                     "(0-100)")
-                out.append(Published(str(method), str(metric), float(value), entry["source"], entry["setting"],
-                                     bool(entry.get("same_setting", False)), entry.get("dataset")))
+                    raise ValueError(f"{where}.values.{method}.{metric}={value!r}: a published accuracy in % (0-100)")
+                out.append(
+                    Published(
+                        str(method),
+                        str(metric),
+                        float(value),
+                        entry["source"],
+                        entry["setting"],
+                        bool(entry.get("same_setting", False)),
+                        entry.get("dataset"),
+                    )
+                )
     return out
 
 
@@ -98,14 +109,23 @@ def published_rows(records: list[RunRecord], published: list[Published]) -> list
         groups.setdefault(group_key(r.axes), []).append(r)
     rows = []
     for p in published:
-        matched = [(dict(key), members) for key, members in groups.items()
-                   if dict(key).get("method") == p.method and (p.dataset is None or dict(key).get("dataset") == p.dataset)]
+        matched = [
+            (dict(key), members)
+            for key, members in groups.items()
+            if dict(key).get("method") == p.method and (p.dataset is None or dict(key).get("dataset") == p.dataset)
+        ]
         if not matched:
             rows.append(PublishedRow(p, p.dataset or "", (math.nan, math.nan), 0))
         for axes, members in matched:
             values = [r.metrics.get(p.metric) for r in members]
-            rows.append(PublishedRow(p, axes.get("dataset", ""), mean_std([v for v in values if v is not None]),
-                                     sum(v is not None for v in values)))
+            rows.append(
+                PublishedRow(
+                    p,
+                    axes.get("dataset", ""),
+                    mean_std([v for v in values if v is not None]),
+                    sum(v is not None for v in values),
+                )
+            )
     return rows
 
 
@@ -122,19 +142,60 @@ def published_table(records: list[RunRecord], published: list[Published]) -> tup
     refs = {s: f"[{i + 1}]" for i, s in enumerate(sources)}
     body, buf = [], io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["method", "dataset", "metric", "seeds", "measured_mean", "measured_std", "published",
-                     "measured_minus_published", "same_setting", "source"])
+    writer.writerow(
+        [
+            "method",
+            "dataset",
+            "metric",
+            "seeds",
+            "measured_mean",
+            "measured_std",
+            "published",
+            "measured_minus_published",
+            "same_setting",
+            "source",
+        ]
+    )
     for row in rows:
         p, (mean, std) = row.published, row.measured
         diff = 100 * mean - p.value if math.isfinite(mean) else math.nan
-        body.append([p.method, str(row.dataset), f"`{p.metric}`", str(row.seeds), fmt(mean, std),
-                     f"{p.value:.2f}", f"{diff:+.2f}" if math.isfinite(diff) else "–",
-                     refs[(p.source, p.setting, p.same_setting)]])
-        writer.writerow([p.method, row.dataset, p.metric, row.seeds,
-                         f"{100 * mean:.4f}" if math.isfinite(mean) else "", f"{100 * std:.4f}" if math.isfinite(std) else "",
-                         p.value, f"{diff:.4f}" if math.isfinite(diff) else "", p.same_setting, p.source])
-    md = markdown_table(["method", "dataset", "metric", "seeds", "measured", head, "measured − published", "source"], body)
-    notes = [f"- {refs[s]} {s[0]}; measured in: {s[1]}"
-             + ("" if s[2] else " — **not the setting of this sweep**: the difference says how far this run is from "
-                "the paper's setting, not whether the method was reproduced") for s in sources]
+        body.append(
+            [
+                p.method,
+                str(row.dataset),
+                f"`{p.metric}`",
+                str(row.seeds),
+                fmt(mean, std),
+                f"{p.value:.2f}",
+                f"{diff:+.2f}" if math.isfinite(diff) else "–",
+                refs[(p.source, p.setting, p.same_setting)],
+            ]
+        )
+        writer.writerow(
+            [
+                p.method,
+                row.dataset,
+                p.metric,
+                row.seeds,
+                f"{100 * mean:.4f}" if math.isfinite(mean) else "",
+                f"{100 * std:.4f}" if math.isfinite(std) else "",
+                p.value,
+                f"{diff:.4f}" if math.isfinite(diff) else "",
+                p.same_setting,
+                p.source,
+            ]
+        )
+    md = markdown_table(
+        ["method", "dataset", "metric", "seeds", "measured", head, "measured − published", "source"], body
+    )
+    notes = [
+        f"- {refs[s]} {s[0]}; measured in: {s[1]}"
+        + (
+            ""
+            if s[2]
+            else " — **not the setting of this sweep**: the difference says how far this run is from "
+            "the paper's setting, not whether the method was reproduced"
+        )
+        for s in sources
+    ]
     return md, buf.getvalue(), notes

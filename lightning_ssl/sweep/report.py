@@ -92,9 +92,11 @@ def check_rows(records: list[RunRecord], skipped: list[str]) -> list[RunRecord]:
     for key, members in rows.items():
         keys = _differing(list(members.values()))
         if keys:
-            raise ValueError(f"the results of run group {dict(key)} differ in {', '.join(keys)}, not only in the "
-                             "seed: they cannot be averaged; report one sweep (lssl report SPEC) or move the "
-                             "other results to another folder")
+            raise ValueError(
+                f"the results of run group {dict(key)} differ in {', '.join(keys)}, not only in the "
+                "seed: they cannot be averaged; report one sweep (lssl report SPEC) or move the "
+                "other results to another folder"
+            )
     return [r for members in rows.values() for r in members.values()]
 
 
@@ -144,8 +146,10 @@ def summarize(records: list[RunRecord]) -> tuple[list[Row], list[str]]:
             samples["time_per_epoch_s"].append(r.time_per_epoch_s)
             samples["peak_memory_mib"].append(r.peak_memory_mib)
         reps = sorted({replicate(r.axes) for r in members}, key=str)
-        rows.append(Row(dict(key), reps, {c: mean_std(samples[c]) for c in columns},
-                        stale=any(r.stale for r in members)))
+        rows.append(
+            Row(dict(key), reps, {c: mean_std(samples[c]) for c in columns}, stale=any(r.stale for r in members))
+        )
+
     def order(row: Row) -> tuple:
         method = str(row.axes.get("method", ""))
         floor = FLOORS.index(method) if method in FLOORS else len(FLOORS)  # floors first
@@ -176,15 +180,20 @@ def floor_margins(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> dic
             match = next((v for k, v in floors[floor].items() if set(k) <= set(key)), None)
             if not match:
                 continue
-            diffs = [r.metrics[metric] - _floor_value(match, replicate(r.axes)) for r in members
-                     if metric in r.metrics and _floor_value(match, replicate(r.axes)) is not None]
+            diffs = [
+                r.metrics[metric] - _floor_value(match, replicate(r.axes))
+                for r in members
+                if metric in r.metrics and _floor_value(match, replicate(r.axes)) is not None
+            ]
             if diffs:
                 entry[floor] = mean_std(diffs)
                 entry[f"{floor}_n"] = len(diffs)
         if "RandomInit" in entry:
             mean, std = entry["RandomInit"]
             n = entry["RandomInit_n"]
-            entry["clear"] = bool(mean >= CLEAR_MARGIN and (n < 2 or not math.isfinite(std) or mean > 2 * std / math.sqrt(n)))
+            entry["clear"] = bool(
+                mean >= CLEAR_MARGIN and (n < 2 or not math.isfinite(std) or mean > 2 * std / math.sqrt(n))
+            )
         out[key] = entry
     return out
 
@@ -248,12 +257,20 @@ def main_table(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> tuple[
             cells[0] += " †"
         return cells
 
-    body = [axis_cells(row) + [str(len(row.seeds))] + [_cell(c, row.cells[c]) for c in columns]
-            + _margin_cells(margins.get(tuple(sorted(row.axes.items())))) for row in rows]
+    body = [
+        axis_cells(row)
+        + [str(len(row.seeds))]
+        + [_cell(c, row.cells[c]) for c in columns]
+        + _margin_cells(margins.get(tuple(sorted(row.axes.items()))))
+        for row in rows
+    ]
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow([*axes, "seeds"] + [f"{c}_{s}" for c in columns for s in ("mean", "std")]
-                    + ["margin_rawpixels_mean", "margin_randominit_mean", "beats_randominit", "stale"])
+    writer.writerow(
+        [*axes, "seeds"]
+        + [f"{c}_{s}" for c in columns for s in ("mean", "std")]
+        + ["margin_rawpixels_mean", "margin_randominit_mean", "beats_randominit", "stale"]
+    )
     for row in rows:
         values = []
         for c in columns:
@@ -270,19 +287,27 @@ def floor_notes(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> list[
     margins = floor_margins(records, metric)
     if not margins or not any("clear" in e for e in margins.values()):
         return ["- floors: no RawPixels/RandomInit results to compare with (add `floors:` to the spec)"]
+
     def where(axes: dict[str, Any]) -> str:
         return ", ".join(f"{k}={v}" for k, v in axes.items() if k != "method")
 
     bad = [dict(k) for k, e in margins.items() if e.get("clear") is False]
-    lines = [f"- **{b.get('method')}** ({where(b)}) does not beat RandomInit by a clear margin on {metric}: it "
-             "has not been trained yet at this budget, not a finding" for b in bad]
+    lines = [
+        f"- **{b.get('method')}** ({where(b)}) does not beat RandomInit by a clear margin on {metric}: it "
+        "has not been trained yet at this budget, not a finding"
+        for b in bad
+    ]
     if not bad:
-        lines.append(f"- every method beats RandomInit on {metric} by a clear margin (>= {100 * CLEAR_MARGIN:.0f} "
-                     "point and > 2 standard errors over seeds)")
+        lines.append(
+            f"- every method beats RandomInit on {metric} by a clear margin (>= {100 * CLEAR_MARGIN:.0f} "
+            "point and > 2 standard errors over seeds)"
+        )
     below = [(dict(k), e["RawPixels"][0]) for k, e in margins.items() if "RawPixels" in e and e["RawPixels"][0] <= 0]
-    lines += [f"- **{b.get('method')}** ({where(b)}) is {100 * -m:.2f} points below RawPixels on {metric}: an encoder "
-              "that loses to raw pixels has not been trained enough yet; its numbers are not a finding"
-              for b, m in below]
+    lines += [
+        f"- **{b.get('method')}** ({where(b)}) is {100 * -m:.2f} points below RawPixels on {metric}: an encoder "
+        "that loses to raw pixels has not been trained enough yet; its numbers are not a finding"
+        for b, m in below
+    ]
     return lines
 
 
@@ -323,8 +348,10 @@ def robustness_rows(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> l
     Δ = (A_bal − A_LT) / A_bal per replicate (docs/protocols.md §9); with each method's margin
     A_LT − floor over the floors of the same long-tailed data."""
     twins = _twin_pairs(records)
-    floor_lt = {f: {tuple(x for x in k if x[0] != "method"): v[False]
-                    for k, v in twins.items() if dict(k).get("method") == f} for f in FLOORS}
+    floor_lt = {
+        f: {tuple(x for x in k if x[0] != "method"): v[False] for k, v in twins.items() if dict(k).get("method") == f}
+        for f in FLOORS
+    }
     rows = []
     for key, pair in twins.items():
         if dict(key).get("method") in FLOORS:
@@ -351,10 +378,28 @@ def robustness_rows(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> l
                     if value is not None:
                         margins[f].append(t - value)
             n = float(np.mean([pair[False][s].num_pretrain for s in seeds]))
-            rows.append(GapRow(dict(key), name, n, mean_std(bal), mean_std(lt), mean_std(gap), len(gap),
-                               {f: mean_std(v) for f, v in margins.items()}))
-    rows.sort(key=lambda g: (str(g.axes.get("dataset")), g.evaluation, str(g.axes.get("imbalance_ratio")),
-                             str(g.axes.get("profile")), -g.num_pretrain, str(g.axes.get("method"))))
+            rows.append(
+                GapRow(
+                    dict(key),
+                    name,
+                    n,
+                    mean_std(bal),
+                    mean_std(lt),
+                    mean_std(gap),
+                    len(gap),
+                    {f: mean_std(v) for f, v in margins.items()},
+                )
+            )
+    rows.sort(
+        key=lambda g: (
+            str(g.axes.get("dataset")),
+            g.evaluation,
+            str(g.axes.get("imbalance_ratio")),
+            str(g.axes.get("profile")),
+            -g.num_pretrain,
+            str(g.axes.get("method")),
+        )
+    )
     return rows
 
 
@@ -365,25 +410,48 @@ def robustness_tables(records: list[RunRecord], metric: str = DEFAULT_METRIC) ->
         return "", "", ""
     axes = sorted({k for g in rows for k in g.axes} - {"method"})
     header = ["method", *axes, "eval", "n", "seeds", "A_bal", "A_LT", "Δ (%)", "A_LT − RawPixels", "A_LT − RandomInit"]
-    body = [[str(g.axes.get("method"))] + [str(g.axes.get(a, "")) for a in axes] +
-            [g.evaluation, f"{g.num_pretrain:.0f}", str(g.seeds), fmt(*g.a_bal), fmt(*g.a_lt), fmt(*g.gap)] +
-            [fmt(*g.floors[f]) if f in g.floors else "–" for f in FLOORS]
-            for g in rows]
+    body = [
+        [str(g.axes.get("method"))]
+        + [str(g.axes.get(a, "")) for a in axes]
+        + [g.evaluation, f"{g.num_pretrain:.0f}", str(g.seeds), fmt(*g.a_bal), fmt(*g.a_lt), fmt(*g.gap)]
+        + [fmt(*g.floors[f]) if f in g.floors else "–" for f in FLOORS]
+        for g in rows
+    ]
     methods = list(dict.fromkeys(str(g.axes.get("method")) for g in rows))
     wide: dict[tuple, dict[str, str]] = defaultdict(dict)
     for g in rows:
         key = tuple(str(g.axes.get(a, "")) for a in axes) + (g.evaluation, f"{g.num_pretrain:.0f}")
         wide[key][str(g.axes.get("method"))] = fmt(*g.gap)
-    side = markdown_table([*axes, "eval", "n", *[f"Δ {m} (%)" for m in methods]],
-                          [[*k, *[cells.get(m, "–") for m in methods]] for k, cells in wide.items()])
+    side = markdown_table(
+        [*axes, "eval", "n", *[f"Δ {m} (%)" for m in methods]],
+        [[*k, *[cells.get(m, "–") for m in methods]] for k, cells in wide.items()],
+    )
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["method", *axes, "eval", "n", "seeds", "A_bal_mean", "A_bal_std", "A_LT_mean", "A_LT_std",
-                     "gap_mean", "gap_std", "margin_rawpixels_mean", "margin_randominit_mean"])
+    writer.writerow(
+        [
+            "method",
+            *axes,
+            "eval",
+            "n",
+            "seeds",
+            "A_bal_mean",
+            "A_bal_std",
+            "A_LT_mean",
+            "A_LT_std",
+            "gap_mean",
+            "gap_std",
+            "margin_rawpixels_mean",
+            "margin_randominit_mean",
+        ]
+    )
     for g in rows:
-        writer.writerow([g.axes.get("method")] + [g.axes.get(a, "") for a in axes] +
-                        [g.evaluation, g.num_pretrain, g.seeds, *g.a_bal, *g.a_lt, *g.gap] +
-                        [g.floors[f][0] if f in g.floors else "" for f in FLOORS])
+        writer.writerow(
+            [g.axes.get("method")]
+            + [g.axes.get(a, "") for a in axes]
+            + [g.evaluation, g.num_pretrain, g.seeds, *g.a_bal, *g.a_lt, *g.gap]
+            + [g.floors[f][0] if f in g.floors else "" for f in FLOORS]
+        )
     return markdown_table(header, body), side, buf.getvalue()
 
 
@@ -432,9 +500,13 @@ def per_class_gap_table(records: list[RunRecord], metric: str = DEFAULT_METRIC) 
         return ""
     axes = sorted({k for g in rows for k in g.axes} - {"method"})
     header = ["method", *axes, "n", "seeds", "Δ per class, mean (%)", *[f"Δ {g} (%)" for g in GROUPS]]
-    body = [[str(g.axes.get("method"))] + [str(g.axes.get(a, "")) for a in axes]
-            + [f"{g.n:.0f}", str(g.replicates), fmt(*g.gaps["all"])]
-            + [fmt(*g.gaps[grp]) if grp in g.gaps else "–" for grp in GROUPS] for g in rows]
+    body = [
+        [str(g.axes.get("method"))]
+        + [str(g.axes.get(a, "")) for a in axes]
+        + [f"{g.n:.0f}", str(g.replicates), fmt(*g.gaps["all"])]
+        + [fmt(*g.gaps[grp]) if grp in g.gaps else "–" for grp in GROUPS]
+        for g in rows
+    ]
     return markdown_table(header, body)
 
 

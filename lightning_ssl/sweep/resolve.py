@@ -39,8 +39,12 @@ def _cli(cls: type[SSLCLI], config: dict[str, Any]) -> SSLCLI:
     method_classes()  # imports every built-in method so that bare class names resolve
     with warnings.catch_warnings():  # the config is given as a dict on purpose, not from sys.argv
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        return cls(args=config, run=False, save_config_callback=None,
-                   parser_kwargs={"default_env": False, "exit_on_error": False})
+        return cls(
+            args=config,
+            run=False,
+            save_config_callback=None,
+            parser_kwargs={"default_env": False, "exit_on_error": False},
+        )
 
 
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -75,8 +79,10 @@ def _with_choices(message: str) -> str:
     if not match:
         return message
     class_path, option = match.groups()
-    return (f"{class_path} has no option {option!r}; valid options: {', '.join(accepted_options(class_path))}\n"
-            f"(parser message: {message})")
+    return (
+        f"{class_path} has no option {option!r}; valid options: {', '.join(accepted_options(class_path))}\n"
+        f"(parser message: {message})"
+    )
 
 
 def instantiate(config: dict[str, Any]) -> SSLCLI:

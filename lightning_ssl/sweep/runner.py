@@ -57,7 +57,9 @@ class SweepPaths:
     work: Path  # <work>/<sweep>
 
     @classmethod
-    def of(cls, spec: SweepSpec, results_root: str | Path = "results", work_root: str | Path = "runs/sweeps") -> SweepPaths:
+    def of(
+        cls, spec: SweepSpec, results_root: str | Path = "results", work_root: str | Path = "runs/sweeps"
+    ) -> SweepPaths:
         return cls(Path(results_root) / spec.name, Path(work_root) / spec.name)
 
     def result(self, run_id: str) -> Path:
@@ -104,18 +106,30 @@ def run_status(paths: SweepPaths, run_id: str, run: Run | None = None) -> RunSta
     return RunStatus.PENDING
 
 
-def _session_config(run: Run, paths: SweepPaths, trainer_overrides: dict[str, Any], wandb: str | None) -> dict[str, Any]:
+def _session_config(
+    run: Run, paths: SweepPaths, trainer_overrides: dict[str, Any], wandb: str | None
+) -> dict[str, Any]:
     """The run's config plus where it writes: logs and ``last.ckpt`` in its run folder."""
     config = copy.deepcopy(run.config)
     run_dir = paths.run_dir(run.run_id)
     trainer = config.setdefault("trainer", {})
     trainer.update(trainer_overrides)
     trainer["default_root_dir"] = str(run_dir)
-    trainer["logger"] = [{"class_path": "lightning_ssl.loggers.ResumableCSVLogger",
-                          "init_args": {"save_dir": str(run_dir), "name": "logs", "version": 0}}]
-    callbacks = [c for c in trainer.get("callbacks") or [] if not str(c.get("class_path", "")).endswith("ModelCheckpoint")]
-    callbacks.append({"class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint",
-                      "init_args": {"dirpath": str(run_dir / "checkpoints")}})
+    trainer["logger"] = [
+        {
+            "class_path": "lightning_ssl.loggers.ResumableCSVLogger",
+            "init_args": {"save_dir": str(run_dir), "name": "logs", "version": 0},
+        }
+    ]
+    callbacks = [
+        c for c in trainer.get("callbacks") or [] if not str(c.get("class_path", "")).endswith("ModelCheckpoint")
+    ]
+    callbacks.append(
+        {
+            "class_path": "lightning_ssl.checkpoints.AtomicModelCheckpoint",
+            "init_args": {"dirpath": str(run_dir / "checkpoints")},
+        }
+    )
     trainer["callbacks"] = callbacks
     if wandb:
         config["wandb"] = wandb
@@ -131,20 +145,39 @@ def _transfer(model: Any, entry: dict[str, Any], evaluation: dict[str, Any], see
     dm.setup("fit")
     tuned = copy.deepcopy(model)
     lr = entry.get("lr")
-    recipe = finetune_recipe(entry.get("recipe", DEFAULT_FINETUNE_RECIPE), epochs=entry.get("epochs"),
-                             iterations_per_epoch=entry.get("iterations"), head_lr=lr,
-                             backbone_lr=None if lr is None else 0.1 * float(lr))
-    pred, target = finetune_and_predict(tuned, feature_dim(tuned, dm.test_dataloader()), dm, recipe=recipe,
-                                        accelerator="gpu" if device == "cuda" else "cpu", seed=seed)
+    recipe = finetune_recipe(
+        entry.get("recipe", DEFAULT_FINETUNE_RECIPE),
+        epochs=entry.get("epochs"),
+        iterations_per_epoch=entry.get("iterations"),
+        head_lr=lr,
+        backbone_lr=None if lr is None else 0.1 * float(lr),
+    )
+    pred, target = finetune_and_predict(
+        tuned,
+        feature_dim(tuned, dm.test_dataloader()),
+        dm,
+        recipe=recipe,
+        accelerator="gpu" if device == "cuda" else "cpu",
+        seed=seed,
+    )
     groups = {k: list(map(int, v)) for k, v in dm.class_groups.items()}
-    return {"metrics": group_report(pred, target, dm.num_classes, groups, dm.group_rule, "finetune"),
-            "finetune_recipe": recipe.record(),
-            "per_class": {"finetune": per_class_accuracy(pred, target, dm.num_classes).tolist()},
-            "group_rule": dm.group_rule, "groups": groups, "class_counts": list(map(int, dm.class_counts))}
+    return {
+        "metrics": group_report(pred, target, dm.num_classes, groups, dm.group_rule, "finetune"),
+        "finetune_recipe": recipe.record(),
+        "per_class": {"finetune": per_class_accuracy(pred, target, dm.num_classes).tolist()},
+        "group_rule": dm.group_rule,
+        "groups": groups,
+        "class_counts": list(map(int, dm.class_counts)),
+    }
 
 
-def execute(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dict[str, Any] | None = None,
-            wandb: str | None = None) -> dict[str, Any]:
+def execute(
+    run: Run,
+    spec: SweepSpec,
+    paths: SweepPaths,
+    trainer_overrides: dict[str, Any] | None = None,
+    wandb: str | None = None,
+) -> dict[str, Any]:
     """Pre-train (or resume), evaluate and return the result record (not written)."""
     started = time.time()
     environment.reset_peak_memory()
@@ -160,17 +193,37 @@ def execute(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dic
     diagnostics["loss_trend"] = loss_trend(trained.losses) if trained.losses is not None else None
     train["eval_seconds"] = time.perf_counter() - eval_started
     return {
-        "schema": SCHEMA, "compute_version": COMPUTE_VERSION, "method_version": method_version(run),
-        "sweep": spec.name, "reference": run.reference,
-        "settings": run.settings, "run_id": run.run_id, "method": run.method, "dataset": run.dataset,
-        "axes": run.axes, "seed": run.seed, "config": run.config, "evaluation_protocol": run.evaluation,
-        "transfer_protocol": run.transfer, "pipeline": run.pipeline, "pipeline_options": run.options,
-        "metrics": offline.pop("metrics"), "per_class": offline.pop("per_class"), "online": trained.online,
-        "evaluation": offline, "transfer": transfer, "diagnostics": diagnostics,
+        "schema": SCHEMA,
+        "compute_version": COMPUTE_VERSION,
+        "method_version": method_version(run),
+        "sweep": spec.name,
+        "reference": run.reference,
+        "settings": run.settings,
+        "run_id": run.run_id,
+        "method": run.method,
+        "dataset": run.dataset,
+        "axes": run.axes,
+        "seed": run.seed,
+        "config": run.config,
+        "evaluation_protocol": run.evaluation,
+        "transfer_protocol": run.transfer,
+        "pipeline": run.pipeline,
+        "pipeline_options": run.options,
+        "metrics": offline.pop("metrics"),
+        "per_class": offline.pop("per_class"),
+        "online": trained.online,
+        "evaluation": offline,
+        "transfer": transfer,
+        "diagnostics": diagnostics,
         "num_pretrain": int(sum(offline["class_counts"])),
-        "train": train, "wall_time_s": time.time() - started, "peak_memory": environment.peak_memory(),
-        "hardware": environment.hardware(), "versions": environment.versions(),
-        "git_commit": environment.git_commit(), "started": started, "finished": time.time(),
+        "train": train,
+        "wall_time_s": time.time() - started,
+        "peak_memory": environment.peak_memory(),
+        "hardware": environment.hardware(),
+        "versions": environment.versions(),
+        "git_commit": environment.git_commit(),
+        "started": started,
+        "finished": time.time(),
         "trainer_overrides": dict(trainer_overrides or {}),
     }
 
@@ -201,8 +254,14 @@ def _claim_run_dir(run: Run, paths: SweepPaths) -> None:
     atomic_write_json(marker, want)
 
 
-def run_one(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dict[str, Any] | None = None,
-            wandb: str | None = None, rerun_stale: bool = False) -> RunStatus:
+def run_one(
+    run: Run,
+    spec: SweepSpec,
+    paths: SweepPaths,
+    trainer_overrides: dict[str, Any] | None = None,
+    wandb: str | None = None,
+    rerun_stale: bool = False,
+) -> RunStatus:
     """Run ``run`` unless it is finished or held by another runner. Returns ``finished`` (already
     there), ``stale`` (a result the current code would not reproduce, kept unless ``rerun_stale``),
     ``locked``, or ``done``; an exception inside the run is recorded in ``<run_id>.failed.json`` and
@@ -234,8 +293,10 @@ def run_one(run: Run, spec: SweepSpec, paths: SweepPaths, trainer_overrides: dic
         try:
             record = execute(run, spec, paths, trainer_overrides, wandb)
         except Exception:
-            atomic_write_json(paths.failed(run.run_id), {"run_id": run.run_id, "axes": run.axes,
-                                                         "error": traceback.format_exc(), "time": time.time()})
+            atomic_write_json(
+                paths.failed(run.run_id),
+                {"run_id": run.run_id, "axes": run.axes, "error": traceback.format_exc(), "time": time.time()},
+            )
             raise
         atomic_write_json(paths.result(run.run_id), record)
         paths.failed(run.run_id).unlink(missing_ok=True)
@@ -253,8 +314,10 @@ def load_results(folder: str | Path, skipped: list[str] | None = None) -> list[d
         record = read_result(path)
         if record is None:
             if skipped is not None:
-                skipped.append(f"{path}: not a readable result (truncated or not written by lssl sweep); "
-                               "delete it, or run the sweep again to recompute it")
+                skipped.append(
+                    f"{path}: not a readable result (truncated or not written by lssl sweep); "
+                    "delete it, or run the sweep again to recompute it"
+                )
             continue
         out.append(record)
     return out

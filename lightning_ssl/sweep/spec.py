@@ -73,8 +73,20 @@ from lightning_ssl.sweep.pipelines import (
 )
 from lightning_ssl.sweep.resolve import resolve_config, validate_data
 
-TOP_LEVEL_KEYS = ("name", "description", "base", "grid", "exclude", "methods", "datasets", "evaluation", "transfer",
-                  "report", "launcher", "floors")
+TOP_LEVEL_KEYS = (
+    "name",
+    "description",
+    "base",
+    "grid",
+    "exclude",
+    "methods",
+    "datasets",
+    "evaluation",
+    "transfer",
+    "report",
+    "launcher",
+    "floors",
+)
 DATA_AXES = ("profile", "imbalance_ratio", "subsample", "balanced_twin", "head_order")
 NAMED_AXES = ("method", "dataset", "seed", "data_seed", *DATA_AXES)
 DOTTED_ROOTS = ("model", "data", "trainer", "seed_everything")
@@ -143,11 +155,18 @@ class Run:
         reference kind. Not the full signature of every class: an added option, a Lightning upgrade
         that adds a Trainer argument or an explicit value equal to its default leave the id unchanged."""
         settings = self.settings or flatten(self.explicit or self.config)
-        settings = {k: v for k, v in settings.items()
-                    if k.split(".")[0] not in NOT_HASHED and not
-                    (k.startswith("trainer.") and k.split(".")[1] in NOT_HASHED_TRAINER)}
-        payload = {"settings": settings, "evaluation": self.evaluation, "transfer": self.transfer,
-                   PIPELINE_OPTIONS_KEY: self.options}
+        settings = {
+            k: v
+            for k, v in settings.items()
+            if k.split(".")[0] not in NOT_HASHED
+            and not (k.startswith("trainer.") and k.split(".")[1] in NOT_HASHED_TRAINER)
+        }
+        payload = {
+            "settings": settings,
+            "evaluation": self.evaluation,
+            "transfer": self.transfer,
+            PIPELINE_OPTIONS_KEY: self.options,
+        }
         if self.reference:
             payload["reference"] = self.reference
         return payload
@@ -172,6 +191,7 @@ class SweepSpec:
 
     def excludes(self, point: dict[str, Any]) -> bool:
         """Whether grid ``point`` matches an ``exclude`` entry (each of its axes, a value or a list)."""
+
         def hit(value: Any, wanted: Any) -> bool:
             return value in wanted if isinstance(wanted, list) else value == wanted
 
@@ -194,36 +214,49 @@ def spec_from_dict(raw: dict[str, Any], default_name: str = "sweep", path: Path 
     sections = _pipeline_sections(raw)
     unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS) - set(sections))
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in sweep spec {path or ''}; valid keys: "
-                         f"{', '.join([*TOP_LEVEL_KEYS, *sorted(sections)])}")
+        raise ValueError(
+            f"unknown key(s) {unknown} in sweep spec {path or ''}; valid keys: "
+            f"{', '.join([*TOP_LEVEL_KEYS, *sorted(sections)])}"
+        )
     grid = raw.get("grid") or {}
     if not isinstance(grid, dict) or not grid:
         raise ValueError("the spec needs a non-empty 'grid' mapping of axis -> list of values")
     for axis, values in grid.items():
         if axis not in NAMED_AXES and axis.split(".")[0] not in DOTTED_ROOTS:
-            raise ValueError(f"unknown grid axis {axis!r}; valid axes: {', '.join(NAMED_AXES)}, or a dotted "
-                             f"config key under {', '.join(DOTTED_ROOTS)} (e.g. model.lr)")
+            raise ValueError(
+                f"unknown grid axis {axis!r}; valid axes: {', '.join(NAMED_AXES)}, or a dotted "
+                f"config key under {', '.join(DOTTED_ROOTS)} (e.g. model.lr)"
+            )
         if not isinstance(values, list) or not values:
             raise ValueError(f"grid axis {axis!r} must be a non-empty list, got {values!r}")
     exclude = list(raw.get("exclude") or [])
     for entry in exclude:
         if not isinstance(entry, dict) or not entry or set(entry) - set(grid):
-            raise ValueError(f"exclude entry {entry!r}: a mapping of grid axes ({', '.join(grid)}) to a value or a list")
+            raise ValueError(
+                f"exclude entry {entry!r}: a mapping of grid axes ({', '.join(grid)}) to a value or a list"
+            )
     evaluation = dict(raw.get("evaluation") or {})
-    eval_keys = [p for p in inspect.signature(evaluate_frozen).parameters if p not in ("model", "datamodule",
-                                                                                     "progress", "device", "seed")]
+    eval_keys = [
+        p
+        for p in inspect.signature(evaluate_frozen).parameters
+        if p not in ("model", "datamodule", "progress", "device", "seed")
+    ]
     bad = sorted(set(evaluation) - set(eval_keys))
     if bad:
         raise ValueError(f"unknown evaluation key(s) {bad}; valid keys: {', '.join(eval_keys)}")
     try:  # a bad probe recipe fails here, not after the first run has trained
-        make_recipe(evaluation.get("linear_recipe", DEFAULT_PROBE_RECIPE), **dict(evaluation.get("linear_options") or {}))
+        make_recipe(
+            evaluation.get("linear_recipe", DEFAULT_PROBE_RECIPE), **dict(evaluation.get("linear_options") or {})
+        )
     except ValueError as err:
         raise ValueError(f"evaluation: {err}") from None
     transfer = list(raw.get("transfer") or [])
     for entry in transfer:
         bad = sorted(set(entry) - set(TRANSFER_KEYS))
         if bad or "name" not in entry or "data" not in entry:
-            raise ValueError(f"transfer entry {entry!r}: needs 'name' and 'data'; valid keys: {', '.join(TRANSFER_KEYS)}")
+            raise ValueError(
+                f"transfer entry {entry!r}: needs 'name' and 'data'; valid keys: {', '.join(TRANSFER_KEYS)}"
+            )
         if entry.get("mode", "linear") not in TRANSFER_MODES:
             raise ValueError(f"transfer {entry['name']!r}: mode {entry['mode']!r}; valid: {', '.join(TRANSFER_MODES)}")
     pipeline_options = {}
@@ -242,14 +275,24 @@ def spec_from_dict(raw: dict[str, Any], default_name: str = "sweep", path: Path 
         for variant, overrides in (raw.get(section) or {}).items():
             for key in overrides or {}:
                 if key != "class" and key.split(".")[0] not in DOTTED_ROOTS:
-                    raise ValueError(f"{section}.{variant}: unknown key {key!r}; use 'class' or a dotted config key "
-                                     f"under {', '.join(DOTTED_ROOTS)}")
+                    raise ValueError(
+                        f"{section}.{variant}: unknown key {key!r}; use 'class' or a dotted config key "
+                        f"under {', '.join(DOTTED_ROOTS)}"
+                    )
     return SweepSpec(
-        name=str(raw.get("name") or default_name), path=path, description=str(raw.get("description") or ""),
-        base=copy.deepcopy(raw.get("base") or {}), grid=grid, methods=dict(raw.get("methods") or {}),
-        datasets=dict(raw.get("datasets") or {}), evaluation=evaluation, transfer=transfer,
+        name=str(raw.get("name") or default_name),
+        path=path,
+        description=str(raw.get("description") or ""),
+        base=copy.deepcopy(raw.get("base") or {}),
+        grid=grid,
+        methods=dict(raw.get("methods") or {}),
+        datasets=dict(raw.get("datasets") or {}),
+        evaluation=evaluation,
+        transfer=transfer,
         pipeline_options=pipeline_options,
-        report=dict(raw.get("report") or {}), launcher=dict(raw.get("launcher") or {}), floors=floors,
+        report=dict(raw.get("report") or {}),
+        launcher=dict(raw.get("launcher") or {}),
+        floors=floors,
         exclude=exclude,
     )
 
@@ -262,8 +305,9 @@ def _resolve_class(label: str, variants: dict[str, dict[str, Any]], builtin: dic
     if "." in name and _importable(name):
         return name
     choices = sorted(set(builtin) | set(variants))
-    raise ValueError(f"unknown {kind} {label!r}; valid {kind}s: {', '.join(choices)} (or a class path such as "
-                     f"my_package.MyClass)")
+    raise ValueError(
+        f"unknown {kind} {label!r}; valid {kind}s: {', '.join(choices)} (or a class path such as my_package.MyClass)"
+    )
 
 
 def _apply_overrides(config: dict[str, Any], overrides: dict[str, Any]) -> None:
@@ -341,10 +385,13 @@ def expand(spec: SweepSpec, validate: bool = True) -> list[Run]:
         method = str(point.get("method", get_dotted(config, "model.class_path", "")))
         dataset = str(point.get("dataset", get_dotted(config, "data.class_path", "")))
         if not method or not dataset:
-            raise ValueError("every run needs a method and a dataset: add grid axes 'method'/'dataset' or set "
-                             "base.model.class_path / base.data.class_path")
+            raise ValueError(
+                "every run needs a method and a dataset: add grid axes 'method'/'dataset' or set "
+                "base.model.class_path / base.data.class_path"
+            )
         method_class, pipeline, method_path = _method_classes(
-            method, _resolve_class(method, spec.methods, methods, "method"), spec)
+            method, _resolve_class(method, spec.methods, methods, "method"), spec
+        )
         dataset_path = _resolve_class(dataset, spec.datasets, datasets, "dataset")
         set_dotted(config, "model.class_path", method_path)
         set_dotted(config, "data.class_path", dataset_path)
@@ -354,11 +401,24 @@ def expand(spec: SweepSpec, validate: bool = True) -> list[Run]:
         seed = int(point.get("seed", config.get("seed_everything", 0) or 0))
         _apply_point(config, point)
         config.setdefault("seed_everything", seed)
-        run = Run(run_id="", axes={"method": method, "dataset": dataset, **{k: v for k, v in point.items()
-                                                                          if k not in ("method", "dataset")}},
-                  method=method, dataset=dataset, seed=seed, config=config, evaluation=dict(spec.evaluation),
-                  transfer=copy.deepcopy(spec.transfer), options=_options(pipeline, spec),
-                  pipeline=class_path(pipeline), method_class=method_class, explicit=copy.deepcopy(config))
+        run = Run(
+            run_id="",
+            axes={
+                "method": method,
+                "dataset": dataset,
+                **{k: v for k, v in point.items() if k not in ("method", "dataset")},
+            },
+            method=method,
+            dataset=dataset,
+            seed=seed,
+            config=config,
+            evaluation=dict(spec.evaluation),
+            transfer=copy.deepcopy(spec.transfer),
+            options=_options(pipeline, spec),
+            pipeline=class_path(pipeline),
+            method_class=method_class,
+            explicit=copy.deepcopy(config),
+        )
         runs.setdefault(run_hash(run.hashed()), run)
         if pipeline is Fit and method_path.startswith("lightning_ssl.") and spec.floors:
             floor = {k: v for k, v in point.items() if k != "method" and k.split(".")[0] not in ("model", "trainer")}
@@ -411,18 +471,29 @@ def _floor_run(kind: str, point: dict[str, Any], method_config: dict[str, Any], 
     config = copy.deepcopy(method_config)
     model_args = get_dotted(config, "model.init_args", {}) or {}
     keep = ("backbone", "image_size", "in_chans")
-    config["model"] = {"class_path": config["model"]["class_path"],
-                       "init_args": {k: v for k, v in model_args.items() if k in keep}}
+    config["model"] = {
+        "class_path": config["model"]["class_path"],
+        "init_args": {k: v for k, v in model_args.items() if k in keep},
+    }
     config["trainer"] = {k: v for k, v in (config.get("trainer") or {}).items() if k in NOT_HASHED_TRAINER}
     if "seed" not in point:
         config["seed_everything"] = 0
         set_dotted(config, "data.view_seed", 0)
     dataset = str(point.get("dataset", get_dotted(spec.base, "data.class_path", "")))
     seed = int(config.get("seed_everything", 0) or 0)
-    return Run(run_id="", axes={"method": kind, "dataset": dataset, **{k: v for k, v in point.items() if k != "dataset"}},
-               method=kind, dataset=dataset, seed=seed, config=config, evaluation=dict(spec.evaluation),
-               transfer=copy.deepcopy(spec.transfer), pipeline=class_path(Floor), reference=kind,
-               explicit=copy.deepcopy(config))
+    return Run(
+        run_id="",
+        axes={"method": kind, "dataset": dataset, **{k: v for k, v in point.items() if k != "dataset"}},
+        method=kind,
+        dataset=dataset,
+        seed=seed,
+        config=config,
+        evaluation=dict(spec.evaluation),
+        transfer=copy.deepcopy(spec.transfer),
+        pipeline=class_path(Floor),
+        reference=kind,
+        explicit=copy.deepcopy(config),
+    )
 
 
 def validate_runs(spec: SweepSpec, runs: list[Run]) -> None:
@@ -438,10 +509,18 @@ def validate_runs(spec: SweepSpec, runs: list[Run]) -> None:
     seen: set[str] = set()
     for run in runs:
         # the seed only changes two integers: configs differing only in it are parsed once
-        key = json.dumps({**run.config, "seed_everything": 0,
-                          "data": {**run.config.get("data", {}), "init_args": {
-                              **get_dotted(run.config, "data.init_args", {}), "view_seed": 0}}},
-                         sort_keys=True, default=str)
+        key = json.dumps(
+            {
+                **run.config,
+                "seed_everything": 0,
+                "data": {
+                    **run.config.get("data", {}),
+                    "init_args": {**get_dotted(run.config, "data.init_args", {}), "view_seed": 0},
+                },
+            },
+            sort_keys=True,
+            default=str,
+        )
         if key not in cache:
             try:
                 cache[key] = resolve_config(run.config)
@@ -456,6 +535,8 @@ def validate_runs(spec: SweepSpec, runs: list[Run]) -> None:
         run.settings = settings_of(resolved, run.explicit)
         run.run_id = run_hash(run.hashed())
         if run.run_id in seen:
-            raise ValueError(f"sweep {spec.name!r}: two grid points resolve to the same run ({run.axes}); "
-                             "remove the duplicate axis value")
+            raise ValueError(
+                f"sweep {spec.name!r}: two grid points resolve to the same run ({run.axes}); "
+                "remove the duplicate axis value"
+            )
         seen.add(run.run_id)

@@ -34,8 +34,9 @@ def momentum_weights(memory: Tensor, seen: Tensor | None = None) -> Tensor:
     return torch.where(seen, w, 0.0).to(memory.dtype)
 
 
-def bcl_strength(weights: Tensor, num_ops: int, rand_strength: float = 30.0,
-                 uniform: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def bcl_strength(
+    weights: Tensor, num_ops: int, rand_strength: float = 30.0, uniform: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """``(magnitude, probability)`` of every sample's RandAugment (official ``memoboosted_cifar100.py``):
 
     * ``num_ops = 1`` (BCL-I): ``m = 10 + (rand_strength - 10) w``;

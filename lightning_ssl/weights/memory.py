@@ -25,8 +25,10 @@ def pretrain_size(trainer: Any) -> int:
     dm = getattr(trainer, "datamodule", None)
     loader = getattr(dm, "pretrain_eval_dataloader", None)
     if loader is None:
-        raise ValueError("a per-sample memory needs the size of the pre-training set: train with a datamodule "
-                         "that has pretrain_eval_dataloader() (every datamodule of the suite), not bare dataloaders")
+        raise ValueError(
+            "a per-sample memory needs the size of the pre-training set: train with a datamodule "
+            "that has pretrain_eval_dataloader() (every datamodule of the suite), not bare dataloaders"
+        )
     return len(loader().dataset)
 
 

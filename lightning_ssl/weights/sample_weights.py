@@ -44,8 +44,12 @@ class SampleWeighter:
         weights[index] = density_weights(logd, cfg.kde_alpha)
         self.weights = weights
         self.refreshed_at = epoch
-        log.info("rwSAM KDE weights refreshed at epoch %d: min %.3f max %.3f", epoch,
-                 float(weights.min()), float(weights.max()))
+        log.info(
+            "rwSAM KDE weights refreshed at epoch %d: min %.3f max %.3f",
+            epoch,
+            float(weights.min()),
+            float(weights.max()),
+        )
 
     def __call__(self, target: Tensor, index: Tensor) -> Tensor | None:
         cfg = self.config

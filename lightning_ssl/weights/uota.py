@@ -27,9 +27,7 @@ if TYPE_CHECKING:
 def _check_ref_views(ref_views: Sequence[int], n_views: int) -> tuple[int, ...]:
     refs = tuple(int(r) for r in ref_views)
     if not refs or len(set(refs)) != len(refs) or not all(0 <= r < n_views for r in refs):
-        raise ValueError(
-            f"ref_views must be distinct view indices in [0, {n_views - 1}], got {tuple(ref_views)}"
-        )
+        raise ValueError(f"ref_views must be distinct view indices in [0, {n_views - 1}], got {tuple(ref_views)}")
     return refs
 
 
@@ -112,8 +110,10 @@ class UOTAWeighter:
             return None
         emb = out.embeddings
         if emb is None or emb.ndim != 3:
-            raise ValueError(f"UOTA needs V x B x D embeddings from {type(module).__name__}.compute_losses, "
-                             f"got {None if emb is None else tuple(emb.shape)}")
+            raise ValueError(
+                f"UOTA needs V x B x D embeddings from {type(module).__name__}.compute_losses, "
+                f"got {None if emb is None else tuple(emb.shape)}"
+            )
         if out.losses.ndim != 2 or out.losses.shape != emb.shape[:2]:
             raise ValueError(
                 f"UOTA needs V x B per-view losses matching the embeddings {tuple(emb.shape[:2])}, "
