@@ -79,7 +79,6 @@ def views_mismatch(method: str, declared: Views, views: Any, data: Mapping[str, 
     option the method declares must have the declared value there (a clean view or an unused small
     crop cannot be told from the tensors alone). Without a datamodule the batch must hold at least
     :meth:`Views.min_views` views."""
-    fix = f"pass {declared.fix()} (lssl fit and lssl sweep set them from the method's options)"
     if not isinstance(views, Sequence) or not all(isinstance(v, Tensor) for v in views):
         return (
             f"{method} reads a list of views from batch[0] (docs/design.md §3), got {type(views).__name__}: "
@@ -88,14 +87,19 @@ def views_mismatch(method: str, declared: Views, views: Any, data: Mapping[str, 
     differ = {k: data[k] for k, v in declared.data_options().items() if data is not None and k in data and data[k] != v}
     if differ:
         made = ", ".join(f"{k}={v}" for k, v in differ.items())
-        return f"{method} declares {declared.describe()} per image, but the datamodule makes {made}: {fix}"
+        return f"{method} declares {declared.describe()} per image, but the datamodule makes {made}: {_fix(declared)}"
     if len(views) < declared.min_views():
         sides = ", ".join(str(v.shape[-1]) for v in views)
         return (
             f"{method} declares {declared.describe()} per image, but the batch carries {_count(len(views))}"
-            f"{f' (sides {sides})' if sides else ''}: {fix}"
+            f"{f' (sides {sides})' if sides else ''}: {_fix(declared)}"
         )
     return None
+
+
+def _fix(declared: Views) -> str:
+    """The data options that make a batch hold ``declared`` (built only for an error message)."""
+    return f"pass {declared.fix()} (lssl fit and lssl sweep set them from the method's options)"
 
 
 def _count(n: int) -> str:
