@@ -182,3 +182,15 @@ def write_listed_images(
     cycling through ``sizes`` (non-square, both orientations)."""
     for i, (p, y) in enumerate(entries):
         write_image(Path(root) / p.lstrip("/"), sizes[i % len(sizes)], class_color(y))
+
+
+TINY_SIMCLR = (
+    "--model SimCLR --model.backbone resnet_tiny --model.proj_hidden_dim 16 --model.proj_output_dim 8 "
+    "--data DigitsLT --data.batch_size 64"
+).split()
+
+
+def tiny_simclr_fit(epochs: int, *extra: str) -> list[str]:
+    """The ``lssl fit`` argv of a tiny SimCLR on Digits-LT on the CPU for ``epochs`` epochs, then
+    ``extra``: what the resume and preemption tests run."""
+    return ["fit", *TINY_SIMCLR, "--trainer.max_epochs", str(epochs), "--trainer.accelerator", "cpu", *extra]

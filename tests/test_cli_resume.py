@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_ssl.cli.main import main
+from tests.fixtures import tiny_simclr_fit
 
 
 class StopAfterEpoch(pl.Callback):
@@ -22,24 +23,8 @@ class StopAfterEpoch(pl.Callback):
         trainer.should_stop = True
 
 
-BASE = [
-    "fit",
-    "--model",
-    "SimCLR",
-    "--model.backbone",
-    "resnet_tiny",
-    "--model.proj_hidden_dim",
-    "16",
-    "--model.proj_output_dim",
-    "8",
-    "--data",
-    "DigitsLT",
-    "--data.batch_size",
-    "64",
-    "--trainer.max_epochs",
-    "2",
-    "--trainer.accelerator",
-    "cpu",
+BASE = tiny_simclr_fit(
+    2,
     "--trainer.enable_progress_bar",
     "false",
     "--trainer.enable_model_summary",
@@ -48,7 +33,7 @@ BASE = [
     "false",
     "--trainer.limit_val_batches",
     "0",
-]
+)
 CALLBACKS = ["--trainer.callbacks+=lightning_ssl.checkpoints.AtomicModelCheckpoint"]
 
 
@@ -117,24 +102,8 @@ def test_sigkill_after_epochs_resumes_from_the_epoch_checkpoint(tmp_path: Path) 
     the third of four epochs leaves the checkpoint of epoch 2 on disk; the same command resumes
     from it, trains only the last two epochs, keeps the logged rows of the killed session, and
     ends with the weights of an uninterrupted run."""
-    args = [
-        "fit",
-        "--model",
-        "SimCLR",
-        "--model.backbone",
-        "resnet_tiny",
-        "--model.proj_hidden_dim",
-        "16",
-        "--model.proj_output_dim",
-        "8",
-        "--data",
-        "DigitsLT",
-        "--data.batch_size",
-        "64",
-        "--trainer.max_epochs",
-        "4",
-        "--trainer.accelerator",
-        "cpu",
+    args = tiny_simclr_fit(
+        4,
         "--trainer.limit_val_batches",
         "0",
         "--trainer.check_val_every_n_epoch",
@@ -146,7 +115,7 @@ def test_sigkill_after_epochs_resumes_from_the_epoch_checkpoint(tmp_path: Path) 
         "--seed_everything",
         "3",
         "--trainer.callbacks+=tests.test_cli_resume.KillAtEpoch",
-    ]
+    )
     full, cut = tmp_path / "full", tmp_path / "cut"
     full.mkdir(), cut.mkdir()
     assert _lssl(args, full).returncode == 0

@@ -26,6 +26,7 @@ from lightning_ssl.checkpoints import (
 )
 from lightning_ssl.loggers import ResumableCSVLogger, ResumableTensorBoardLogger
 from lightning_ssl.methods import SimCLR
+from tests.fixtures import tiny_simclr_fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,24 +56,8 @@ def lssl(args: list[str], cwd: Path, sig: str | None = None) -> subprocess.Compl
     )
 
 
-FIT = [
-    "fit",
-    "--model",
-    "SimCLR",
-    "--model.backbone",
-    "resnet_tiny",
-    "--model.proj_hidden_dim",
-    "16",
-    "--model.proj_output_dim",
-    "8",
-    "--data",
-    "DigitsLT",
-    "--data.batch_size",
-    "64",
-    "--trainer.max_epochs",
-    "1",
-    "--trainer.accelerator",
-    "cpu",
+FIT = tiny_simclr_fit(
+    1,
     "--trainer.enable_progress_bar",
     "false",
     "--trainer.logger",
@@ -85,7 +70,7 @@ FIT = [
     "[]",
     "--trainer.callbacks+=lightning_ssl.checkpoints.AtomicModelCheckpoint",
     "--trainer.callbacks+=tests.test_preemption.SignalAtStep",
-]
+)
 
 
 @pytest.mark.parametrize(
