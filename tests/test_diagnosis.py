@@ -65,6 +65,23 @@ def test_under_trained_unstable_and_recipe_verdicts() -> None:
     assert causes(steady, METRIC)[0].startswith("recipe (not collapsed")
 
 
+def test_records_without_diagnostics_are_not_called_a_recipe() -> None:
+    old = [
+        RunRecord.from_json(
+            {
+                "run_id": f"old-{s}",
+                "method": "SimCLR",
+                "seed": s,
+                "axes": {"method": "SimCLR", "seed": s},
+                "metrics": {METRIC: 0.62},
+            }
+        )
+        for s in (0, 1, 2)
+    ]
+    (cause,) = causes(old, METRIC)
+    assert cause.startswith("not diagnosed: its records carry no RankMe and loss trend")
+
+
 def test_knn_floor_is_checked_too_and_all_clear_is_said() -> None:
     good = floors() + [rec("SimCLR", s, 0.85 + 0.001 * s) for s in (0, 1, 2)]
     assert diagnosis_lines(good, METRIC) == [f"- every method beats both floors on {METRIC} and {KNN}"]

@@ -11,7 +11,8 @@ records show, each from a measure in the record (``diagnostics``, written by the
   quarter of the run (:func:`lightning_ssl.eval.diagnostics.loss_trend`);
 * **unstable**: the seeds' accuracies spread by more than 2 points (sample std);
 * otherwise **recipe**: not collapsed, converged and stable, so the views, learning rate or loss
-  settings, not the budget, hold it at the floor.
+  settings, not the budget, hold it at the floor; a record without RankMe or loss trend (written
+  before they were recorded) is **not diagnosed**, never "recipe".
 
 The thresholds are our choice (none of the papers defines a verdict); they are stated here and in
 the report, so a reader can apply another.
@@ -71,6 +72,7 @@ def causes(members: list[RunRecord], metric: str) -> list[str]:
     """The causes the records of one run group show (see the module docstring)."""
     d = group_diagnostics(members)
     found = []
+    measured = math.isfinite(d["features_rankme"]) and math.isfinite(d["falling"])
     rank_share = d["features_rankme"] / d["features_dim"] if d["features_dim"] else float("nan")
     if rank_share < COLLAPSED_RANK or d["embedding_std"] < COLLAPSED_STD:
         found.append(
@@ -85,6 +87,11 @@ def causes(members: list[RunRecord], metric: str) -> list[str]:
     values = [r.metrics[metric] for r in members if metric in r.metrics]
     if len(values) > 1 and float(np.std(values, ddof=1)) > UNSTABLE_STD:
         found.append(f"unstable (seeds from {100 * min(values):.2f} to {100 * max(values):.2f} %)")
+    if not found and not measured:
+        missing = " and ".join(
+            n for n, v in (("RankMe", d["features_rankme"]), ("loss trend", d["falling"])) if not math.isfinite(v)
+        )
+        found.append(f"not diagnosed: its records carry no {missing} (written before the suite recorded them)")
     if not found:
         found.append(
             f"recipe (not collapsed: RankMe {d['features_rankme']:.1f} of {d['features_dim']:.0f}; "
