@@ -3,7 +3,7 @@
 Times, for SimCLR on ``resnet_tiny`` at 16 px (the CPU benchmarks' recipe): the batched view
 augmentation of one batch, the forward + backward + optimiser step, and the converged offline
 probe on 60,000 x 128 features; then the step under ``channels_last`` (eager and under
-``torch.compile`` with the inductor backend), under bf16 autocast (only
+``torch.compile`` with the inductor backend), under bf16 autocast (contiguous and channels_last; only
 where the CPU has native bf16: AVX512-BF16 or AMX; emulated bf16 is slower than fp32) and with 1 vs
 all threads. Writes a JSON (``--out``) and prints one line per measurement.
 
@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     model.backbone.to(memory_format=torch.channels_last)
     batch = ([v.contiguous(memory_format=torch.channels_last) for v in batch[0]], batch[1], batch[2])
     report("step fp32 channels_last", median_time(step, args.repeats), args.batch_size)
+    report(
+        "step bf16 autocast channels_last" + ("" if native_bf16() else " (emulated)"),
+        median_time(lambda: step(True), max(1, args.repeats // 2)),
+        args.batch_size,
+    )
     # torch.compile (inductor, C++ codegen on the CPU) of the backbone, as SSLMethod(compile=True)
     # does it; the first calls compile (timed apart), then steps are timed as above
     eager = model.backbone
