@@ -31,7 +31,7 @@ from datamodules.checks import check_choice, check_int, check_seed
 from datamodules.dataset_card import DatasetCard
 from datamodules.errors import DataInputError
 from datamodules.groups import class_groups, effective_rule, group_rule_name
-from datamodules.samplers import ResumableSampler
+from datamodules.samplers import ResumableDataLoader, ResumableSampler
 from datamodules.tensor_datasets import IndexedImages
 from datamodules.view_transforms import (
     VIEW_RECIPES,
@@ -247,7 +247,7 @@ class LongTailDataModule(pl.LightningDataModule):
             world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
             sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, seed=self.view_seed, drop_last=drop_last)
             sampler.skip_next(self._batches_done_this_epoch() * batch_size)
-        return DataLoader(
+        return (ResumableDataLoader if shuffle else DataLoader)(
             dataset,
             batch_size=batch_size,
             sampler=sampler,

@@ -1,10 +1,12 @@
-"""A shuffling sampler whose order is a function of (seed, epoch), resumable mid-epoch."""
+"""A shuffling sampler whose order is a function of (seed, epoch), resumable mid-epoch, and the
+training DataLoader that carries it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 class ResumableSampler(DistributedSampler):
@@ -27,3 +29,23 @@ class ResumableSampler(DistributedSampler):
         indices = list(super().__iter__())
         start, self._skip = self._skip, 0
         return iter(indices[start:])
+
+
+class ResumableDataLoader(DataLoader):
+    """The training DataLoader over a :class:`ResumableSampler`. Its ``state_dict`` /
+    ``load_state_dict`` tell Lightning that it resumes mid-epoch (Lightning otherwise warns that a
+    mid-epoch resume is unreliable): the sampler skips the batches the restored fit loop has
+    counted, so the state kept is the order's seed, checked on resume."""
+
+    sampler: ResumableSampler
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sampler_seed": int(self.sampler.seed)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("sampler_seed")
+        if saved is not None and int(saved) != int(self.sampler.seed):
+            raise ValueError(
+                f"the checkpoint was trained with view_seed {saved} but this run has {self.sampler.seed}; "
+                f"resume with --data.view_seed {saved} (or start a new run without --ckpt_path)"
+            )

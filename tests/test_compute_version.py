@@ -10,13 +10,9 @@ from lightning_ssl.sweep.identity import COMPUTE_VERSION, compute_fingerprint
 # change a number a run records, bump identity.COMPUTE_VERSION (stored results become stale and
 # `lssl sweep SPEC --rerun-stale` recomputes them); if it cannot (a refactor, a new option at a
 # default that keeps the old behaviour, a validation), keep the version. Then record the new pair.
-# Last decision (version 2 kept): one name for the view counts and one check of them in the base
-# class (its error text built only on an error), imports at the top, renamed modules and constants,
-# a typed result record: no number moves.
-# SwAV's num_small_views defaults to 0 instead of "follow the datamodule", and the view transform's
-# own small-crop default at 32 px is 13 instead of 14 px; no run is affected (every spec states
-# SwAV's small crops on the model, and the datamodule always passes its resolved small size).
-RECORDED = (2, "8ed38f6ccaf6cf992f32523a9487edac0eed0ba1")
+# Last decision (version 2 kept): the training loader declares Lightning's state_dict /
+# load_state_dict (the sampler's seed, checked on resume); the order, the views and every number stay.
+RECORDED = (2, "dbdd3ef7eb974a274007361837642e053981e111")
 
 
 def test_the_computing_code_and_the_compute_version_move_together() -> None:

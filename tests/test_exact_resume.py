@@ -48,7 +48,7 @@ SCRIPT = textwrap.dedent("""
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(out: Path, signal_at: int = -1, sig: str = "SIGKILL") -> int:
+def run(out: Path, signal_at: int = -1, sig: str = "SIGKILL") -> subprocess.CompletedProcess:
     out.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
@@ -60,7 +60,7 @@ def run(out: Path, signal_at: int = -1, sig: str = "SIGKILL") -> int:
     )
     if proc.returncode not in (0, -9) and not (sig in ("SIGTERM", "SIGUSR1") and signal_at >= 0):
         raise AssertionError(proc.stderr[-3000:])
-    return proc.returncode
+    return proc
 
 
 def assert_same_final(a: Path, b: Path) -> None:
@@ -82,9 +82,11 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_exact(uninterrupted: Path, tmp_path: Path) -> None:
     # 494 images / 64 = 7 batches per epoch: step 10 is in the middle of the second epoch
-    assert run(tmp_path, signal_at=10, sig="SIGKILL") == -9
+    assert run(tmp_path, signal_at=10, sig="SIGKILL").returncode == -9
     assert not (tmp_path / "final.pt").exists()
-    assert run(tmp_path) == 0
+    resumed = run(tmp_path)
+    assert resumed.returncode == 0
+    assert "not resumable" not in resumed.stderr  # the training loader tells Lightning it resumes mid-epoch
     assert_same_final(uninterrupted, tmp_path)
 
 
@@ -95,7 +97,7 @@ def test_preemption_signal_saves_gracefully_then_resume_is_exact(uninterrupted: 
     assert not (tmp_path / "final.pt").exists()
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert saved["global_step"] == 4  # the signal came after step 4; Lightning stopped and saved there
-    assert run(tmp_path) == 0
+    assert run(tmp_path).returncode == 0
     assert_same_final(uninterrupted, tmp_path)
 
 
