@@ -6,6 +6,7 @@ ICCV 2021)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
@@ -19,12 +20,14 @@ import torch
 from torch import nn
 
 from lightning_ssl.cluster.kmeans import BACKENDS
+from lightning_ssl.eval.diagnostics import loss_trend
 from lightning_ssl.methods.dnc import DnC
 from lightning_ssl.methods.dnc_pipeline import (
     STAGES,
     DnCPipeline,
     StageMismatchError,
     expert_steps,
+    stage_losses,
     with_stage_warmup,
 )
 from lightning_ssl.sweep.identity import METHOD_VERSIONS, method_key
@@ -289,6 +292,10 @@ def test_a_sweep_run_of_dnc_is_its_pipeline(tmp_path):
     student = json.loads((work / "distill" / "done.json").read_text())["fingerprint"]["student_kwargs"]
     assert student["head_hidden_dim"] == 16 and student["proj_hidden_dim"] == 16  # its own, and the teachers'
     assert 0 <= record["metrics"]["linear_full/acc_top1"] <= 1 and record["train"]["devices"] == 1
+    # the diagnosis reads the student's loss curve, which the distill stage's checkpoint keeps
+    curve = stage_losses(work / "distill" / "model.ckpt")
+    assert curve and all(math.isfinite(v) for v in curve)
+    assert record["diagnostics"]["loss_trend"] == loss_trend(curve)
 
     for dnc, words in (
         ({"num_cluster": 2}, "dnc: unknown key(s) ['num_cluster']; valid keys: num_clusters"),

@@ -82,6 +82,7 @@ from lightning_ssl import distributed
 from lightning_ssl.checkpoints import AtomicModelCheckpoint, latest_valid_checkpoint
 from lightning_ssl.class_path import import_class
 from lightning_ssl.cluster.kmeans import BACKENDS, available_backends, distributed_kmeans
+from lightning_ssl.eval.diagnostics import CollapseMonitor
 from lightning_ssl.eval.features import extract_features
 from lightning_ssl.io import atomic_write_json
 from lightning_ssl.loggers import ResumableCSVLogger
@@ -523,7 +524,11 @@ class DnCPipeline(DnCOptions, Pipeline):
         """One fit of a stage, with ``last.ckpt`` in ``stage_dir/checkpoints`` after every epoch;
         a fit interrupted earlier (same stage fingerprint, see :meth:`run`) continues from it."""
         checkpoints = stage_dir / "checkpoints"
-        callbacks = [*(self.trainer_kwargs.get("callbacks") or []), AtomicModelCheckpoint(dirpath=str(checkpoints))]
+        callbacks = [
+            *(self.trainer_kwargs.get("callbacks") or []),
+            CollapseMonitor(),  # each stage's own diagnostics and loss curve, kept in its checkpoint
+            AtomicModelCheckpoint(dirpath=str(checkpoints)),
+        ]
         kwargs = {
             "logger": ResumableCSVLogger(str(stage_dir), name="logs"),
             "limit_val_batches": 0,
@@ -792,4 +797,14 @@ class DnCPipeline(DnCOptions, Pipeline):
             "devices": pipeline.world_size(),
             "dnc_stages": {k: str(v) for k, v in stages.items()},
         }
-        return Trained.of(model, cli.datamodule, cli.trainer, train)
+        trained = Trained.of(model, cli.datamodule, cli.trainer, train)
+        trained.losses = stage_losses(stages["distill"] / "model.ckpt")  # the student's curve
+        return trained
+
+
+def stage_losses(checkpoint: Path) -> list[float] | None:
+    """The training losses a stage's :class:`CollapseMonitor` kept in its checkpoint (``None`` for a
+    stage trained without one), so that a stage finished by an earlier process still has its curve."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False).get("callbacks") or {}
+    kept = state.get(CollapseMonitor().state_key)
+    return list(kept["losses"]) if kept else None
