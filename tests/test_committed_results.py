@@ -15,6 +15,7 @@ import pytest
 
 from lightning_ssl.cli.main import main
 from lightning_ssl.sweep.identity import stale_reason
+from lightning_ssl.sweep.readme import readme_region
 from lightning_ssl.sweep.runner import load_results
 from lightning_ssl.sweep.spec import expand, load_spec
 
@@ -60,4 +61,8 @@ def test_report_of_committed_results(folder: Path, tmp_path: Path) -> None:
     committed = (folder / "report.md").read_text()
     assert table(rebuilt) == table(committed)
     assert section(rebuilt, "Headline") == section(committed, "Headline")
-    assert section(committed, "Headline") in (ROOT / "README.md").read_text()  # the README shows it as it is
+    shown = readme_region((ROOT / "README.md").read_text(), folder.name)
+    assert shown == section(committed, "Headline"), (
+        f"the README's {folder.name} headline is not the report's; "
+        f"run: lssl report {spec.relative_to(ROOT)} --readme README.md"
+    )

@@ -15,6 +15,7 @@ from lightning_ssl.optional import require
 from lightning_ssl.sweep.identity import stale_reason
 from lightning_ssl.sweep.publish import planned_seeds, write_report
 from lightning_ssl.sweep.published import parse_published
+from lightning_ssl.sweep.readme import readme_region, update_readme
 from lightning_ssl.sweep.record import RunRecord
 from lightning_ssl.sweep.report import DEFAULT_METRIC
 from lightning_ssl.sweep.runner import load_results
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", default=None, help="with a folder: report only the results of this sweep name")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log the tables and plots to W&B")
+    p.add_argument("--readme", default=None, metavar="PATH", help="also rewrite the report's headline in this README")
     return p
 
 
@@ -111,6 +113,8 @@ def run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         folder, title, metric = resolve_source(args.source, args.results)
+        if args.readme:
+            readme_region(Path(args.readme).read_text(), title)  # a missing marker is named before any work
         skipped: list[str] = []
         loaded = [RunRecord.from_json(r) for r in load_results(folder, skipped)]
         records = select(loaded, args.source, args.sweep, skipped)
@@ -124,6 +128,8 @@ def run(argv: list[str]) -> int:
             published=published_of(args.source),
             expected=expected_of(args.source),
         )
+        if args.readme and update_readme(Path(args.readme), written["report.md"].read_text(), title):
+            print(f"lssl report: {args.readme} now shows the headline of {written['report.md']}", file=sys.stderr)
         if skipped:
             print(f"lssl report: skipped {len(skipped)} result(s) (listed in {written['report.md']})", file=sys.stderr)
     except (ValueError, FileNotFoundError) as err:

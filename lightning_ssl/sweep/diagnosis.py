@@ -36,11 +36,13 @@ from lightning_ssl.sweep.report import (
     markdown_table,
     mean_std,
     replicate,
+    robustness_rows,
 )
 
 COLLAPSED_RANK = 0.10  # features RankMe / dim below this: dimensional collapse
 COLLAPSED_STD = 0.10  # normalised std of the embedding below this: the embedding is (nearly) a point
 UNSTABLE_STD = 0.02  # accuracy std over seeds above 2 points
+REFERENCE = "Supervised"  # the method whose Δ the seed paper compares self-supervised ones against
 
 
 def knn_metric(records: list[RunRecord]) -> str | None:
@@ -277,3 +279,41 @@ def _verdict(entry: dict[str, Any], knn_entry: dict[str, Any]) -> str:
     if "RawPixels" in knn_entry and knn_entry["RawPixels"][0] <= 0:
         missed.append("RawPixels (kNN)")
     return "finding" if not missed else "misses " + ", ".join(missed)
+
+
+def direction_lines(records: list[RunRecord], metric: str) -> list[str]:
+    """Whether the seed paper's direction reproduces (Liu et al., ICLR 2022: a self-supervised
+    encoder's robustness gap Δ = (A_bal − A_LT) / A_bal is smaller than the supervised one's), one
+    line per method with balanced twins and per evaluation: Δ smaller than Supervised's by more than
+    2 standard errors of the difference is the paper's direction, larger is the opposite, otherwise
+    a tie. A row whose long-tailed encoder does not beat RawPixels is said to be no finding; empty
+    without twins of Supervised and of another method."""
+    rows = robustness_rows(records, metric)
+    reference = {(g.evaluation, _where(g.axes)): g for g in rows if g.axes.get("method") == REFERENCE}
+    lines = []
+    for g in rows:
+        ref = reference.get((g.evaluation, _where(g.axes)))
+        if ref is None or g is ref:
+            continue
+        diff = ref.gap[0] - g.gap[0]
+        se = math.hypot(ref.gap[1] / math.sqrt(ref.seeds), g.gap[1] / math.sqrt(g.seeds))
+        if min(g.seeds, ref.seeds) < 2:
+            verdict = "one seed, no verdict yet"
+        elif abs(diff) <= 2 * se:
+            verdict = "a tie within 2 standard errors: neither direction is shown"
+        elif diff > 0:
+            verdict = "smaller: the paper's direction"
+        else:
+            verdict = "larger: against the paper's direction"
+        where = _where(g.axes)
+        line = (
+            f"- **{g.axes.get('method')}** ({g.evaluation}{', ' + where if where else ''}): Δ {fmt(*g.gap)} % "
+            f"against {REFERENCE}'s {fmt(*ref.gap)} % ({min(g.seeds, ref.seeds)} seeds): {verdict}"
+        )
+        raw = g.floors.get("RawPixels")
+        if raw is not None and raw[0] <= 0:
+            line += (
+                f"; its long-tailed encoder is {fmt(-raw[0], raw[1])} points under RawPixels, so this Δ is no finding"
+            )
+        lines.append(line)
+    return lines

@@ -13,9 +13,11 @@ from lightning_ssl.io import atomic_write_text
 from lightning_ssl.sweep.diagnosis import (
     COLLAPSED_RANK,
     COLLAPSED_STD,
+    REFERENCE,
     UNSTABLE_STD,
     diagnosis_lines,
     diagnostics_table,
+    direction_lines,
     headline_table,
     ranking_lines,
 )
@@ -75,7 +77,17 @@ def write_report(
     if skipped:
         parts.append(f"- skipped {len(skipped)} result(s):")
         parts += [f"  - {line}" for line in skipped]
-    parts += ["", "## Headline", "", headline_table(records, metric, expected), "", "## Results", "", md, ""]
+    parts += ["", "## Headline", "", headline_table(records, metric, expected), ""]
+    direction = direction_lines(records, metric)
+    if direction:
+        parts += [
+            f"Does the robustness gap Δ = (A_bal − A_LT) / A_bal on {metric} of self-supervised encoders come "
+            f"out smaller than {REFERENCE}'s, as Liu et al. (ICLR 2022) found?",
+            "",
+            *direction,
+            "",
+        ]
+    parts += ["## Results", "", md, ""]
     pub_md, pub_csv, pub_notes = published_table(records, parse_published(published))
     if pub_md:
         parts += ["## Published numbers beside ours", "", pub_md, "", *pub_notes, ""]
