@@ -795,7 +795,7 @@ class DnCPipeline(DnCOptions, Pipeline):
             "train_seconds": seconds,
             "global_batch": pipeline.global_batch(),
             "devices": pipeline.world_size(),
-            "dnc_stages": {k: str(v) for k, v in stages.items()},
+            "dnc_stages": {k: str(Path(v).resolve().relative_to(Path(run_dir).resolve())) for k, v in stages.items()},
         }
         trained = Trained.of(model, cli.datamodule, cli.trainer, train)
         trained.losses = stage_losses(stages["distill"] / "model.ckpt")  # the student's curve
