@@ -20,7 +20,7 @@ bench: $(STAMP)
 	$(BIN)/lssl bench
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile --timeout=600 --durations=15
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --timeout=600 --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check lightning_ssl datamodules tests benchmarks examples
