@@ -92,34 +92,46 @@ class Trained:
 
 
 class Throughput(pl.Callback):
-    """Training images and seconds of this session (a resumed run counts only what it trains)."""
+    """Training images and seconds of this session (a resumed run counts only what it trains).
+
+    The clock of an epoch starts at its first batch: an epoch resumed in its middle gets no
+    ``on_train_epoch_start`` from Lightning. ``time_per_epoch_s`` is the seconds per full epoch's
+    images, so a partial epoch counts for its share."""
 
     def __init__(self) -> None:
         self.images = 0
         self.seconds = 0.0
         self.epochs = 0
-        self._start = 0.0
+        self.epoch_images = 0  # images of one full epoch (all ranks)
+        self._start: float | None = None
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self._start = time.perf_counter()
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._start is None:
+            self._start = time.perf_counter()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self.images += int(batch[1].shape[0]) * trainer.world_size
+        images = int(batch[1].shape[0]) * trainer.world_size
+        self.images += images
+        if not self.epoch_images and isinstance(trainer.num_training_batches, int):
+            self.epoch_images = images * trainer.num_training_batches
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.seconds += time.perf_counter() - self._start
-        self.epochs += 1
+        if self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self.epochs += 1
+        self._start = None
 
     def record(self) -> dict[str, Any]:
         """This session's part of a record's ``train`` entry."""
+        full_epochs = self.images / self.epoch_images if self.epoch_images else 0
         return {
             "session_epochs": self.epochs,
             "train_images": self.images,
             "train_seconds": self.seconds,
             "images_per_s": self.images / self.seconds if self.seconds else None,
-            "time_per_epoch_s": self.seconds / self.epochs if self.epochs else None,
+            "time_per_epoch_s": self.seconds / full_epochs if full_epochs else None,
         }
 
 

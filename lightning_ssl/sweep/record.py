@@ -120,6 +120,12 @@ class RunRecord:
     # -- what the report's tables read ----------------------------------------------------------
     @property
     def time_per_epoch_s(self) -> float:
+        """Seconds per epoch of training; NaN when the record's clock cannot be right (more training
+        seconds than the run's wall time: records of runs resumed mid-epoch before the clock started
+        at the first batch counted from the machine's boot)."""
+        seconds, wall = self.train.get("train_seconds"), self.raw.get("wall_time_s")
+        if seconds is not None and wall is not None and seconds > wall:
+            return math.nan
         return self.train.get("time_per_epoch_s") or math.nan
 
     @property
