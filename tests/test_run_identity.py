@@ -189,3 +189,28 @@ def test_a_method_version_makes_only_that_methods_results_stale(monkeypatch: pyt
     assert stale_reason(record_of(simclr, method_version=3), simclr) is None
     moco = one({"method": ["MoCoV2"]})
     assert stale_reason(record_of(moco), moco) is None  # another method's results stay current
+
+
+def test_a_probe_that_ran_out_of_a_smaller_budget_is_stale_and_a_converged_one_is_not() -> None:
+    from lightning_ssl.eval.linear import PROBE_RECIPES
+    from lightning_ssl.sweep.identity import unconverged_probe
+
+    budget = PROBE_RECIPES["lbfgs"].steps
+
+    def record(steps: int, converged: bool, where: str = "evaluation") -> dict:
+        linear = {
+            "options": {},
+            "runs": {"linear_full": {"recipe": {"name": "lbfgs", "steps": steps}, "converged": converged}},
+        }
+        return (
+            {"evaluation": {"linear": linear}}
+            if where == "evaluation"
+            else {"transfer": {"digits": {"linear": linear}}}
+        )
+
+    assert unconverged_probe(record(500, True)) is None  # L-BFGS would stop at the same step today
+    assert unconverged_probe(record(500, False)) == (
+        f"linear_full stopped unconverged at its budget of 500 steps; the budget is now {budget}"
+    )
+    assert unconverged_probe(record(500, False, where="transfer")) is not None
+    assert unconverged_probe(record(budget, False)) is None  # spent today's budget: more steps are not asked for

@@ -3,7 +3,8 @@
 The default recipe, ``lbfgs`` (docs/protocols.md §2), is multinomial logistic regression on
 per-dimension standardised features, minimised full-batch by L-BFGS with a strong-Wolfe line
 search until the gradient or the loss change falls under a tolerance, within a budget of optimiser
-steps (``steps``, default 500 iterations). Its objective is scikit-learn's
+steps (``steps``, default 2,000 iterations: raw 16 px Fashion-MNIST pixels, 768 collinear
+dimensions over 60,000 images, need 690; 500 left them 0.2 points short). Its objective is scikit-learn's
 ``LogisticRegression(C=1)``:
 
     mean_i CE(W x_i + b, y_i) + weight_decay / 2 * ||W||^2,   weight_decay = 1 / (C N)
@@ -62,7 +63,7 @@ class ProbeRecipe:
 
 
 PROBE_RECIPES: dict[str, ProbeRecipe] = {
-    "lbfgs": ProbeRecipe("lbfgs", "lbfgs", lr=1.0, standardize=True, steps=500),
+    "lbfgs": ProbeRecipe("lbfgs", "lbfgs", lr=1.0, standardize=True, steps=2000),
     "mttv": ProbeRecipe("mttv", "adamw", lr=0.005, standardize=False, epochs=100, batch_size=1024, weight_decay=0.0),
     "rwsam": ProbeRecipe(
         "rwsam", "sgd", lr=30.0, standardize=False, epochs=100, batch_size=256, weight_decay=0.0, milestones=(60, 80)

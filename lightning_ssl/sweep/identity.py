@@ -20,7 +20,10 @@ Lightning upgrade that adds a Trainer argument, or an explicit default leave the
   the same numbers, record the new fingerprint with the same version;
 * its resolved config differs from the current resolution in a value that is not at its default
   (:func:`stale_keys`; checkpoint callbacks do not count: saving changes no number);
-* its evaluation or transfer protocol differs.
+* its evaluation or transfer protocol differs;
+* one of its linear probes stopped unconverged at a smaller step budget than the current recipe's
+  (:func:`unconverged_probe`): L-BFGS takes the same path whatever its budget, so a probe that
+  converged gives the same number under a larger one, and only one that ran out would change.
 
 **A run folder's checkpoints** are resumed only for the identity they were trained for
 (:func:`training_identity`: the compute version, the config, the pipeline's options).
@@ -37,6 +40,7 @@ from jsonargparse import ArgumentParser
 
 from lightning_ssl.class_path import import_class
 from lightning_ssl.config.registry import dataset_classes
+from lightning_ssl.eval.linear import PROBE_RECIPES, make_recipe
 from lightning_ssl.io import canonical_json, digest
 from lightning_ssl.sweep.resolve import resolve_config
 
@@ -213,6 +217,25 @@ def stale_reason(record: dict[str, Any], run: Any) -> str | None:
     for name, want in (("evaluation_protocol", run.evaluation), ("transfer_protocol", run.transfer)):
         if canonical_json(record.get(name)) != canonical_json(want):
             return f"{name} differs"
+    return unconverged_probe(record)
+
+
+def unconverged_probe(record: dict[str, Any]) -> str | None:
+    """Why a probe of ``record`` (in-domain or transfer) would change today: it stopped unconverged
+    after spending a step budget smaller than its recipe's current one; ``None`` otherwise."""
+    linears = [(record.get("evaluation") or {}).get("linear") or {}]
+    linears += [(t or {}).get("linear") or {} for t in (record.get("transfer") or {}).values() if isinstance(t, dict)]
+    for linear in linears:
+        for name, probe in (linear.get("runs") or {}).items():
+            recipe = probe.get("recipe") or {}
+            if probe.get("converged", True) or recipe.get("steps") is None or recipe.get("name") not in PROBE_RECIPES:
+                continue
+            options = {k: v for k, v in (linear.get("options") or {}).items() if k == "steps"}
+            budget = make_recipe(recipe["name"], **options).steps
+            if budget is not None and int(recipe["steps"]) < int(budget):
+                return (
+                    f"{name} stopped unconverged at its budget of {recipe['steps']} steps; the budget is now {budget}"
+                )
     return None
 
 
