@@ -172,3 +172,19 @@ def test_wandb_sweep_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     assert chosen.seed == 1
     with pytest.raises(ValueError, match="the sweep has no axis 'lr'; its axes: dataset, method, seed"):
         launchers.select_runs(runs, ["lr=0.1"])
+
+
+def test_select_takes_a_boolean_as_the_progress_lines_print_it() -> None:
+    from lightning_ssl.sweep.spec import spec_from_dict
+
+    raw = {
+        "name": "x",
+        "base": {"model": {"init_args": {"backbone": "resnet_tiny"}}, "data": {"class_path": "DigitsLT"}},
+        "grid": {"method": ["SimCLR"], "balanced_twin": [False, True]},
+        "floors": [],
+    }
+    runs = expand(spec_from_dict(raw), validate=False)
+    for text in ("false", "False"):
+        (chosen,) = launchers.select_runs(runs, ["method=SimCLR", f"balanced_twin={text}"])
+        assert chosen.axes["balanced_twin"] is False
+    assert launchers.select_runs(runs, ["method=simclr"]) == []  # names stay exact

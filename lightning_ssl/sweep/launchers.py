@@ -357,7 +357,8 @@ def wandb_sweep_config(
 
 def select_runs(runs: list[Run], selection: list[str]) -> list[Run]:
     """The runs whose axes match every ``axis=value`` of ``selection`` that they have (values compared
-    as text, as W&B passes them); an unknown axis is an error naming the axes."""
+    as text, as W&B passes them; a boolean in either case, as the progress lines print it:
+    ``twin=false``); an unknown axis is an error naming the axes."""
     wanted: dict[str, str] = {}
     known = {k for run in runs for k in run.axes}
     for item in selection:
@@ -367,7 +368,11 @@ def select_runs(runs: list[Run], selection: list[str]) -> list[Run]:
         if key not in known:
             raise ValueError(f"--select: the sweep has no axis {key!r}; its axes: {', '.join(sorted(known))}")
         wanted[key] = value
-    return [run for run in runs if all(str(run.axes[k]) == v for k, v in wanted.items() if k in run.axes)]
+
+    def matches(value: Any, text: str) -> bool:
+        return str(value).lower() == text.lower() if isinstance(value, bool) else str(value) == text
+
+    return [run for run in runs if all(matches(run.axes[k], v) for k, v in wanted.items() if k in run.axes)]
 
 
 def write_wandb_sweep(
