@@ -121,7 +121,8 @@ def test_headline_marks_missing_seeds_and_rows_not_run() -> None:
     lines = table.splitlines()
     assert lines[0].startswith("| method | setting | seeds | linear_full/acc_top1 | knn_k200_t0.1/acc_top1 |")
     assert lines[2].startswith("| RawPixels |") and lines[3].startswith("| RandomInit |")
-    assert "| SimCLR | dataset=D | 1/3 | 85.00 | 85.00 |" in table and table.rstrip().endswith("| finding |")
+    assert "| SimCLR | dataset=D | 1/3 | 85.00 | 85.00 |" in table
+    assert table.rstrip().endswith("| above both floors, one seed: no spread yet |")  # no spread, no finding
     assert "| MoCo | dataset=D | 0/3 | – | – | – |  |  | not run yet |" in table
     assert diagnosis_lines(floors(), METRIC) == ["- no method has finished a run yet"]
 
@@ -152,3 +153,16 @@ def test_the_papers_direction_is_judged_from_the_twins_gaps() -> None:
     assert line.endswith("; its long-tailed encoder is 0.50 ± 0.10 points under RawPixels, so this Δ is no finding")
     no_reference = [r for r in study(0.8) if r.axes["method"] != "Supervised"]
     assert direction_lines(no_reference, METRIC) == []
+
+
+def test_a_finding_beats_raw_pixels_by_more_than_two_standard_errors() -> None:
+    from lightning_ssl.sweep.diagnosis import headline_table
+
+    def verdict(accs: list[float]) -> str:
+        records = floors() + [rec("SimCLR", s, a) for s, a in enumerate(accs)]
+        return headline_table(records, METRIC).splitlines()[-1].rsplit("|", 2)[-2].strip()
+
+    # margins over RawPixels (80 %): 5.0, 5.1, 5.2 points, mean 5.1 against 2 x 0.1 / sqrt(3)
+    assert verdict([0.85, 0.851, 0.852]) == "finding"
+    # 0.5, -0.3, 0.4: mean 0.2 against 2 x 0.44 / sqrt(3) = 0.50
+    assert verdict([0.805, 0.797, 0.804]) == "above both floors, within 2 standard errors of RawPixels (3 seeds)"

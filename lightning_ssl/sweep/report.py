@@ -162,8 +162,10 @@ def summarize(records: list[RunRecord]) -> tuple[list[Row], list[str]]:
 
 def floor_margins(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> dict[tuple, dict[str, Any]]:
     """For each method's run group: its margin over each floor on ``metric`` (paired by replicate;
-    mean and std of the per-replicate differences) and whether it beats ``RandomInit`` clearly
-    (by >= :data:`CLEAR_MARGIN` and by more than 2 standard errors when there are >= 2 replicates)."""
+    mean and std of the per-replicate differences), whether it beats ``RandomInit`` clearly
+    (``clear``: by >= :data:`CLEAR_MARGIN` and by more than 2 standard errors when there are >= 2
+    replicates) and whether it beats ``RawPixels`` by more than 2 standard errors (``raw_clear``:
+    needs >= 2 replicates; one seed shows no spread)."""
     floors: dict[str, dict[tuple, dict[tuple, float]]] = {f: defaultdict(dict) for f in FLOORS}
     for r in records:
         if r.axes.get("method") in FLOORS and metric in r.metrics:
@@ -194,6 +196,10 @@ def floor_margins(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> dic
             entry["clear"] = bool(
                 mean >= CLEAR_MARGIN and (n < 2 or not math.isfinite(std) or mean > 2 * std / math.sqrt(n))
             )
+        if "RawPixels" in entry:
+            mean, std = entry["RawPixels"]
+            n = entry["RawPixels_n"]
+            entry["raw_clear"] = bool(n >= 2 and math.isfinite(std) and mean > 2 * std / math.sqrt(n))
         out[key] = entry
     return out
 
