@@ -35,6 +35,17 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 _preempted_by: int | None = None  # the signal that stopped the last fit of this process
 _saved_at_stop: str | None = None  # the checkpoint that holds the state at that stop
+_stop_pending: int | None = None  # a signal that came before a fit had its handlers (see request_stop)
+
+
+def request_stop(signum: int | None) -> None:
+    """Ask the next fit of this process to stop after its first step and save (``None`` withdraws).
+
+    Lightning installs its SIGTERM handler only once a fit has set up (data, model, restored
+    checkpoint: seconds to minutes), and clears ``received_sigterm`` as it does; a notice that comes
+    in that window would otherwise let the whole run train. ``lssl sweep``'s own handler calls this."""
+    global _stop_pending
+    _stop_pending = None if signum is None else int(signum)
 
 
 def preempted_signal() -> int | None:
@@ -228,6 +239,13 @@ class AtomicModelCheckpoint(ModelCheckpoint):
             signals.append(signal.SIGUSR1)
         for sig in signals:
             self._previous_handlers[sig] = signal.signal(sig, preempted)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A stop requested before this fit's handlers existed (:func:`request_stop`): stop after
+        the first step and save, the path a signal during training takes."""
+        if _stop_pending is not None:
+            _record_preemption(_stop_pending)
+            trainer._signal_connector.received_sigterm = True
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         for sig, handler in getattr(self, "_previous_handlers", {}).items():

@@ -37,7 +37,21 @@ class SignalAtStep(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
         name, _, step = os.environ.get("LSSL_TEST_SIGNAL", "").partition(":")
-        if name and trainer.global_step == int(step):
+        if name and step.isdigit() and trainer.global_step == int(step):
+            os.kill(os.getpid(), getattr(signal, name))
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """``SIGTERM:setup``: the signal comes while the run sets up, before Lightning's handlers."""
+        self._at("setup")
+
+    def on_train_end(self, trainer: pl.Trainer, *args: object) -> None:
+        """``SIGTERM:end``: the signal comes after the last step, as the run's training ends."""
+        self._at("end")
+
+    @staticmethod
+    def _at(moment: str) -> None:
+        name, _, when = os.environ.get("LSSL_TEST_SIGNAL", "").partition(":")
+        if name and when == moment:
             os.kill(os.getpid(), getattr(signal, name))
 
 
@@ -219,3 +233,51 @@ def test_logs_and_checkpoints_continue_across_a_preemption(tmp_path: Path) -> No
     # what the callback keeps (save_top_k=0: the rolling last.ckpt only)
     assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt"]
     assert sorted(p.name for p in (full / "checkpoints").iterdir()) == ["last.ckpt"]
+
+
+@pytest.mark.parametrize(
+    ("moment", "first", "results"),
+    [("setup", "interrupted", 0), ("end", "done", 1)],
+)
+def test_a_signal_outside_the_steps_stops_the_sweep_before_its_next_run(
+    tmp_path: Path, moment: str, first: str, results: int
+) -> None:
+    """A preemption notice while a run sets up (before Lightning has its handlers; it once let that
+    whole run train) stops the fit after its first step with a checkpoint; one after the last step
+    lets the run write its result. Either way no further run starts and the sweep exits 143."""
+    spec = {
+        "name": "late",
+        "base": {
+            "seed_everything": 0,
+            "model": {
+                "class_path": "SimCLR",
+                "init_args": {"backbone": "resnet_tiny", "image_size": 16, "proj_hidden_dim": 16, "proj_output_dim": 8},
+            },
+            "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 64}},
+            "trainer": {
+                "max_steps": 3,
+                "accelerator": "cpu",
+                "enable_progress_bar": False,
+                "num_sanity_val_steps": 0,
+                "callbacks": [{"class_path": "tests.test_preemption.SignalAtStep"}],
+            },
+        },
+        "grid": {"seed": [0, 1]},
+        "evaluation": {"knn_k": 5},
+        "floors": [],
+    }
+    path = tmp_path / "late.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    proc = lssl(["sweep", str(path), "--results", "res", "--work", "work"], tmp_path, f"SIGTERM:{moment}")
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert re.search(rf"^1/2 {first} ", proc.stderr, re.M), proc.stderr[-2000:]
+    assert not re.search(r"^2/2 ", proc.stderr, re.M), proc.stderr[-2000:]
+    assert (
+        proc.stdout.strip()
+        .splitlines()[-1]
+        .endswith(f"1 {first}, stopped by signal 15: re-run the same command to resume ({Path('res', 'late')})")
+    )
+    assert len(list((tmp_path / "res" / "late").glob("*.json"))) == results
+    if moment == "setup":
+        (ckpt,) = (tmp_path / "work" / "late").glob("*/checkpoints/last.ckpt")
+        assert torch.load(ckpt, weights_only=False)["global_step"] == 1

@@ -20,7 +20,7 @@ import torch
 import yaml
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lightning_ssl.checkpoints import preempted_signal
+from lightning_ssl.checkpoints import preempted_signal, request_stop
 from lightning_ssl.io import atomic_write_text
 from lightning_ssl.optional import require
 from lightning_ssl.sweep.record import RunStatus
@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 class _StopRequest:
     """While active, SIGTERM / SIGUSR1 (a scheduler's preemption notice) and Ctrl-C mark the sweep to
     stop before its next run. During a fit the checkpoint callback's handlers take over (the fit
-    stops after the current step and saves); between fits (evaluation) the current run finishes
-    and writes its result first. A second Ctrl-C quits at once."""
+    stops after the current step and saves); while a run sets up, its fit stops after its first
+    step and saves (:func:`request_stop`); during evaluation the run finishes and writes its result
+    first. A second Ctrl-C quits at once."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -50,6 +51,7 @@ class _StopRequest:
                 flush=True,
             )
         self.signum = self.signum or int(signum)
+        request_stop(self.signum)
 
     def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -59,6 +61,7 @@ class _StopRequest:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        request_stop(None)
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
