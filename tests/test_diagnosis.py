@@ -96,11 +96,13 @@ def test_ranking_says_ties_as_ties() -> None:
         + [rec("A", s, v) for s, v in ((0, 0.80), (1, 0.82), (2, 0.81))]
         + [rec("B", s, v) for s, v in ((0, 0.805), (1, 0.815), (2, 0.81))]
         + [rec("C", s, v) for s, v in ((0, 0.70), (1, 0.701), (2, 0.702))]
+        + [rec("D", 0, 0.60)]
     )
     lines = ranking_lines(records, METRIC)
     assert lines[0] == f"- ranking on {METRIC} (dataset=D):"
     assert lines[1].startswith("  1. ") and "tied with" in lines[1]
-    assert lines[3].startswith("  3. C 70.10") and "tied" not in lines[3]
+    assert lines[3] == "  3. C 70.10 ± 0.10 (3 seeds)"
+    assert lines[4] == "  4. D 60.00 (1 seed)"
     assert "RandomInit" not in "".join(lines)
 
 

@@ -151,7 +151,8 @@ def ranking_lines(records: list[RunRecord], metric: str) -> list[str]:
             ties = [other for j, (other, v) in enumerate(entries) if j != i and _tied(values, v)]
             mean, std = mean_std(values)
             tie = f"; tied with {', '.join(ties)}" if ties else ""
-            lines.append(f"  {i + 1}. {name} {fmt(mean, std)} ({len(values)} seeds{tie})")
+            count = f"{len(values)} seed" + ("s" if len(values) != 1 else "")
+            lines.append(f"  {i + 1}. {name} {fmt(mean, std)} ({count}{tie})")
     return lines
 
 
