@@ -173,6 +173,22 @@ def test_floors_margins_and_the_not_trained_flag() -> None:
     assert "**no: not trained yet**" in next(row for row in lines if row.startswith("| Supervised | DigitsLT | False"))
 
 
+def test_a_row_level_with_or_under_raw_pixels_is_named() -> None:
+    from lightning_ssl.sweep.report import floor_notes
+
+    recs = typed(
+        [floor("RawPixels", 0, False, 0.55), floor("RandomInit", 0, False, 0.30), floor("RandomInit", 1, False, 0.31)]
+        + [record("SimCLR", s, False, 0.55, (0.5,) * 3) for s in (0, 1)]
+        + [record("Supervised", s, False, 0.50, (0.5,) * 3) for s in (0, 1)]
+    )
+    notes = "\n".join(floor_notes(recs))
+    assert "**SimCLR** (balanced_twin=False, dataset=DigitsLT, subsample=1.0) only ties RawPixels on" in notes
+    assert (
+        "**Supervised** (balanced_twin=False, dataset=DigitsLT, subsample=1.0) is 5.00 points below RawPixels" in notes
+    )
+    assert "-0.00" not in notes
+
+
 def test_per_class_gap_is_relative_to_the_twin_per_class_then_grouped() -> None:
     from lightning_ssl.sweep.report import per_class_gap_rows
 
