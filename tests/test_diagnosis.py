@@ -18,6 +18,7 @@ def rec(
     rank: float = 60.0,
     std: float = 0.8,
     falling: bool = False,
+    config: dict | None = None,
 ) -> RunRecord:
     """A result of ``method``; ``seed=None``: a run without randomness (RawPixels), no seed axis."""
     diag = {
@@ -40,6 +41,7 @@ def rec(
             "axes": axes,
             "metrics": {METRIC: acc, KNN: acc if knn is None else knn},
             "diagnostics": diag,
+            "config": config or {},
         }
     )
 
@@ -62,7 +64,22 @@ def test_under_trained_unstable_and_recipe_verdicts() -> None:
     spread = [rec("DnC", s, acc) for s, acc in ((0, 0.86), (1, 0.78), (2, 0.70))]
     assert any(c.startswith("unstable (seeds from 70.00 to 86.00 %)") for c in causes(spread, METRIC))
     steady = [rec("SwAV", s, 0.62) for s in (0, 1, 2)]
-    assert causes(steady, METRIC)[0].startswith("recipe (not collapsed")
+    assert causes(steady, METRIC)[0].startswith(
+        "recipe (not collapsed: RankMe 60.0 of 128; loss no longer falling in most seeds (mean fall 0.1 %"
+    )
+
+
+def test_a_temperature_schedule_makes_the_loss_trend_no_evidence() -> None:
+    """Under a cyclic temperature the loss rises with tau (+36.7 % over the last quarter of the
+    leaderboard's SimCLR+TS run): neither 'under-trained' nor 'loss flat, so the recipe'."""
+    schedule = {"model": {"init_args": {"temperature_schedule": {"tau_min": 0.1, "tau_max": 1.0}}}}
+    runs = [rec("SimCLR+TS", s, 0.62, falling=True, config=schedule) for s in (0, 1, 2)]
+    (cause,) = causes(runs, METRIC)
+    assert cause.startswith("not collapsed (RankMe 60.0 of 128); its loss follows the temperature schedule")
+    rising = [rec("SimCLR", s, 0.62) for s in (0, 1, 2)]
+    for r in rising:
+        r.diagnostics["loss_trend"]["fall_last_quarter"] = -0.367
+    assert "loss rising (+36.7 % over the last quarter)" in causes(rising, METRIC)[0]
 
 
 def test_records_without_diagnostics_are_not_called_a_recipe() -> None:
