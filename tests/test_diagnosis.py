@@ -172,6 +172,9 @@ def test_the_papers_direction_is_judged_from_the_twins_gaps() -> None:
     assert line.endswith("; its long-tailed encoder is 0.50 ± 0.10 points under RawPixels, so this Δ is no finding")
     no_reference = [r for r in study(0.8) if r.axes["method"] != "Supervised"]
     assert direction_lines(no_reference, METRIC) == []
+    one_seed = [r for r in study(0.8) if r.axes.get("seed") in (None, 0)]
+    (line,) = direction_lines(one_seed, METRIC)
+    assert line.endswith("against Supervised's 5.56 % (1 seed): one seed, no verdict yet")
 
 
 def test_a_finding_beats_raw_pixels_by_more_than_two_standard_errors() -> None:

@@ -173,9 +173,13 @@ def ranking_lines(records: list[RunRecord], metric: str) -> list[str]:
             ties = [other for j, (other, v) in enumerate(entries) if j != i and _tied(values, v)]
             mean, std = mean_std(values)
             tie = f"; tied with {', '.join(ties)}" if ties else ""
-            count = f"{len(values)} seed" + ("s" if len(values) != 1 else "")
-            lines.append(f"  {i + 1}. {name} {fmt(mean, std)} ({count}{tie})")
+            lines.append(f"  {i + 1}. {name} {fmt(mean, std)} ({seed_count(len(values))}{tie})")
     return lines
+
+
+def seed_count(n: int) -> str:
+    """``1 seed``, ``3 seeds``."""
+    return f"{n} seed" + ("" if n == 1 else "s")
 
 
 def _se(values: list[float]) -> float:
@@ -340,7 +344,7 @@ def direction_lines(records: list[RunRecord], metric: str) -> list[str]:
         where = _where(g.axes)
         line = (
             f"- **{g.axes.get('method')}** ({g.evaluation}{', ' + where if where else ''}): Δ {fmt(*g.gap)} % "
-            f"against {REFERENCE}'s {fmt(*ref.gap)} % ({min(g.seeds, ref.seeds)} seeds): {verdict}"
+            f"against {REFERENCE}'s {fmt(*ref.gap)} % ({seed_count(min(g.seeds, ref.seeds))}): {verdict}"
         )
         raw = g.floors.get("RawPixels")
         if raw is not None and raw[0] <= 0:
