@@ -349,7 +349,13 @@ def direction_lines(records: list[RunRecord], metric: str) -> list[str]:
         raw = g.floors.get("RawPixels")
         if raw is not None and raw[0] <= 0:
             line += (
-                f"; its long-tailed encoder is {fmt(-raw[0], raw[1])} points under RawPixels, so this Δ is no finding"
+                "; its long-tailed encoder "
+                + (
+                    "only ties RawPixels"
+                    if round(100 * raw[0], 2) == 0
+                    else f"is {fmt(-raw[0], raw[1])} points under RawPixels"
+                )
+                + ", so this Δ is no finding"
             )
         lines.append(line)
     return lines

@@ -311,7 +311,7 @@ def floor_notes(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> list[
     below = [(dict(k), e["RawPixels"][0]) for k, e in margins.items() if "RawPixels" in e and e["RawPixels"][0] <= 0]
     lines += [
         f"- **{b.get('method')}** ({where(b)}) "
-        + (f"is {100 * -m:.2f} points below" if m < 0 else "only ties")
+        + ("only ties" if round(100 * m, 2) == 0 else f"is {100 * -m:.2f} points below")
         + f" RawPixels on {metric}: an encoder that does not beat raw pixels has not been trained enough yet; "
         "its numbers are not a finding"
         for b, m in below
