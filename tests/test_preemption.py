@@ -117,12 +117,10 @@ def test_exit_code_helper() -> None:
     assert preemption_exit_code(RuntimeError("crash")) is None
 
 
-@pytest.mark.parametrize(("sig", "code", "by"), [("SIGTERM", 143, "signal 15"), ("SIGINT", 130, "Ctrl-C")])
-def test_sweep_prints_summary_and_exits_nonzero_when_a_run_is_preempted(
-    tmp_path: Path, sig: str, code: int, by: str
-) -> None:
-    spec = {
-        "name": "pre",
+def two_seed_spec(name: str, length: dict) -> dict:
+    """A sweep of two tiny SimCLR runs (seeds 0 and 1) whose trainer carries :class:`SignalAtStep`."""
+    return {
+        "name": name,
         "base": {
             "seed_everything": 0,
             "model": {
@@ -131,7 +129,7 @@ def test_sweep_prints_summary_and_exits_nonzero_when_a_run_is_preempted(
             },
             "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 64}},
             "trainer": {
-                "max_epochs": 1,
+                **length,
                 "accelerator": "cpu",
                 "enable_progress_bar": False,
                 "num_sanity_val_steps": 0,
@@ -142,6 +140,13 @@ def test_sweep_prints_summary_and_exits_nonzero_when_a_run_is_preempted(
         "evaluation": {"knn_k": 5},
         "floors": [],
     }
+
+
+@pytest.mark.parametrize(("sig", "code", "by"), [("SIGTERM", 143, "signal 15"), ("SIGINT", 130, "Ctrl-C")])
+def test_sweep_prints_summary_and_exits_nonzero_when_a_run_is_preempted(
+    tmp_path: Path, sig: str, code: int, by: str
+) -> None:
+    spec = two_seed_spec("pre", {"max_epochs": 1})
     path = tmp_path / "pre.yaml"
     path.write_text(yaml.safe_dump(spec))
     listed = lssl(["sweep", str(path), "--results", "res", "--work", "work", "--dry-run"], tmp_path)
@@ -245,27 +250,7 @@ def test_a_signal_outside_the_steps_stops_the_sweep_before_its_next_run(
     """A preemption notice while a run sets up (before Lightning has its handlers; it once let that
     whole run train) stops the fit after its first step with a checkpoint; one after the last step
     lets the run write its result. Either way no further run starts and the sweep exits 143."""
-    spec = {
-        "name": "late",
-        "base": {
-            "seed_everything": 0,
-            "model": {
-                "class_path": "SimCLR",
-                "init_args": {"backbone": "resnet_tiny", "image_size": 16, "proj_hidden_dim": 16, "proj_output_dim": 8},
-            },
-            "data": {"class_path": "DigitsLT", "init_args": {"batch_size": 64}},
-            "trainer": {
-                "max_steps": 3,
-                "accelerator": "cpu",
-                "enable_progress_bar": False,
-                "num_sanity_val_steps": 0,
-                "callbacks": [{"class_path": "tests.test_preemption.SignalAtStep"}],
-            },
-        },
-        "grid": {"seed": [0, 1]},
-        "evaluation": {"knn_k": 5},
-        "floors": [],
-    }
+    spec = two_seed_spec("late", {"max_steps": 3})
     path = tmp_path / "late.yaml"
     path.write_text(yaml.safe_dump(spec))
     proc = lssl(["sweep", str(path), "--results", "res", "--work", "work"], tmp_path, f"SIGTERM:{moment}")
