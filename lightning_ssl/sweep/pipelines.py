@@ -178,7 +178,8 @@ class Fit(Pipeline):
             "epochs": int(cli.trainer.current_epoch),
             "global_step": int(cli.trainer.global_step),
             **meter.record(),
-            "resumed_from": str(last) if last is not None else None,
+            # relative to the run folder: a committed record names no path of the machine that ran it
+            "resumed_from": str(last.resolve().relative_to(run_dir.resolve())) if last is not None else None,
             "global_batch": int(cli.datamodule.batch_size) * cli.trainer.world_size,
             "devices": cli.trainer.world_size,
         }
