@@ -1,5 +1,6 @@
 """PNG plots of a sweep (matplotlib, Agg): per-class accuracy vs class frequency, many/medium/few
-bars, and the robustness gap vs sample size (Liu et al., ICLR 2022, Figures 1-2).
+bars, the robustness gap vs sample size (Liu et al., ICLR 2022, Figures 1-2), and accuracy against
+each numeric grid axis (a budget in epochs, a learning rate).
 
 Every figure's title names the sweep, the probe and the run set; error bars are the sample std
 over seeds (none with one seed, said in the title); the floors (RawPixels, RandomInit) are drawn
@@ -24,11 +25,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
+from lightning_ssl.sweep.diagnosis import knn_metric  # noqa: E402
 from lightning_ssl.sweep.record import RunRecord  # noqa: E402
 from lightning_ssl.sweep.report import (  # noqa: E402
     DEFAULT_METRIC,
     FLOORS,
     GROUPS,
+    REPLICATE_AXES,
+    natural,
     probe_values,
     replicate,
     robustness_rows,
@@ -42,15 +46,28 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
+RUN_SET_AXES = ("dataset", "profile", "imbalance_ratio", "subsample", "balanced_twin")
+
+
 def _run_sets(records: list[RunRecord]) -> dict[tuple, list[RunRecord]]:
     """Runs by (dataset, profile, ratio, subsample, twin): each figure shows one run set."""
     out: dict[tuple, list[RunRecord]] = defaultdict(list)
     for r in records:
-        key = tuple(str(r.axes.get(k, "")) for k in ("dataset", "profile", "imbalance_ratio", "subsample")) + (
-            bool(r.axes.get("balanced_twin")),
-        )
+        key = tuple(str(r.axes.get(k, "")) for k in RUN_SET_AXES[:4]) + (bool(r.axes.get("balanced_twin")),)
         out[key].append(r)
     return out
+
+
+def _other_axes(record: RunRecord, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The axes that tell a run's row from the others of its run set (e.g. ``trainer.max_epochs``),
+    beside the method: neither a replicate axis nor a run-set axis."""
+    skip = {"method", *REPLICATE_AXES, *RUN_SET_AXES, *leave_out}
+    return {k: record.axes[k] for k in sorted(record.axes) if k not in skip}
+
+
+def row_label(record: RunRecord, leave_out: tuple[str, ...] = ()) -> str:
+    """The method, and the other axes of its row: runs of one label are seeds of one setting."""
+    return " ".join([str(record.method)] + [f"{k}={v}" for k, v in _other_axes(record, leave_out).items()])
 
 
 def _set_name(key: tuple) -> str:
@@ -108,9 +125,11 @@ def _group_bands(ax: Any, counts: np.ndarray, groups: dict[str, list[int]]) -> N
 
 
 def _by_method(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    """Runs by row label (the method, and its other axes: runs at 30 and 120 epochs are two rows,
+    never one row's "seeds"), the rows in the order of their axis values (30 before 120)."""
     out: dict[str, list[RunRecord]] = defaultdict(list)
-    for r in runs:
-        out[r.method].append(r)
+    for r in sorted(runs, key=lambda r: [natural(v) for v in _other_axes(r).values()]):
+        out[row_label(r)].append(r)
     return out
 
 
@@ -258,6 +277,64 @@ def gap_plot(records: list[RunRecord], path: Path, metric: str, title: str) -> P
     return _save(fig, path)
 
 
+def numeric_axes(runs: list[RunRecord]) -> list[str]:
+    """The axes of the methods' rows whose values are numbers, with two or more of them (a budget
+    in ``trainer.max_epochs``, a learning rate): each gets a plot of accuracy against it."""
+    values: dict[str, set] = defaultdict(set)
+    for r in runs:
+        if r.method not in FLOORS:
+            for k, v in _other_axes(r).items():
+                values[k].add(v if isinstance(v, (int, float)) and not isinstance(v, bool) else None)
+    return [k for k, vs in sorted(values.items()) if len(vs) > 1 and None not in vs]
+
+
+def axis_series(runs: list[RunRecord], axis: str, metric: str) -> dict[str, list[tuple[float, float, float, int]]]:
+    """Per row (the method and its axes but ``axis``): ``(axis value, mean, sample std, seeds)`` of
+    ``metric`` in % over seeds, in axis order; std is NaN with one seed."""
+    points: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        if r.method not in FLOORS and axis in r.axes and metric in r.metrics:
+            points[row_label(r, (axis,))][float(r.axes[axis])].append(100 * r.metrics[metric])
+    return {
+        label: [
+            (x, float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else math.nan, len(v))
+            for x, v in sorted(by_x.items())
+        ]
+        for label, by_x in sorted(points.items())
+    }
+
+
+def axis_plot(runs: list[RunRecord], path: Path, axis: str, metrics: list[str], title: str) -> Path | None:
+    """One panel per metric (the linear probe's, the kNN's): accuracy against a numeric axis, one line
+    per row, error bars over seeds, the floors as grey lines."""
+    series = {m: axis_series(runs, axis, m) for m in metrics}
+    metrics = [m for m in metrics if series[m]]
+    if not metrics:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for label, points in series[metric].items():
+            x, y, e, _ = zip(*points)
+            ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", capsize=3, label=label)
+        for name in FLOORS:
+            values = [r.metrics[metric] for r in runs if r.method == name and metric in r.metrics]
+            if values:
+                ax.axhline(100 * np.mean(values), lw=1, label=name, **FLOOR_STYLE[name])
+        xs = sorted({p[0] for points in series[metric].values() for p in points})
+        if xs[0] > 0 and xs[-1] / xs[0] >= 4:
+            _log_axis(ax)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{x:g}" for x in xs])
+        ax.set_xlabel(axis)
+        ax.set_ylabel(f"{metric.split('/')[0]} accuracy (%)")
+        ax.set_title(metric, fontsize=9)
+        ax.grid(alpha=0.3, lw=0.5)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.suptitle(f"{title}: accuracy vs {axis}\n{_set_name(_key_of(runs))}, {_seeds_text(runs)}", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _order(record: RunRecord) -> tuple[str, ...]:
     """A total order of result records (method, axes, replicate, run id), independent of the order
     the result files were listed in."""
@@ -283,6 +360,11 @@ def write_plots(
         name = _slug("_".join(str(k) for k in key[:4] if k) + ("_twin" if key[4] else ""))
         written.append(per_class_plot(runs, out / f"per_class_{name}.png", probe, title))
         written.append(group_bars(runs, out / f"groups_{name}.png", probe, title))
+        for axis in numeric_axes(runs):
+            knn = knn_metric(runs)
+            metrics = [metric] + ([knn] if knn and knn != metric else [])
+            plot = axis_plot(runs, out / f"{_slug(axis)}_{name}.png", axis, metrics, title)
+            written += [plot] if plot is not None else []
     gap = gap_plot(records, out / "gap_vs_n.png", metric, title)
     if gap is not None:
         written.append(gap)

@@ -58,6 +58,13 @@ def group_key(axes: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, v) for k, v in axes.items() if k not in REPLICATE_AXES))
 
 
+def natural(value: Any) -> tuple[int, float, str]:
+    """Sort key of an axis value: numbers by value (30 before 120, not as text), then the rest as text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
+
+
 def replicate(axes: Mapping[str, Any]) -> tuple[Any, ...]:
     """The replicate a run is within its row: (seed, data seed), ``None`` for an axis the run has
     not got (RawPixels has no seed: nothing in it is random)."""
@@ -153,7 +160,7 @@ def summarize(records: list[RunRecord]) -> tuple[list[Row], list[str]]:
     def order(row: Row) -> tuple:
         method = str(row.axes.get("method", ""))
         floor = FLOORS.index(method) if method in FLOORS else len(FLOORS)  # floors first
-        rest = tuple(str(row.axes.get(k, "")) for k in sorted(row.axes) if k != "method")
+        rest = tuple(natural(row.axes.get(k, "")) for k in sorted(row.axes) if k != "method")
         return (str(row.axes.get("dataset", "")), rest, floor, method)
 
     rows.sort(key=order)
@@ -292,7 +299,9 @@ def floor_notes(records: list[RunRecord], metric: str = DEFAULT_METRIC) -> list[
     """One line per method row that does not beat RandomInit clearly, or one line saying all do."""
     margins = floor_margins(records, metric)
     if not margins or not any("clear" in e for e in margins.values()):
-        return ["- floors: no RawPixels/RandomInit results to compare with (add `floors:` to the spec)"]
+        if not any(r.axes.get("method") in FLOORS for r in records):
+            return ["- floors: no RawPixels/RandomInit results to compare with (add `floors:` to the spec)"]
+        return ["- floors: no method's run has finished yet to compare with them"]
 
     def where(axes: dict[str, Any]) -> str:
         return ", ".join(f"{k}={v}" for k, v in axes.items() if k != "method")
@@ -520,14 +529,16 @@ def per_class_gap_table(records: list[RunRecord], metric: str = DEFAULT_METRIC) 
 
 def setting_lines(records: list[RunRecord]) -> list[str]:
     """What every table must state (docs/protocols.md §10): data, backbone, epochs, batch, devices, hardware."""
-    methods = [r for r in records if r.axes.get("method") not in FLOORS] or records
+    methods = [r for r in records if r.axes.get("method") not in FLOORS]
+    floors = len(records) - len(methods)
+    methods = methods or records  # only floors finished: describe them
 
     def values(get: Any, among: list[RunRecord] = methods) -> str:
-        found = sorted({str(get(r)) for r in among})
-        return ", ".join(found)
+        found = {str(get(r)): get(r) for r in among}
+        return ", ".join(sorted(found, key=lambda text: natural(found[text])))
 
     return [
-        f"- runs: {len(records)} ({len(records) - len(methods)} floors); distinct seeds: {values(lambda r: r.seed)}",
+        f"- runs: {len(records)} ({floors} floors); distinct seeds: {values(lambda r: r.seed)}",
         f"- linear probe: {values(_probe_recipe, records)}",
         f"- datasets: {values(lambda r: r.dataset)}",
         f"- backbone: {values(lambda r: r.backbone)}",
