@@ -67,7 +67,9 @@ class Splits:
 
 
 class LongTailDataModule(pl.LightningDataModule):
-    """Base of all datamodules; subclasses implement :meth:`build_splits` and set ``card``."""
+    """The dataset: a name such as FashionMNISTLT (lssl data stats NAME) or a subclass's class path.
+
+    The base of every datamodule; a subclass implements :meth:`build_splits` and sets ``card``."""
 
     card: ClassVar[DatasetCard]
 

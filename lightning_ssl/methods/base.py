@@ -156,7 +156,9 @@ def weighted_mean(losses: Tensor, weights: Tensor | None = None) -> Tensor:
 
 
 class SSLMethod(pl.LightningModule):
-    """Base LightningModule of all methods (not used directly)."""
+    """The method: a name such as SimCLR (lssl help NAME) or a subclass's class path.
+
+    The base LightningModule of every method; not used directly."""
 
     card: ClassVar[MethodCard]
 

@@ -267,7 +267,7 @@ class DnCOptions:
 
 @dataclass
 class StageTrainerOptions:
-    """The ``pl.Trainer`` options every DnC stage shares.
+    """The Trainer options every DnC stage shares.
 
     ``lssl dnc --trainer.*``, and in a sweep the run's own trainer values of these keys;
     ``max_epochs`` / ``max_steps`` are set per stage.
