@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from lightning_ssl.sweep.diagnosis import headline_table, ranking_lines
 from lightning_ssl.sweep.plots import _by_method, axis_series, numeric_axes, write_plots
 from lightning_ssl.sweep.record import RunRecord
 from lightning_ssl.sweep.report import floor_notes, main_table, natural, setting_lines
@@ -78,6 +79,10 @@ def test_the_report_orders_budgets_by_number_and_plots_them(tmp_path: Path) -> N
     md, _ = main_table(records)
     lines = [line for line in md.splitlines() if line.startswith("| SimCLR |")]
     assert [line.split(" | ")[2] for line in lines] == ["30", "120"]
+    headline = [line for line in headline_table(records, "linear_full/acc_top1").splitlines() if "SimCLR" in line]
+    assert [EPOCHS + "=30" in headline[0], EPOCHS + "=120" in headline[1]] == [True, True]
+    ranked = [line for line in ranking_lines(records, "linear_full/acc_top1") if line.startswith("- ranking")]
+    assert [line.endswith(f"{EPOCHS}=30):") for line in ranked] == [True, False]
     assert "- epochs: 30, 120;" in "\n".join(setting_lines(records))
     written = {p.name for p in write_plots(records, tmp_path, title="budget")}
     assert f"{EPOCHS}_DigitsLT.png" in written and (tmp_path / f"{EPOCHS}_DigitsLT.png").stat().st_size > 0

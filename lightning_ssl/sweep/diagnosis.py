@@ -31,6 +31,7 @@ from lightning_ssl.sweep.report import (
     FLOORS,
     REPLICATE_AXES,
     _by_group,
+    axes_order,
     floor_margins,
     fmt,
     markdown_table,
@@ -166,7 +167,7 @@ def ranking_lines(records: list[RunRecord], metric: str) -> list[str]:
             rest = tuple((k, v) for k, v in key if k not in ("method", *REPLICATE_AXES))
             settings[rest].append((str(axes.get("method")), values))
     lines = []
-    for rest, entries in sorted(settings.items(), key=lambda kv: str(kv[0])):
+    for rest, entries in sorted(settings.items(), key=lambda kv: axes_order(kv[0])):
         entries.sort(key=lambda e: -float(np.mean(e[1])))
         lines.append(f"- ranking on {metric}" + (f" ({_where(dict(rest))})" if rest else "") + ":")
         for i, (name, values) in enumerate(entries):
@@ -211,7 +212,7 @@ def diagnostics_table(records: list[RunRecord]) -> str:
         "loss fall, last quarter",
     ]
     body = []
-    for key, members in sorted(_by_group(records).items(), key=lambda kv: str(kv[0])):
+    for key, members in sorted(_by_group(records).items(), key=lambda kv: axes_order(kv[0])):
         axes = dict(key)
         d = group_diagnostics(members)
 
@@ -259,7 +260,7 @@ def headline_table(records: list[RunRecord], metric: str, expected: dict[tuple, 
     ]
     body = []
     groups = _by_group(records)
-    for key in sorted(set(groups) | set(expected or {}), key=lambda k: (_floor_first(k), str(k))):
+    for key in sorted(set(groups) | set(expected or {}), key=lambda k: (_floor_first(k), axes_order(k))):
         axes, members = dict(key), groups.get(key, [])
         if not members:
             body.append(

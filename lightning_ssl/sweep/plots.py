@@ -313,13 +313,25 @@ def axis_plot(runs: list[RunRecord], path: Path, axis: str, metrics: list[str], 
         return None
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
+        low, high = math.inf, -math.inf
         for label, points in series[metric].items():
             x, y, e, _ = zip(*points)
-            ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", capsize=3, label=label)
+            e = np.nan_to_num(e)
+            ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label)
+            low, high = min(low, *(np.asarray(y) - e)), max(high, *(np.asarray(y) + e))
+        # the y range is the rows' and the floors' near them: a floor 20 points away (RandomInit)
+        # would flatten the differences the plot is for; it is named in the legend with its value
+        span = max(high - low, 2.0)
         for name in FLOORS:
             values = [r.metrics[metric] for r in runs if r.method == name and metric in r.metrics]
             if values:
-                ax.axhline(100 * np.mean(values), lw=1, label=name, **FLOOR_STYLE[name])
+                value = 100 * float(np.mean(values))
+                near = low - span <= value <= high + span
+                low, high = (min(low, value), max(high, value)) if near else (low, high)
+                text = f"{name} {value:.2f} %" + ("" if near else " (off the axis)")
+                ax.axhline(value, lw=1, label=text, **FLOOR_STYLE[name])
+        pad = 0.15 * max(high - low, 1.0)
+        ax.set_ylim(low - pad, high + pad)
         xs = sorted({p[0] for points in series[metric].values() for p in points})
         if xs[0] > 0 and xs[-1] / xs[0] >= 4:
             _log_axis(ax)
@@ -329,7 +341,7 @@ def axis_plot(runs: list[RunRecord], path: Path, axis: str, metrics: list[str], 
         ax.set_ylabel(f"{metric.split('/')[0]} accuracy (%)")
         ax.set_title(metric, fontsize=9)
         ax.grid(alpha=0.3, lw=0.5)
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        ax.legend(fontsize=7, loc="best", frameon=False)  # per panel: the floors' values differ by metric
     fig.suptitle(f"{title}: accuracy vs {axis}\n{_set_name(_key_of(runs))}, {_seeds_text(runs)}", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

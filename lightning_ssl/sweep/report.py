@@ -65,6 +65,11 @@ def natural(value: Any) -> tuple[int, float, str]:
     return (1, 0.0, str(value))
 
 
+def axes_order(key: tuple[tuple[str, Any], ...]) -> list[tuple[str, tuple[int, float, str]]]:
+    """Sort key of a run group's ``((axis, value), ...)``: axis by axis, numbers by value."""
+    return [(axis, natural(value)) for axis, value in key]
+
+
 def replicate(axes: Mapping[str, Any]) -> tuple[Any, ...]:
     """The replicate a run is within its row: (seed, data seed), ``None`` for an axis the run has
     not got (RawPixels has no seed: nothing in it is random)."""
