@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lightning_ssl.sweep.diagnosis import headline_table, ranking_lines
+from lightning_ssl.sweep.diagnosis import diagnosis_lines, headline_table, ranking_lines
 from lightning_ssl.sweep.plots import _by_method, axis_series, numeric_axes, write_plots
 from lightning_ssl.sweep.record import RunRecord
 from lightning_ssl.sweep.report import floor_notes, main_table, natural, setting_lines
@@ -92,3 +92,17 @@ def test_floors_without_a_finished_method_say_so() -> None:
     assert floor_notes(FLOORS) == ["- floors: no method's run has finished yet to compare with them"]
     assert "add `floors:`" in floor_notes(RUNS)[0]
     assert setting_lines(FLOORS)[0].startswith("- runs: 2 (2 floors)")
+
+
+def test_a_row_under_its_floor_names_what_the_budget_axis_measured() -> None:
+    # RawPixels' kNN at 84 %: both budgets miss it (79.5 % and 82.0 % over their two seeds)
+    floors = [record("RawPixels", None, None, 0.80, 0.84), FLOORS[1]]
+    knn = {
+        line.split("(dataset=DigitsLT, ", 1)[1].split(")")[0]: line
+        for line in diagnosis_lines(floors + RUNS, "linear_full/acc_top1")
+        if "knn_" in line
+    }
+    assert knn[f"{EPOCHS}=30"].endswith(f"measured: at {EPOCHS}=120 it reads 82.00 % (+2.50 points)")
+    assert knn[f"{EPOCHS}=120"].endswith(f"measured: {EPOCHS}=30 → 120 gained +2.50 points")
+    alone = diagnosis_lines(floors + RUNS[:2], "linear_full/acc_top1")  # one budget: nothing measured
+    assert not any("measured" in line for line in alone)

@@ -125,6 +125,38 @@ def causes(members: list[RunRecord], metric: str) -> list[str]:
     return found
 
 
+BUDGET_AXES = ("trainer.max_epochs", "trainer.max_steps")
+
+
+def budget_evidence(groups: dict[tuple, list[RunRecord]], key: tuple, metric: str) -> str | None:
+    """What a budget axis of the sweep measured for this row: the same row at the next larger budget
+    and its gain on ``metric``, or, at the largest budget, the gain from the one before (a falling
+    loss only suggests that more steps help; this is the measurement). ``None`` without a budget axis."""
+    axes = dict(key)
+    for axis in BUDGET_AXES:
+        if not isinstance(axes.get(axis), (int, float)):
+            continue
+        siblings = {}
+        for other, members in groups.items():
+            rest = dict(other)
+            budget = rest.pop(axis, None)
+            if rest == {k: v for k, v in axes.items() if k != axis} and isinstance(budget, (int, float)):
+                values = [r.metrics[metric] for r in members if metric in r.metrics]
+                if values:
+                    siblings[budget] = float(np.mean(values))
+        here = axes[axis]
+        larger = sorted(b for b in siblings if b > here)
+        smaller = sorted(b for b in siblings if b < here)
+        if here not in siblings or not (larger or smaller):
+            continue
+        if larger:
+            gain = 100 * (siblings[larger[0]] - siblings[here])
+            return f"measured: at {axis}={larger[0]} it reads {100 * siblings[larger[0]]:.2f} % ({gain:+.2f} points)"
+        gain = 100 * (siblings[here] - siblings[smaller[-1]])
+        return f"measured: {axis}={smaller[-1]} → {here} gained {gain:+.2f} points"
+    return None
+
+
 def _where(axes: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in axes.items() if k != "method")
 
@@ -144,9 +176,10 @@ def diagnosis_lines(records: list[RunRecord], metric: str) -> list[str]:
                 continue
             axes = dict(key)
             margin = "; ".join(f"{fmt(*entry[f])} points vs {f}" for f in FLOORS if f in entry)
+            evidence = budget_evidence(groups, key, m)
             lines.append(
                 f"- **{axes.get('method')}** ({_where(axes)}) misses {' and '.join(missed)} on {m} ({margin}): "
-                + "; ".join(causes(groups[key], m))
+                + "; ".join(causes(groups[key], m) + ([evidence] if evidence else []))
             )
     if not lines and any(dict(k).get("method") not in FLOORS for k in groups):
         lines.append(f"- every method beats both floors on {' and '.join(metrics)}")
