@@ -190,3 +190,16 @@ def test_a_finding_beats_raw_pixels_by_more_than_two_standard_errors() -> None:
     assert verdict([0.85, 0.851, 0.852]) == "finding"
     # 0.5, -0.3, 0.4: mean 0.2 against 2 x 0.44 / sqrt(3) = 0.50
     assert verdict([0.805, 0.797, 0.804]) == "above both floors, within 2 standard errors of RawPixels (3 seeds)"
+
+
+def test_a_verdict_names_every_floor_missed_on_either_probe() -> None:
+    from lightning_ssl.sweep.diagnosis import headline_table
+
+    # linear 5 points over RawPixels (80 %), kNN 0.55-0.57: under RawPixels and under RandomInit's 0.60
+    records = floors() + [rec("SwAV", s, 0.85 + 0.001 * s, knn=0.55 + 0.01 * s) for s in (0, 1, 2)]
+    verdict = headline_table(records, METRIC).splitlines()[-1].rsplit("|", 2)[-2].strip()
+    assert verdict == "misses RandomInit (kNN), RawPixels (kNN)"
+    # 0.605 is above RandomInit but by less than the 1-point clear margin: still a miss
+    records = floors() + [rec("SwAV", s, 0.605, knn=0.85) for s in (0, 1, 2)]
+    verdict = headline_table(records, METRIC).splitlines()[-1].rsplit("|", 2)[-2].strip()
+    assert verdict == "misses RandomInit (linear), RawPixels (linear)"

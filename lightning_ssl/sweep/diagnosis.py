@@ -333,13 +333,15 @@ def _floor_first(key: tuple) -> int:
 
 
 def _verdict(entry: dict[str, Any], knn_entry: dict[str, Any]) -> str:
-    missed = []
-    if entry.get("clear") is False:
-        missed.append("RandomInit")
-    if "RawPixels" in entry and entry["RawPixels"][0] <= 0:
-        missed.append("RawPixels (linear)")
-    if "RawPixels" in knn_entry and knn_entry["RawPixels"][0] <= 0:
-        missed.append("RawPixels (kNN)")
+    # an encoder under the untrained one has learnt nothing that probe can see: named before RawPixels
+    missed = [
+        f"RandomInit ({probe})" for probe, e in (("linear", entry), ("kNN", knn_entry)) if e.get("clear") is False
+    ]
+    missed += [
+        f"RawPixels ({probe})"
+        for probe, e in (("linear", entry), ("kNN", knn_entry))
+        if e.get("RawPixels", (1,))[0] <= 0
+    ]
     if missed:
         return "misses " + ", ".join(missed)
     entries = [e for e in (entry, knn_entry) if "RawPixels" in e]
