@@ -46,6 +46,16 @@ def test_fit_help_is_the_method_help(capsys: pytest.CaptureFixture) -> None:
     assert "--model.key_momentum float  (default: 0.9)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", ["probe", "dnc"])
+def test_command_help_lists_options_not_every_known_class(command: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert "--data CONFIG | CLASS_PATH_OR_NAME" in text and "(lssl data stats NAME)" in text
+    assert "known subclasses" not in text and "datamodules.cifar.CIFAR10LT" not in text
+    assert len(text.splitlines()) < {"probe": 70, "dnc": 130}[command]
+
+
 def test_short_names_expand_in_any_case() -> None:
     args = expand_short_names(["--model", "simclr", "--data=cifar100_lt", "--data.root", "x", "--model.lr", "1"])
     assert args == [

@@ -14,7 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
+from jsonargparse import DefaultHelpFormatter
+
 from lightning_ssl.config.errors import UsageError, condense
+
+_KNOWN_SUBCLASSES = re.compile(r", known subclasses: [^)]*")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -22,6 +26,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+class ShortHelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help without its list of every known subclass after ``--model`` / ``--data``
+    (15 to 30 lines each); the option's own help names ``lssl help NAME`` / ``lssl data stats NAME``.
+    jsonargparse has no setting for it, hence the override."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return _KNOWN_SUBCLASSES.sub("", super()._get_help_string(action))
 
 
 def positive_int(text: str) -> int:

@@ -33,7 +33,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from datamodules.base import LongTailDataModule
 from lightning_ssl.checkpoints import preemption_exit_code, stopped_line
 from lightning_ssl.cli import quiet
-from lightning_ssl.cli.args import parse_jsonargparse, user_values
+from lightning_ssl.cli.args import ShortHelpFormatter, parse_jsonargparse, user_values
 from lightning_ssl.config.errors import UsageError
 from lightning_ssl.config.registry import import_all_datamodules, method_classes
 from lightning_ssl.methods.base import SSLMethod
@@ -64,6 +64,7 @@ def build_parser() -> ArgumentParser:
         "teachers' architecture and optimiser options (--model.*) unless --distill.* sets "
         "them; --distill.lr unset keeps the teachers' learning rate.",
         exit_on_error=False,
+        formatter_class=ShortHelpFormatter,
     )
     parser.add_subclass_arguments(LongTailDataModule, "data", required=True)
     parser.add_subclass_arguments(

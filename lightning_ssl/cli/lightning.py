@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from datamodules.errors import DataInputError
-from lightning_ssl.cli.args import parse_error
+from lightning_ssl.cli.args import ShortHelpFormatter, parse_error
 from lightning_ssl.cli.help import help_request, print_help
 from lightning_ssl.cli.quiet import configure
 from lightning_ssl.config.cli import SSLCLI, default_callbacks, default_loggers
@@ -104,7 +104,7 @@ def _build_cli(args: list[str]) -> SSLCLI:
             return SSLCLI(
                 args=args,
                 save_config_kwargs={"overwrite": True},
-                parser_kwargs={"default_env": False, "exit_on_error": False},
+                parser_kwargs={"default_env": False, "exit_on_error": False, "formatter_class": ShortHelpFormatter},
             )
     except argparse.ArgumentError as err:  # a value the parser refused: its reasons, without union noise
         raise UsageError(_unknown_option(str(err)) or parse_error(str(err))) from err

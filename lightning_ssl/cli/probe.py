@@ -19,7 +19,7 @@ from rich.table import Table
 
 from datamodules.base import LongTailDataModule
 from lightning_ssl.class_path import import_class
-from lightning_ssl.cli.args import parse_jsonargparse, user_values
+from lightning_ssl.cli.args import ShortHelpFormatter, parse_jsonargparse, user_values
 from lightning_ssl.config.errors import UsageError
 from lightning_ssl.config.registry import expand_short_names, import_all_datamodules
 from lightning_ssl.eval.features import feature_dim
@@ -96,7 +96,12 @@ def datamodule_from_checkpoint(ckpt: dict[str, Any]) -> LongTailDataModule:
 
 def build_parser() -> ArgumentParser:
     import_all_datamodules()  # so that --data takes every dataset's short name
-    p = ArgumentParser(prog="lssl probe", description=__doc__.split("\n")[0], exit_on_error=False)
+    p = ArgumentParser(
+        prog="lssl probe",
+        description=__doc__.split("\n")[0],
+        exit_on_error=False,
+        formatter_class=ShortHelpFormatter,
+    )
     p.add_argument("checkpoint", type=str, help="a checkpoint written by lssl fit")
     p.add_subclass_arguments(
         LongTailDataModule,
