@@ -56,6 +56,17 @@ def test_command_help_lists_options_not_every_known_class(command: str, capsys: 
     assert len(text.splitlines()) < {"probe": 70, "dnc": 130}[command]
 
 
+@pytest.mark.parametrize("command,option", [("sweep", "--dry-run"), ("report", "--readme"), ("bench", "--spec")])
+def test_sweep_report_and_bench_help_load_neither_torch_nor_lightning(command: str, option: str) -> None:
+    code = (
+        "import sys; from lightning_ssl.cli.main import main; code = main([%r, '--help']); "
+        "print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules)); sys.exit(code)" % command
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert f"usage: lssl {command}" in out and option in out
+    assert out.rstrip().endswith("[]"), out[-200:]
+
+
 def test_short_names_expand_in_any_case() -> None:
     args = expand_short_names(["--model", "simclr", "--data=cifar100_lt", "--data.root", "x", "--model.lr", "1"])
     assert args == [

@@ -12,18 +12,12 @@ import time
 from pathlib import Path
 
 from lightning_ssl.cli import report, sweep
-from lightning_ssl.cli.args import ArgumentParser
+from lightning_ssl.cli.parsers import DEFAULT_SPEC, bench_parser
 from lightning_ssl.config.errors import UsageError
-
-DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "benchmarks" / "default.yaml"
 
 
 def run(argv: list[str]) -> int:
-    p = ArgumentParser(prog="lssl bench", description=__doc__.split("\n")[0])
-    p.add_argument("--spec", default=str(DEFAULT_SPEC), help="sweep spec (default: benchmarks/default.yaml)")
-    p.add_argument("--results", default="results")
-    p.add_argument("--work", default="runs/sweeps")
-    args, rest = p.parse_known_args(argv)
+    args, rest = bench_parser().parse_known_args(argv)
     if not Path(args.spec).is_file():
         raise UsageError(f"--spec {args.spec}: no such sweep spec; pass a YAML spec, e.g. {DEFAULT_SPEC}")
     started = time.perf_counter()

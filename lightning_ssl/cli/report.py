@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-from lightning_ssl.cli.args import ArgumentParser
+from lightning_ssl.cli.parsers import report_parser
 from lightning_ssl.loggers import wandb_credentials_present
 from lightning_ssl.optional import require
 from lightning_ssl.sweep.identity import stale_reason
@@ -20,19 +19,6 @@ from lightning_ssl.sweep.record import RunRecord
 from lightning_ssl.sweep.report import DEFAULT_METRIC
 from lightning_ssl.sweep.runner import load_results
 from lightning_ssl.sweep.spec import expand, load_spec
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="lssl report", description=__doc__.split("\n")[0])
-    p.add_argument("source", help="a sweep spec (YAML) or a folder of result JSONs")
-    p.add_argument("--results", default="results", help="results root of a spec (default: results)")
-    p.add_argument("--out", default=None, help="where report.md / CSV / PNG go (default: the results folder)")
-    p.add_argument("--metric", default=None, help=f"accuracy of the robustness table (default {DEFAULT_METRIC})")
-    p.add_argument("--sweep", default=None, help="with a folder: report only the results of this sweep name")
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log the tables and plots to W&B")
-    p.add_argument("--readme", default=None, metavar="PATH", help="also rewrite the report's headline in this README")
-    return p
 
 
 def resolve_source(source: str, results_root: str) -> tuple[Path, str, str | None]:
@@ -110,7 +96,7 @@ def expected_of(source: str) -> dict[tuple, int] | None:
 
 def run(argv: list[str]) -> int:
     """Entry point of ``lssl report``; prints the Markdown report."""
-    args = build_parser().parse_args(argv)
+    args = report_parser().parse_args(argv)
     try:
         folder, title, metric = resolve_source(args.source, args.results)
         if args.readme:

@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 from jsonargparse import ArgumentParser as ConfigParser
 
 from lightning_ssl.cli import quiet
-from lightning_ssl.cli.args import ArgumentParser, positive_int
+from lightning_ssl.cli.parsers import sweep_parser
 from lightning_ssl.cli.progress import SweepProgress
 from lightning_ssl.config.errors import condense
 from lightning_ssl.eval.linear import DEFAULT_PROBE_RECIPE
@@ -27,59 +27,6 @@ from lightning_ssl.sweep.record import RunStatus
 from lightning_ssl.sweep.resolve import instantiate_data
 from lightning_ssl.sweep.runner import SweepPaths, run_status
 from lightning_ssl.sweep.spec import Run, expand, load_spec
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="lssl sweep", description=__doc__.split("\n")[0])
-    p.add_argument("spec", help="sweep specification (YAML), e.g. benchmarks/default.yaml")
-    p.add_argument("--launcher", choices=("local", "slurm", "wandb"), default="local")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and their status; run nothing")
-    p.add_argument(
-        "--results", default="results", help="results root; JSONs go to <results>/<sweep>/ (default: results)"
-    )
-    p.add_argument("--work", default="runs/sweeps", help="run folders (logs, checkpoints) root (default: runs/sweeps)")
-    p.add_argument("--max-runs", type=positive_int, default=None, help="execute at most N runs in this call")
-    p.add_argument(
-        "--run-id",
-        "--run_id",
-        dest="run_ids",
-        action="append",
-        default=None,
-        help="run only this run id (repeatable); W&B agents pass it",
-    )
-    p.add_argument("--gpus", type=positive_int, default=1, help="local: N > 1 runs N workers, one per GPU")
-    p.add_argument("--accelerator", default=None, help="override trainer.accelerator (cpu, gpu, auto)")
-    p.add_argument("--wandb", default=None, metavar="PROJECT", help="also log every run to this W&B project")
-    p.add_argument("--fail-fast", action="store_true", help="stop at the first failing run")
-    p.add_argument(
-        "--select",
-        nargs="*",
-        default=None,
-        metavar="AXIS=VALUE",
-        help="run only the runs with these axis values (what a W&B sweep agent passes)",
-    )
-    p.add_argument(
-        "--rerun-stale",
-        action="store_true",
-        help="recompute stale results (computed by other code or settings) and replace them",
-    )
-    p.add_argument(
-        "--verbose",
-        action="store_true",
-        help="show Lightning's and faiss's per-run messages and hints (silenced by default)",
-    )
-    slurm = p.add_argument_group("slurm (submitit)")
-    slurm.add_argument("--partition", default=None)
-    slurm.add_argument("--time-min", type=int, default=None, help="time limit per job (minutes)")
-    slurm.add_argument("--gpus-per-job", type=int, default=None, help="GPUs per node of each job")
-    slurm.add_argument("--nodes", type=int, default=None, help="nodes per job (multi-node DDP)")
-    slurm.add_argument("--cpus-per-task", type=int, default=None)
-    slurm.add_argument("--array-parallelism", type=int, default=None)
-    slurm.add_argument("--slurm-cluster", default=None, help="submitit cluster: slurm (default auto), local, debug")
-    wb = p.add_argument_group("wandb sweep")
-    wb.add_argument("--project", default=None, help="W&B project of the sweep (default: the sweep's name)")
-    wb.add_argument("--entity", default=None)
-    return p
 
 
 def describe(run: Run) -> str:
@@ -120,7 +67,7 @@ def slurm_options(spec_defaults: dict, args: argparse.Namespace) -> launchers.Sl
 
 def run(argv: list[str]) -> int:
     """Entry point of ``lssl sweep``; returns the exit code (1 when a run failed)."""
-    args = build_parser().parse_args(argv)
+    args = sweep_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+DEFAULT_METRIC = "linear_full/acc_top1"  # what a report compares runs by unless its spec says otherwise
+
 
 class RunStatus(str, Enum):
     """Where a run stands, as ``lssl sweep`` reports it."""

@@ -27,10 +27,9 @@ import numpy as np
 
 from lightning_ssl.eval.floors import FLOORS
 from lightning_ssl.sweep.identity import flatten
-from lightning_ssl.sweep.record import RunRecord
+from lightning_ssl.sweep.record import DEFAULT_METRIC, RunRecord
 
 GROUPS = ("many", "medium", "few")
-DEFAULT_METRIC = "linear_full/acc_top1"
 # axes over which a row averages: the seed, and the long-tailed selection's seed (permuted head
 # orders, docs/protocols.md §9.3); every other setting must be equal within a row
 REPLICATE_AXES = ("seed", "data_seed")
