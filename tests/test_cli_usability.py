@@ -59,8 +59,8 @@ def test_command_help_lists_options_not_every_known_class(command: str, capsys: 
 @pytest.mark.parametrize("command,option", [("sweep", "--dry-run"), ("report", "--readme"), ("bench", "--spec")])
 def test_sweep_report_and_bench_help_load_neither_torch_nor_lightning(command: str, option: str) -> None:
     code = (
-        "import sys; from lightning_ssl.cli.main import main; code = main([%r, '--help']); "
-        "print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules)); sys.exit(code)" % command
+        f"import sys; from lightning_ssl.cli.main import main; code = main([{command!r}, '--help']); "
+        "print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules)); sys.exit(code)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert f"usage: lssl {command}" in out and option in out
