@@ -4,6 +4,7 @@ that cannot shadow the suite's packages."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +185,29 @@ def test_the_working_directory_cannot_shadow_the_suite(tmp_path: Path) -> None:
     lssl = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert lssl.returncode == 0, lssl.stderr[-2000:]
     assert "name: digits_lt" in lssl.stdout
+
+
+def test_fit_help_fits_a_screen_and_help_all_lists_every_option(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    short = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["fit", "--help-all"])
+    full = capsys.readouterr().out
+    assert len(short.splitlines()) < 100 < 400 < len(full.splitlines())
+    assert "[options] fit [--config FILE] [--model NAME] [--data NAME]" in short.splitlines()[0]
+    for option in (
+        "--trainer.max_epochs",
+        "--trainer.devices",
+        "--model CONFIG",
+        "--data CONFIG",
+        "--resume",
+        "--wandb",
+    ):
+        assert option in short and option in full
+    for option in ("--trainer.gradient_clip_val", "--trainer.profiler", "--weights_only", "--model.help"):
+        assert option not in short and option in full
+    hidden = len(re.findall(r"^  --", full, re.M)) - len(re.findall(r"^  --", short, re.M))
+    assert short.rstrip().endswith(f"{hidden} more options (most of them the Trainer's): lssl fit --help-all")
+    assert "(default: [OnlineLinearProbe, KNNMonitor," in " ".join(short.split())  # classes by name, not dicts
+    assert "The method: a name such as SimCLR (lssl help NAME)" in short and "<class '" not in short

@@ -1,4 +1,4 @@
-"""Every method trained for a few steps on 2 CPU processes (Lightning's ddp_spawn, gloo) ends with
+"""Every method trained for a few steps on 2 CPU processes (Lightning's DDP over gloo) ends with
 the weights of 1 process on the concatenated batches, where the method is deterministic across
 world sizes.
 
@@ -13,11 +13,14 @@ design and are left out.
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -136,7 +139,10 @@ METHODS = {
 STEPS = {"SDCLR": 4, "BCL-D": 4, "SimCLR+GH+TS": 4}
 
 
-def train(method: str, devices: int, out: Path) -> dict[str, torch.Tensor]:
+def train(method: str, devices: int, out: Path) -> None:
+    """Train ``method`` and save its weights to ``out`` (rank 0). ``devices`` 2: called on each rank
+    of :func:`_two_ranks`, which started the processes (Lightning sees them as launched externally, as
+    under torchrun, and launches none)."""
     pl.seed_everything(0)
     model = METHODS[method]()
     data = FixedViewsData(devices)
@@ -144,7 +150,7 @@ def train(method: str, devices: int, out: Path) -> dict[str, torch.Tensor]:
         max_steps=STEPS.get(method, 2),
         accelerator="cpu",
         devices=devices,
-        strategy="ddp_spawn" if devices > 1 else "auto",
+        strategy="ddp" if devices > 1 else "auto",
         logger=False,
         use_distributed_sampler=False,
         enable_checkpointing=False,
@@ -154,19 +160,41 @@ def train(method: str, devices: int, out: Path) -> dict[str, torch.Tensor]:
         default_root_dir=out.parent,
     )
     trainer.fit(model, datamodule=data)
-    return torch.load(out)
+
+
+def _two_ranks(rank: int, port: int, out: str) -> None:
+    """One of 2 gloo processes that train every method in turn: one start-up (imports, process
+    group) for all of them instead of a ``ddp_spawn`` per method."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)
+    )
+    os.environ["NODE_RANK"] = "0"
+    for method in sorted(METHODS):
+        train(method, 2, Path(out) / f"{method}.pt")
+
+
+@pytest.fixture(scope="module")
+def two_process_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ddp")
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_two_ranks, args=(port, str(out)), nprocs=2, join=True)
+    return out
 
 
 @pytest.mark.slow
 @pytest.mark.ddp
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_two_processes_equal_one(method: str, tmp_path: Path) -> None:
-    one = train(method, 1, tmp_path / "one.pt")
-    two = train(method, 2, tmp_path / "two.pt")
+def test_two_processes_equal_one(method: str, tmp_path: Path, two_process_weights: Path) -> None:
+    train(method, 1, tmp_path / "one.pt")
+    one = torch.load(tmp_path / "one.pt")
+    two = torch.load(two_process_weights / f"{method}.pt")
     moved = [
         k for k in one if one[k].is_floating_point() and not torch.equal(one[k], METHODS[method]().state_dict()[k])
     ]
     assert moved, "training changed nothing"
+    assert one.keys() == two.keys()
     for key in one:
         if key == "queue":  # the same keys, enqueued in rank order instead of batch order
             torch.testing.assert_close(one[key].sort(0).values, two[key].sort(0).values, atol=1e-5, rtol=1e-4)

@@ -36,6 +36,100 @@ class ShortHelpFormatter(DefaultHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         return _KNOWN_SUBCLASSES.sub("", super()._get_help_string(action))
 
+    def start_section(self, heading: str | None) -> None:
+        """Group titles that are a class's repr (a base class without a docstring) in words."""
+        for start, title in _SECTION_TITLES.items():
+            if heading and heading.startswith(start):
+                heading = title
+        super().start_section(heading)
+
+
+_SECTION_TITLES = {
+    "<class 'pytorch_lightning.core.module.LightningModule'>": (
+        "The method: a name such as SimCLR (lssl help NAME) or any LightningModule's class path"
+    ),
+    "(<class 'torch.optim.lr_scheduler.LRScheduler'>": "Learning-rate scheduler",
+}
+
+
+# the Trainer options `lssl fit --help` shows; --help-all lists the other 40 or so
+TRAINER_SHOWN = frozenset(
+    f"--trainer.{name}"
+    for name in (
+        "accelerator",
+        "devices",
+        "strategy",
+        "num_nodes",
+        "precision",
+        "max_epochs",
+        "max_steps",
+        "logger",
+        "callbacks",
+        "default_root_dir",
+    )
+)
+_CLASS_CONFIG = re.compile(r"\{'class_path': '[\w.]*?(\w+)'(?:, 'init_args': \{[^{}]*\})?\}")  # -> the class name
+_TYPE_SUFFIX = re.compile(r"\s*\(type: .*\)\s*$", re.S)
+
+
+class CompactHelpFormatter(ShortHelpFormatter):
+    """``lssl fit --help`` on one screen (LightningCLI's is 450 lines): a short usage line, the
+    suite's own options, the Trainer options of :data:`TRAINER_SHOWN`, each help cut to its first
+    sentence, and how many were left out (``--help-all`` shows them). jsonargparse has no filter for
+    its help, hence the override."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hidden = 0
+
+    def add_usage(self, usage: str | None, actions: Any, groups: Any, prefix: str | None = None) -> None:
+        if prefix != "":  # "" is argparse building a sub-command's prog from the main usage: left as is
+            usage = "%(prog)s [--config FILE] [--model NAME] [--data NAME] [--GROUP.OPTION VALUE ...]"
+        super().add_usage(usage, actions, groups, prefix)
+
+    def add_arguments(self, actions: Any) -> None:
+        shown = [action for action in actions if _shown(action)]
+        self.hidden += len(actions) - len(shown)
+        super().add_arguments(shown)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = super()._get_help_string(action)
+        suffix = _TYPE_SUFFIX.search(text)
+        body, tail = (text[: suffix.start()], suffix.group(0)) if suffix else (text, "")
+        return re.split(r"(?<=\.)\s", body.strip(), maxsplit=1)[0] + tail
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        """``(type: ..., default: X)`` as ``(default: X)``, a default list of classes by their names."""
+        text = super()._expand_help(action)
+        suffix = _TYPE_SUFFIX.search(text)
+        if not suffix or ", default: " not in suffix.group(0):
+            return text
+        default = suffix.group(0).rsplit(", default: ", 1)[1].rstrip()[:-1]
+        return f"{text[: suffix.start()]} (default: {_CLASS_CONFIG.sub(_class_name, default)})"
+
+    def format_help(self) -> str:
+        command = self._prog.split()[-1]
+        more = f"{self.hidden} more options (most of them the Trainer's): lssl {command} --help-all\n"
+        return super().format_help().rstrip("\n") + f"\n\n{more}" if self.hidden else super().format_help()
+
+
+def _class_name(match: re.Match) -> str:
+    return match.group(1)
+
+
+def _shown(action: argparse.Action) -> bool:
+    """Whether ``lssl fit --help`` shows an option: not a Trainer option outside :data:`TRAINER_SHOWN`,
+    not a ``.help`` option, not the checkpoint's loading flags."""
+    names = action.option_strings
+    if not names:
+        return True
+    first = names[0]
+    if first.endswith(".help"):
+        return False  # lssl help NAME, named in the group titles, is the short form
+    if first in ("--trainer", "--weights_only"):
+        return False
+    return not first.startswith("--trainer.") or first in TRAINER_SHOWN
+
 
 def positive_int(text: str) -> int:
     """An argparse ``type`` for counts that must be >= 1."""

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from datamodules.errors import DataInputError
-from lightning_ssl.cli.args import ShortHelpFormatter, parse_error
+from lightning_ssl.cli.args import CompactHelpFormatter, ShortHelpFormatter, parse_error
 from lightning_ssl.cli.help import help_request, print_help
 from lightning_ssl.cli.quiet import configure
 from lightning_ssl.config.cli import SSLCLI, default_callbacks, default_loggers
@@ -54,12 +54,14 @@ def run_lightning_cli(args: list[str]) -> SSLCLI | None:
     if wanted is not None:
         print_help(wanted)
         return None
+    formatter = ShortHelpFormatter if "--help-all" in args else CompactHelpFormatter
+    args = ["--help" if a == "--help-all" else a for a in args]
     for path in _config_files(args):
         _check_config_file(path)
     if not verbose:
         args = quiet_defaults(args)
     try:
-        cli = _build_cli(args)
+        cli = _build_cli(args, formatter)
     except MisconfigurationException as err:  # e.g. --trainer.accelerator gpu on a machine without one
         raise UsageError(misconfiguration(err)) from err
     except FileNotFoundError as err:  # a dataset that is not on disk: how to get it, in one line
@@ -97,14 +99,14 @@ def quiet_defaults(args: list[str]) -> list[str]:
     return [args[0], *extra, *args[1:]] if args else args
 
 
-def _build_cli(args: list[str]) -> SSLCLI:
+def _build_cli(args: list[str], formatter: type = ShortHelpFormatter) -> SSLCLI:
     try:
         with warnings.catch_warnings():  # args is sys.argv with the short names expanded, on purpose
             warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
             return SSLCLI(
                 args=args,
                 save_config_kwargs={"overwrite": True},
-                parser_kwargs={"default_env": False, "exit_on_error": False, "formatter_class": ShortHelpFormatter},
+                parser_kwargs={"default_env": False, "exit_on_error": False, "formatter_class": formatter},
             )
     except argparse.ArgumentError as err:  # a value the parser refused: its reasons, without union noise
         raise UsageError(_unknown_option(str(err)) or parse_error(str(err))) from err

@@ -13,7 +13,8 @@ from lightning_ssl.config.errors import UsageError
 
 USAGE = """usage: lssl COMMAND ...
 
-  fit | validate | test   LightningCLI (YAML configs, --model / --data by class name or path)
+  fit | validate | test   LightningCLI (YAML configs, --model / --data by class name or path;
+                          --help: the common options, --help-all: every Trainer option)
   probe CHECKPOINT        offline evaluation of a checkpoint (linear probes, kNN)
   data stats NAME         per-class counts, imbalance ratio, groups, probe/test sizes
   data card NAME          the dataset's card (protocol, source, mean/std, group rule)
