@@ -104,17 +104,13 @@ class CompactHelpFormatter(ShortHelpFormatter):
         suffix = _TYPE_SUFFIX.search(text)
         if not suffix or ", default: " not in suffix.group(0):
             return text
-        default = suffix.group(0).rsplit(", default: ", 1)[1].rstrip()[:-1]
-        return f"{text[: suffix.start()]} (default: {_CLASS_CONFIG.sub(_class_name, default)})"
+        default = _CLASS_CONFIG.sub(r"\1", suffix.group(0).rsplit(", default: ", 1)[1].rstrip()[:-1])
+        return f"{text[: suffix.start()]} (default: {default})"
 
     def format_help(self) -> str:
         command = self._prog.split()[-1]
         more = f"{self.hidden} more options (most of them the Trainer's): lssl {command} --help-all\n"
         return super().format_help().rstrip("\n") + f"\n\n{more}" if self.hidden else super().format_help()
-
-
-def _class_name(match: re.Match) -> str:
-    return match.group(1)
 
 
 def _shown(action: argparse.Action) -> bool:
