@@ -166,9 +166,13 @@ def _two_ranks(rank: int, port: int, out: str) -> None:
     """One of 2 gloo processes that train every method in turn: one start-up (imports, process
     group) for all of them instead of a ``ddp_spawn`` per method."""
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE="2",
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        NODE_RANK="0",
     )
-    os.environ["NODE_RANK"] = "0"
     for method in sorted(METHODS):
         train(method, 2, Path(out) / f"{method}.pt")
 
