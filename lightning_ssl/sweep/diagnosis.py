@@ -358,8 +358,8 @@ def direction_lines(records: list[RunRecord], metric: str) -> list[str]:
     encoder's robustness gap Δ = (A_bal − A_LT) / A_bal is smaller than the supervised one's), one
     line per method with balanced twins and per evaluation: Δ smaller than Supervised's by more than
     2 standard errors of the difference is the paper's direction, larger is the opposite, otherwise
-    a tie. A row whose long-tailed encoder does not beat RawPixels is said to be no finding; empty
-    without twins of Supervised and of another method."""
+    a tie. A row whose long-tailed encoder does not beat RawPixels by more than 2 standard errors
+    (2 seeds or more) is said to be no finding; empty without twins of Supervised and of another method."""
     rows = robustness_rows(records, metric)
     reference = {(g.evaluation, _where(g.axes)): g for g in rows if g.axes.get("method") == REFERENCE}
     lines = []
@@ -383,15 +383,21 @@ def direction_lines(records: list[RunRecord], metric: str) -> list[str]:
             f"against {REFERENCE}'s {fmt(*ref.gap)} % ({seed_count(min(g.seeds, ref.seeds))}): {verdict}"
         )
         raw = g.floors.get("RawPixels")
-        if raw is not None and raw[0] <= 0:
-            line += (
-                "; its long-tailed encoder "
-                + (
-                    "only ties RawPixels"
-                    if round(100 * raw[0], 2) == 0
-                    else f"is {fmt(-raw[0], raw[1])} points under RawPixels"
-                )
-                + ", so this Δ is no finding"
-            )
+        caveat = _raw_pixels_caveat(raw, g.seeds) if raw is not None else None
+        if caveat:
+            line += f"; its long-tailed encoder {caveat}, so this Δ is no finding"
         lines.append(line)
     return lines
+
+
+def _raw_pixels_caveat(margin: tuple[float, float], seeds: int) -> str | None:
+    """How a long-tailed encoder's margin over RawPixels (mean, std over ``seeds``) falls short of a
+    clear win, or ``None`` when it wins by more than 2 standard errors (or one seed cannot say)."""
+    mean, std = margin
+    if round(100 * mean, 2) == 0:
+        return "only ties RawPixels"
+    if mean < 0:
+        return f"is {fmt(-mean, std)} points under RawPixels"
+    if seeds >= 2 and math.isfinite(std) and mean <= 2 * std / math.sqrt(seeds):
+        return f"is {fmt(mean, std)} points above RawPixels, within 2 standard errors"
+    return None
