@@ -13,8 +13,6 @@ design and are left out.
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -37,6 +35,7 @@ from lightning_ssl.methods import (
 )
 from lightning_ssl.methods.gh import GHConfig
 from lightning_ssl.methods.temperature import TemperatureSchedule
+from tests.distributed_helpers import as_torchrun_rank, free_port
 
 N, B = 32, 8  # 32 samples; batch 16 on one process = 8 per rank on two
 
@@ -165,14 +164,7 @@ def train(method: str, devices: int, out: Path) -> None:
 def _two_ranks(rank: int, port: int, out: str) -> None:
     """One of 2 gloo processes that train every method in turn: one start-up (imports, process
     group) for all of them instead of a ``ddp_spawn`` per method."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE="2",
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        NODE_RANK="0",
-    )
+    as_torchrun_rank(rank, port)
     for method in sorted(METHODS):
         train(method, 2, Path(out) / f"{method}.pt")
 
@@ -180,10 +172,7 @@ def _two_ranks(rank: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def two_process_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ddp")
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mp.spawn(_two_ranks, args=(port, str(out)), nprocs=2, join=True)
+    mp.spawn(_two_ranks, args=(free_port(), str(out)), nprocs=2, join=True)
     return out
 
 

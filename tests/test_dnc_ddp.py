@@ -13,9 +13,7 @@ steps are checked against the budget at the global batch (2 x 16).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ import pytest
 import torch.multiprocessing as mp
 
 from lightning_ssl.methods.dnc_pipeline import DnCPipeline, expert_steps
+from tests.distributed_helpers import as_torchrun_rank, free_port
 
 TINY = dict(backbone="resnet_tiny", image_size=16, proj_hidden_dim=8, proj_output_dim=2, lr=0.05)
 
@@ -54,17 +53,8 @@ def make_pipeline(work: Path, devices: int) -> DnCPipeline:
 
 def _rank(rank: int, port: int, work: str) -> None:
     import torch
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE="2",
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        NODE_RANK="0",
-    )
-    rank_zero_only.rank = rank  # what torchrun's environment gives a process at import time
+    as_torchrun_rank(rank, port)
     torch.set_num_threads(1)
     try:
         make_pipeline(Path(work), devices=2).run()
@@ -75,11 +65,8 @@ def _rank(rank: int, port: int, work: str) -> None:
 
 @pytest.mark.ddp
 def test_dnc_pipeline_on_two_ranks_matches_one_process(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     work = tmp_path / "ddp"
-    mp.spawn(_rank, args=(port, str(work)), nprocs=2, join=True)
+    mp.spawn(_rank, args=(free_port(), str(work)), nprocs=2, join=True)
     for stage in ("base", "cluster", "experts", "distill"):
         assert (work / stage / "done.json").is_file()
     assignments = np.load(work / "cluster" / "assignments.npy")

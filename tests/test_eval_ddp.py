@@ -7,7 +7,6 @@ The same function computes the single-process reference in the test process itse
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,6 +28,7 @@ from lightning_ssl.eval import (
     knn_predict,
     predict,
 )
+from tests.distributed_helpers import free_port
 
 C, D = 6, 5
 GROUPS = {"many": np.array([0, 1]), "medium": np.array([2, 3]), "few": np.array([4, 5])}
@@ -141,16 +141,10 @@ def _worker(rank: int, world: int, init_method: str, out_dir: str) -> None:
         torch_dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> tuple[dict, list[dict]]:  # noqa: ANN001
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(2, f"tcp://127.0.0.1:{_free_port()}", str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, f"tcp://127.0.0.1:{free_port()}", str(out)), nprocs=2, join=True)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
