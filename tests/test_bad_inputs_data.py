@@ -306,6 +306,23 @@ def test_sweep_input_errors_are_one_line_and_keep_results(tmp_path: Path, case: 
     assert {p.name: p.read_bytes() for p in done.parent.iterdir()} == before  # nothing submitted or written
 
 
+def test_a_spec_typo_is_reported_before_torch_is_loaded(tmp_path: Path) -> None:
+    """The YAML check runs first: a typo costs a user a second, not the 5-9 s of loading torch and Lightning."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(YAML_CASES["syntax error"][0])
+    call = f"main(['sweep', {str(path)!r}])"
+    code = f"import sys; from lightning_ssl.cli.main import main; print({call}, 'torch' in sys.modules)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.stdout.split() == ["2", "False"], proc.stderr[-2000:]
+    assert proc.stderr.startswith("lssl sweep: ") and "YAML syntax error" in proc.stderr
+
+
 def test_no_gpu_check_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 

@@ -351,6 +351,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "sweep unknown method": (["sweep", "SPEC:method", "--dry-run"], "SimCRL"),
     "sweep bad data value": (["sweep", "SPEC:ratio", "--dry-run"], "imbalance_ratio=0.0 is outside (0, 1]"),
     "sweep seed -1": (["sweep", "SPEC:seed", "--dry-run"], "a seed is an integer in [0, 2**32 - 1]"),
+    "sweep bad model value": (["sweep", "SPEC:temperature", "--dry-run"], "temperature=0.0 must be > 0"),
     "sweep knn_k 0": (["sweep", "SPEC:knn", "--dry-run"], "knn_k=0 must be an integer >= 1"),
     "sweep dnc clusters 0": (["sweep", "SPEC:dnc", "--dry-run"], "num_clusters=0 must be >= 1"),
     "sweep select matches nothing": (["sweep", "SPEC", "--select", "method=SwAV"], "matches none of the 2 runs"),
@@ -371,6 +372,7 @@ PREPARED = {
     "SPEC:method": {"grid": {"method": ["SimCRL"]}},
     "SPEC:ratio": {"base": {**SPEC["base"], "data": {"class_path": "DigitsLT", "init_args": {"imbalance_ratio": 0}}}},
     "SPEC:seed": {"grid": {"method": ["SimCLR"], "seed": [-1]}},
+    "SPEC:temperature": {"grid": {"method": ["SimCLR"], "model.temperature": [0.0]}},
     "SPEC:knn": {"evaluation": {"knn_k": 0}},
     "SPEC:dnc": {"grid": {"method": ["DnC"]}, "dnc": {"num_clusters": 0}},
 }

@@ -183,6 +183,8 @@ def test_default_probe_matches_sklearn_on_raw_fashion_mnist_balanced_60k() -> No
 
     x, y, tx, ty = _raw_pixels(FashionMNISTLT(root=str(FASHION_MNIST), image_size=16), channels=1)
     assert x.shape == (60000, 256) and tx.shape[0] == 10000
-    ours, ref = _agrees_with_sklearn(x, y, tx, ty)
-    assert ref > 0.8
-    assert abs(ours - ref) <= 0.01, (ours, ref)
+    layer, info = fit_linear_probe(x, y, 10)
+    ours = float((predict(layer, tx) == ty).float().mean())
+    # scikit-learn 1.9.1 on these exact arrays: _sklearn_accuracy(x, y, tx, ty) == 0.8437. Recorded,
+    # not recomputed: its fit takes 50-100 s on 2 cores, more than the rest of this test.
+    assert info.converged and abs(ours - 0.8437) <= 0.01, (info, ours)

@@ -24,6 +24,7 @@ from lightning_ssl.checkpoints import (
     latest_valid_checkpoint,
     preemption_exit_code,
 )
+from lightning_ssl.cli.main import main
 from lightning_ssl.loggers import ResumableCSVLogger, ResumableTensorBoardLogger
 from lightning_ssl.methods import SimCLR
 from tests.fixtures import tiny_simclr_fit
@@ -53,6 +54,15 @@ class SignalAtStep(pl.Callback):
         name, _, when = os.environ.get("LSSL_TEST_SIGNAL", "").partition(":")
         if name and when == moment:
             os.kill(os.getpid(), getattr(signal, name))
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``tmp_path`` as the working directory of the commands this process runs itself (``main``)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # lssl appends the cwd: undone after the test
+    monkeypatch.delenv("LSSL_TEST_SIGNAL", raising=False)
+    return tmp_path
 
 
 def lssl(args: list[str], cwd: Path, sig: str | None = None) -> subprocess.CompletedProcess:
@@ -95,7 +105,7 @@ FIT = tiny_simclr_fit(
         ("SIGINT", 130, "interrupted (Ctrl-C)"),
     ],
 )
-def test_fit_exits_128_plus_signal_after_saving(tmp_path: Path, sig: str, code: int, why: str) -> None:
+def test_fit_exits_128_plus_signal_after_saving(tmp_path: Path, sig: str, code: int, why: str, in_tmp: Path) -> None:
     proc = lssl(FIT, tmp_path, f"{sig}:3")
     assert proc.returncode == code, proc.stderr[-2000:]
     (last,) = (tmp_path / "runs").rglob("last.ckpt")  # the run's own folder
@@ -108,8 +118,7 @@ def test_fit_exits_128_plus_signal_after_saving(tmp_path: Path, sig: str, code: 
     if sig == "SIGUSR1":  # its resume (exact, step for step): tests/test_exact_resume.py
         return
     saved = (folder / "last.ckpt").read_bytes()
-    again = lssl(FIT, tmp_path)  # the same command, no signal: resumes and finishes
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert main(FIT) == 0  # the same command, no signal (in this process: no second start-up): resumes, finishes
     assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 7  # 494 images / 64
     assert saved != (folder / "last.ckpt").read_bytes()
 
@@ -146,13 +155,14 @@ def two_seed_spec(name: str, length: dict) -> dict:
 
 @pytest.mark.parametrize(("sig", "code", "by"), [("SIGTERM", 143, "signal 15"), ("SIGINT", 130, "Ctrl-C")])
 def test_sweep_prints_summary_and_exits_nonzero_when_a_run_is_preempted(
-    tmp_path: Path, sig: str, code: int, by: str
+    tmp_path: Path, sig: str, code: int, by: str, in_tmp: Path, capsys: pytest.CaptureFixture
 ) -> None:
     spec = two_seed_spec("pre", {"max_epochs": 1})
     path = tmp_path / "pre.yaml"
     path.write_text(yaml.safe_dump(spec))
-    listed = lssl(["sweep", str(path), "--results", "res", "--work", "work", "--dry-run"], tmp_path)
-    first, second = [line.split()[0] for line in listed.stdout.splitlines()[:2]]
+    dry_run = ["sweep", str(path), "--results", "res", "--work", "work", "--dry-run"]
+    assert main(dry_run) == 0  # the listing in this process; the preempted sweep below is a real one
+    first, second = [line.split()[0] for line in capsys.readouterr().out.splitlines()[:2]]
     done = tmp_path / "res" / "pre" / f"{second}.json"  # a finished result of the other run
     done.parent.mkdir(parents=True)
     done.write_text(json.dumps({"run_id": second, "metrics": {"linear_full/acc_top1": 0.5}, "seed": 1}))
@@ -170,8 +180,8 @@ def test_sweep_prints_summary_and_exits_nonzero_when_a_run_is_preempted(
     assert sorted(p.name for p in results.iterdir()) == [done.name]  # no result, lock or failure record
     ckpt = torch.load(tmp_path / "work" / "pre" / first / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 2
-    status = lssl(["sweep", str(path), "--results", "res", "--work", "work", "--dry-run"], tmp_path).stdout
-    assert f"{first}  interrupted" in status
+    assert main(dry_run) == 0
+    assert f"{first}  interrupted" in capsys.readouterr().out
 
 
 # -- logs and checkpoints across a resume ---------------------------------------------------------

@@ -189,14 +189,14 @@ def test_sweep_and_report_commands(here: Path, capsys: pytest.CaptureFixture) ->
             "--time-min 1440",
             2,
         ),  # not a SLURM login node: one line
-        ("lssl sweep benchmarks/robustness.yaml --launcher wandb", 0),
+        ("lssl sweep benchmarks/cifar10_lt.yaml --launcher wandb", 0),
         ("lssl report benchmarks/cifar10_lt.yaml", 2),  # nothing has run: one line
     ]:
         argv = [str(ROOT / a) if a.startswith("benchmarks/") else a for a in readme_argv(command)]
         assert main([*argv, "--results", "r", *([] if argv[0] == "report" else ["--work", "w"])]) == code, command
         err = capsys.readouterr().err.strip()
         assert "Traceback" not in err and (code == 0 or len(err.splitlines()) == 1), err
-    assert Path("r/robustness/wandb_sweep.yaml").is_file()
+    assert Path("r/cifar10_lt/wandb_sweep.yaml").is_file()
 
 
 def test_data_stats_command_prints_what_the_readme_shows(capsys: pytest.CaptureFixture) -> None:

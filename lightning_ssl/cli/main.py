@@ -180,6 +180,8 @@ def _dispatch(argv: list[str]) -> int:
         from lightning_ssl.cli.probe import run  # noqa: PLC0415 (see _dispatch)
 
         return run(rest)
+    if command == "sweep" and not _spec_file_readable(rest):
+        return 2
     if command in ("dnc", "sweep", "report"):
         return importlib.import_module(f"lightning_ssl.cli.{command}").run(rest)
     if command == "bench":
@@ -189,6 +191,20 @@ def _dispatch(argv: list[str]) -> int:
     close = difflib.get_close_matches(command, COMMANDS, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise UsageError(f"unknown command {command!r}; {hint}the commands: {', '.join(COMMANDS)} (lssl --help)")
+
+
+def _spec_file_readable(argv: list[str]) -> bool:
+    """``lssl sweep``'s spec file exists and is valid YAML; else its one-line error, printed before the
+    sweep's modules load torch and Lightning (a typo is reported in a second, not after 8)."""
+    from lightning_ssl.cli.parsers import sweep_parser  # noqa: PLC0415 (see _dispatch)
+    from lightning_ssl.sweep.specfile import read_spec_file  # noqa: PLC0415 (see _dispatch)
+
+    try:
+        read_spec_file(sweep_parser().parse_args(argv).spec)
+    except (ValueError, FileNotFoundError) as err:
+        _error("sweep", str(err))
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import signal
 import sys
 
 import pytorch_lightning as pl
+import torch
 from jsonargparse import ArgumentParser as ConfigParser
 
 from lightning_ssl.cli import quiet
@@ -198,11 +199,23 @@ def check_objects(name: str, runs: list[Run]) -> None:
                 if kind == "data":
                     instantiate_data(config)
                 else:
-                    parser = ConfigParser(exit_on_error=False)
-                    parser.add_subclass_arguments(pl.LightningModule, "model")
-                    parser.instantiate_classes(parser.parse_object({"model": config}))
+                    _build_model(config)
             except (ValueError, TypeError, argparse.ArgumentError) as err:
                 raise ValueError(f"sweep {name!r}, run {run.axes}: {condense(str(err))}") from None
+
+
+def _build_model(config: dict) -> None:
+    """Build a model to run its ``__init__`` checks, on PyTorch's ``meta`` device (no memory, no weight
+    initialisation: a ResNet-50 method in 0.4 s instead of 1.2 s). Any failure there is confirmed by
+    building it on the CPU, which raises the real error (or none, for an ``__init__`` that needs real
+    tensors)."""
+    parser = ConfigParser(exit_on_error=False)
+    parser.add_subclass_arguments(pl.LightningModule, "model")
+    try:
+        with torch.device("meta"):
+            parser.instantiate_classes(parser.parse_object({"model": config}))
+    except Exception:  # noqa: BLE001 - see the docstring
+        parser.instantiate_classes(parser.parse_object({"model": config}))
 
 
 def check_protocols(run: Run) -> None:

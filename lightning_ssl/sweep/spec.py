@@ -54,7 +54,7 @@ from lightning_ssl.config.registry import dataset_classes, method_classes
 from lightning_ssl.eval.floors import FLOORS
 from lightning_ssl.eval.linear import DEFAULT_PROBE_RECIPE, make_recipe
 from lightning_ssl.eval.offline import evaluate_frozen
-from lightning_ssl.io import canonical_json, load_yaml
+from lightning_ssl.io import canonical_json
 from lightning_ssl.sweep.identity import (
     NOT_HASHED,
     NOT_HASHED_TRAINER,
@@ -72,6 +72,7 @@ from lightning_ssl.sweep.pipelines import (
     pipeline_of,
 )
 from lightning_ssl.sweep.resolve import resolve_config, validate_data
+from lightning_ssl.sweep.specfile import read_spec_file
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -202,10 +203,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     """Read and check the shape of a spec file (keys, axis names, sections); :func:`expand` then
     checks every run's config."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"sweep spec {path} does not exist (shipped specs are in benchmarks/*.yaml)")
-    raw = load_yaml(path) or {}  # strict: a syntax error or a duplicated key is one line
-    return spec_from_dict(raw, default_name=path.stem, path=path)
+    return spec_from_dict(read_spec_file(path), default_name=path.stem, path=path)
 
 
 def spec_from_dict(raw: dict[str, Any], default_name: str = "sweep", path: Path | None = None) -> SweepSpec:
