@@ -194,7 +194,7 @@ def test_fit_help_fits_a_screen_and_help_all_lists_every_option(capsys: pytest.C
     with pytest.raises(SystemExit):
         main(["fit", "--help-all"])
     full = capsys.readouterr().out
-    assert len(short.splitlines()) < 100 < 400 < len(full.splitlines())
+    assert len(short.splitlines()) < 70 < 400 < len(full.splitlines())
     assert "[options] fit [--config FILE] [--model NAME] [--data NAME]" in short.splitlines()[0]
     for option in (
         "--trainer.max_epochs",

@@ -49,25 +49,38 @@ _SECTION_TITLES = {
         "The method: a name such as SimCLR (lssl help NAME) or any LightningModule's class path"
     ),
     "(<class 'torch.optim.lr_scheduler.LRScheduler'>": "Learning-rate scheduler",
+    "Runs the full optimization routine": "Starting from a checkpoint",
+    "Customize every aspect of training via flags": "The Trainer (lssl fit --help-all lists all its options)",
 }
 
 
-# the Trainer options `lssl fit --help` shows; --help-all lists the other 40 or so
-TRAINER_SHOWN = frozenset(
-    f"--trainer.{name}"
-    for name in (
-        "accelerator",
-        "devices",
-        "strategy",
-        "num_nodes",
-        "precision",
-        "max_epochs",
-        "max_steps",
-        "logger",
-        "callbacks",
-        "default_root_dir",
-    )
-)
+# the options `lssl fit --help` shows with a one-line help of their own (Lightning's take 2-5 lines
+# each); of the Trainer's, only these are shown: --help-all lists the other 40 or so
+SHORT_HELP = {
+    "--config": "a YAML config (e.g. benchmarks/configs/...); later options override it",
+    "--print_config": "print the resolved config and exit",
+    "--seed_everything": "the seed of every random generator (true: draw one)",
+    "--wandb": "log to this Weights & Biases project too (offline without credentials)",
+    "--wandb_id": "the W&B run id to continue",
+    "--resume": "continue this command's run from its newest checkpoint; false starts afresh",
+    "--ckpt_config": "with --ckpt_path: train the checkpoint's model config, not the command's",
+    "--ckpt_path": "a checkpoint to start from",
+    "--model": "--model NAME, then --model.OPTION VALUE for its options",
+    "--data": "--data NAME, then --data.OPTION VALUE for its options",
+    "--trainer.accelerator": "cpu, gpu, mps or auto",
+    "--trainer.devices": "how many devices, or which: 1, 4, [0, 2], auto",
+    "--trainer.strategy": "auto, ddp, ddp_spawn, fsdp, ...",
+    "--trainer.num_nodes": "machines of a distributed run",
+    "--trainer.precision": "32-true, bf16-mixed, 16-mixed or 64-true",
+    "--trainer.max_epochs": "stop after this many epochs",
+    "--trainer.max_steps": "stop after this many optimiser steps (-1: no limit)",
+    "--trainer.logger": "loggers: class paths, or false",
+    "--trainer.callbacks": "callbacks (--trainer.callbacks+=CLASS_PATH adds one)",
+    "--trainer.default_root_dir": "where runs/ is written (null: the working directory)",
+}
+TRAINER_SHOWN = frozenset(name for name in SHORT_HELP if name.startswith("--trainer."))
+# --optimizer / --lr_scheduler replace the optimiser a method builds from its paper: rarely wanted, in --help-all
+HIDDEN = ("--trainer", "--weights_only", "--optimizer", "--lr_scheduler")
 _CLASS_CONFIG = re.compile(r"\{'class_path': '[\w.]*?(\w+)'(?:, 'init_args': \{[^{}]*\})?\}")  # -> the class name
 _TYPE_SUFFIX = re.compile(r"\s*\(type: .*\)\s*$", re.S)
 
@@ -96,16 +109,18 @@ class CompactHelpFormatter(ShortHelpFormatter):
         text = super()._get_help_string(action)
         suffix = _TYPE_SUFFIX.search(text)
         body, tail = (text[: suffix.start()], suffix.group(0)) if suffix else (text, "")
-        return re.split(r"(?<=\.)\s", body.strip(), maxsplit=1)[0] + tail
+        own = next((SHORT_HELP[name] for name in action.option_strings if name in SHORT_HELP), None)
+        return (own or re.split(r"(?<=\.)\s", body.strip(), maxsplit=1)[0]) + tail
 
     def _expand_help(self, action: argparse.Action) -> str:
-        """``(type: ..., default: X)`` as ``(default: X)``, a default list of classes by their names."""
+        """``(type: ..., default: X)`` as ``(default: X)`` (nothing for ``null``), a default list of
+        classes by their names."""
         text = super()._expand_help(action)
         suffix = _TYPE_SUFFIX.search(text)
         if not suffix or ", default: " not in suffix.group(0):
             return text
         default = _CLASS_CONFIG.sub(r"\1", suffix.group(0).rsplit(", default: ", 1)[1].rstrip()[:-1])
-        return f"{text[: suffix.start()]} (default: {default})"
+        return text[: suffix.start()] + ("" if default == "null" else f" (default: {default})")
 
     def format_help(self) -> str:
         command = self._prog.split()[-1]
@@ -115,14 +130,14 @@ class CompactHelpFormatter(ShortHelpFormatter):
 
 def _shown(action: argparse.Action) -> bool:
     """Whether ``lssl fit --help`` shows an option: not a Trainer option outside :data:`TRAINER_SHOWN`,
-    not a ``.help`` option, not the checkpoint's loading flags."""
+    not a ``.help`` option, none of :data:`HIDDEN`."""
     names = action.option_strings
     if not names:
         return True
     first = names[0]
     if first.endswith(".help"):
         return False  # lssl help NAME, named in the group titles, is the short form
-    if first in ("--trainer", "--weights_only"):
+    if first in HIDDEN:
         return False
     return not first.startswith("--trainer.") or first in TRAINER_SHOWN
 
