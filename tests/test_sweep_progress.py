@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import warnings
@@ -11,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from lightning_ssl.cli import quiet
-from lightning_ssl.cli.progress import SweepProgress, run_label
+from lightning_ssl.cli.progress import SweepProgress, checking, run_label
 from lightning_ssl.sweep.spec import Run
 
 
@@ -82,3 +83,14 @@ def test_noise_is_silenced_unless_verbose(
     assert any(m.startswith("The number of training batches") for m in messages) == verbose
     assert (logging.getLogger("pytorch_lightning").getEffectiveLevel() >= logging.WARNING) or verbose
     assert (logging.getLogger("faiss.loader").getEffectiveLevel() >= logging.WARNING) or verbose
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_the_pre_flight_checks_show_a_spinner_on_a_terminal_only(terminal: bool) -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=200, force_terminal=terminal)
+    with checking("leaderboard", console=console):
+        pass
+    assert ("checking the runs of leaderboard" in out.getvalue()) is terminal
+    if terminal:  # transient: the line is erased when the checks end, and the cursor shown again
+        assert "\x1b[2K" in out.getvalue().rsplit("leaderboard", 1)[1]  # ANSI "erase line" after it

@@ -7,9 +7,11 @@ per-run lines are written, so a log stays one line per run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,18 @@ from lightning_ssl.sweep.record import RunStatus
 from lightning_ssl.sweep.spec import Run
 
 SHORT_AXES = {"balanced_twin": "twin", "imbalance_ratio": "ratio", "data_seed": "data_seed"}
+
+
+@contextlib.contextmanager
+def checking(spec_name: str, console: Console | None = None) -> Iterator[None]:
+    """A spinner while a sweep's runs are resolved and checked before the first one trains (half a
+    minute for a spec of 500 runs); on a terminal only, and gone when the checks end."""
+    console = console or Console(stderr=True)
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(f"checking the runs of {spec_name} (every config through the lssl fit parser)"):
+        yield
 
 
 def run_label(run: Run, with_dataset: bool = False) -> str:

@@ -19,7 +19,7 @@ from jsonargparse import ArgumentParser as ConfigParser
 
 from lightning_ssl.cli import quiet
 from lightning_ssl.cli.parsers import sweep_parser
-from lightning_ssl.cli.progress import SweepProgress
+from lightning_ssl.cli.progress import SweepProgress, checking
 from lightning_ssl.config.errors import condense
 from lightning_ssl.eval.linear import DEFAULT_PROBE_RECIPE
 from lightning_ssl.eval.offline import check_probe_options
@@ -75,8 +75,9 @@ def run(argv: list[str]) -> int:
     quiet.configure(args.verbose)
     try:
         spec = load_spec(args.spec)
-        runs = expand(spec)
-        check_objects(spec.name, runs)
+        with checking(spec.name):
+            runs = expand(spec)
+            check_objects(spec.name, runs)
     except (ValueError, FileNotFoundError) as err:
         print(f"lssl sweep: {err}", file=sys.stderr)
         return 2
