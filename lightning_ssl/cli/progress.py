@@ -1,7 +1,7 @@
-"""The progress display of ``lssl sweep`` / ``lssl bench``: a rich bar (run i/N, the run's axes,
-elapsed, ETA, last result) and one line per finished run.
+"""The progress display of ``lssl sweep`` / ``lssl bench``: a spinner while the runs are checked, a
+rich bar (run i/N, the run's axes, elapsed, ETA, last result) and one line per finished run.
 
-On a terminal the bar is live and disappears at the end; elsewhere (a log file, CI) only the
+On a terminal the spinner and the bar are live and disappear when done; elsewhere (a log file, CI) only the
 per-run lines are written, so a log stays one line per run.
 """
 
