@@ -34,11 +34,9 @@ SHORT_AXES = {"balanced_twin": "twin", "imbalance_ratio": "ratio", "data_seed": 
 @contextlib.contextmanager
 def checking(spec_name: str, console: Console | None = None) -> Iterator[None]:
     """A spinner while a sweep's runs are resolved and checked before the first one trains (half a
-    minute for a spec of 500 runs); on a terminal only, and gone when the checks end."""
+    minute for a spec of 500 runs); rich draws it on a terminal only (a log gets nothing), and it is
+    gone when the checks end."""
     console = console or Console(stderr=True)
-    if not console.is_terminal:
-        yield
-        return
     with console.status(f"checking the runs of {spec_name} (every config through the lssl fit parser)"):
         yield
 
