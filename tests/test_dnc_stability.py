@@ -31,7 +31,7 @@ def test_distillation_is_finite_and_falls_under_sgd_at_lr_point_3() -> None:
         index = torch.arange(32) + 32 * (step % 2)
         views = [images[index] + 0.05 * torch.randn(32, 3, 16, 16) for _ in range(2)]
         loss = student.compute_losses((views, torch.full((32,), -1), index)).losses.mean()
-        losses.append(float(loss))
+        losses.append(loss.item())
         assert torch.isfinite(loss), f"step {step}: {losses}"
         opt.zero_grad()
         loss.backward()

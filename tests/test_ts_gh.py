@@ -271,7 +271,7 @@ def test_simclr_adds_the_weighted_gh_loss() -> None:
     t1, t2 = gh_logits(z1, model.gh.target), gh_logits(z2, model.gh.target)
     # epoch 0 with no warm-up and a 4-epoch ramp: w = 1/4; uniform prior before the first refresh
     total = nt_xent(z1, z2, 0.2).mean() + 0.25 * gh_loss(t1, t2, torch.full((5,), 0.2), 0.05, 50, 0.1).mean()
-    assert float(out.losses.mean()) == pytest.approx(float(total), abs=1e-5)
+    assert out.losses.mean().item() == pytest.approx(total.item(), abs=1e-5)
     model.after_optimizer_step()
     torch.testing.assert_close(model.gh.memory.values, t1.detach())  # the first view's logits, by index
     with pytest.raises(ValueError, match="gh needs num_large_views=2"):
